@@ -1,0 +1,134 @@
+// Softmax attention: naive vs scalar vs simd over sequence length, head dim,
+// heads, causal masking and threads, plus a decode case.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include <streamattn/streamattn.hpp>
+
+#include "support/alloc_counter.hpp"
+#include "support/workload.hpp"
+
+namespace streamattn::bench {
+namespace {
+
+struct attention_case {
+  const char* backend;  // "naive", "scalar", "simd"
+  index_t batch, nq, nk, hq, hk, dim;
+  bool causal;
+  int threads;
+};
+
+std::string name_of(const attention_case& c) {
+  std::string n = std::string("attention/") + c.backend + "/B" + std::to_string(c.batch) + "_Nq" +
+                  std::to_string(c.nq) + "_Nk" + std::to_string(c.nk) + "_Hq" + std::to_string(c.hq);
+  if (c.hk != c.hq) n += "_Hk" + std::to_string(c.hk);
+  n += "_D" + std::to_string(c.dim);
+  if (c.causal) n += "_causal";
+  return n + "/threads:" + std::to_string(c.threads);
+}
+
+/// Multiply-adds of QK^T and PV, counted as 2 flops each: 4 Nq Nk D per head,
+/// over the visible (query, key) pairs only.
+double attention_flops(const attention_case& c) {
+  double pairs = static_cast<double>(c.nq) * static_cast<double>(c.nk);
+  if (c.causal) {
+    // Bottom-right aligned: row i sees i + Nk - Nq + 1 keys (clipped to [0, Nk]).
+    pairs = 0;
+    for (index_t i = 0; i < c.nq; ++i) pairs += static_cast<double>(std::min(c.nk, std::max<index_t>(0, i + c.nk - c.nq + 1)));
+  }
+  return 4.0 * pairs * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
+}
+
+template <class Backend>
+void run_attention(benchmark::State& state, const Backend& backend, attention_case c) {
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  auto fill = [&](index_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = dist(rng);
+    return v;
+  };
+  const auto q = fill(c.batch * c.nq * c.hq * c.dim);
+  const auto k = fill(c.batch * c.nk * c.hk * c.dim);
+  const auto v = fill(c.batch * c.nk * c.hk * c.dim);
+  std::vector<float> out(q.size());
+  attention_options opts;
+  opts.causal = c.causal;
+  opts.threads = c.threads;
+
+  reset_heap_peak();
+  for (auto _ : state) {
+    attention(backend, bshd(q.data(), c.batch, c.nq, c.hq, c.dim), bshd(k.data(), c.batch, c.nk, c.hk, c.dim),
+              bshd(v.data(), c.batch, c.nk, c.hk, c.dim), bshd(out.data(), c.batch, c.nq, c.hq, c.dim), opts);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = 4.0 * static_cast<double>(q.size() + k.size() + v.size() + out.size());
+  state.counters["GFLOP/s"] = benchmark::Counter(attention_flops(c) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_extra_bytes"] = static_cast<double>(heap_peak_since_reset());
+}
+
+void add(const attention_case& c) {
+  auto* b = benchmark::RegisterBenchmark(name_of(c).c_str(), [c](benchmark::State& s) {
+    const std::string be = c.backend;
+    if (be == "naive") run_attention(s, naive, c);
+    else if (be == "scalar") run_attention(s, scalar, c);
+    else run_attention(s, simd, c);
+  });
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+  // The O(N^2) paths take seconds per call at long lengths: one call is enough.
+  if (std::string(c.backend) != "simd" && c.nq * c.nk >= 4096 * 4096) b->Iterations(1);
+}
+
+}  // namespace
+
+void register_attention_benchmarks(workload w) {
+  if (w == workload::quick) {
+    for (const char* be : {"naive", "scalar", "simd"}) add({be, 1, 128, 128, 2, 2, 32, true, 1});
+    return;
+  }
+  if (w == workload::standard) {
+    // The README's comparison: one head, D = 64, growing N.
+    for (index_t n : {256, 1024, 4096}) {
+      for (const char* be : {"naive", "scalar", "simd"}) add({be, 1, n, n, 1, 1, 64, false, 1});
+    }
+    add({"naive", 1, 16384, 16384, 1, 1, 64, false, 1});
+    add({"simd", 1, 16384, 16384, 1, 1, 64, false, 1});
+    add({"simd", 1, 4096, 4096, 1, 1, 64, true, 1});
+    add({"simd", 1, 4096, 4096, 8, 8, 64, false, 2});
+    add({"simd", 1, 1, 32768, 32, 8, 128, false, 2});
+    return;
+  }
+  if (w == workload::targets) {
+    for (index_t d : {64, 128}) {
+      for (bool causal : {false, true}) {
+        for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, d, causal, t});
+      }
+    }
+    add({"naive", 1, 16384, 16384, 1, 1, 64, false, 1});
+    add({"simd", 1, 16384, 16384, 1, 1, 64, false, 1});
+    add({"simd", 1, 16384, 16384, 8, 8, 128, false, 2});
+    for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, 8, 128, false, t});
+    return;
+  }
+  // full: the whole grid of the attention issue.
+  for (index_t n : {256, 1024, 4096, 16384})
+    for (index_t d : {64, 128})
+      for (index_t h : {1, 8})
+        for (bool causal : {false, true})
+          for (int t : {1, 2})
+            for (const char* be : {"naive", "scalar", "simd"}) {
+              const bool slow = std::string(be) != "simd" && (n > 4096 || (n == 4096 && (h > 1 || t > 1)));
+              if (!slow) add({be, 1, n, n, h, h, d, causal, t});
+            }
+  for (int t : {1, 2}) {
+    add({"scalar", 1, 1, 32768, 32, 8, 128, false, t});
+    add({"simd", 1, 1, 32768, 32, 8, 128, false, t});
+  }
+}
+
+}  // namespace streamattn::bench

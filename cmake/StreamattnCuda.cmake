@@ -1,0 +1,1 @@
+# CUDA support (see issue: CUDA specialisations); nothing yet.

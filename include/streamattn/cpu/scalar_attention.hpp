@@ -1,0 +1,50 @@
+// The scalar backend: the streaming algorithm in plain loops. One query row at
+// a time walks its visible keys, feeding each score into an online softmax
+// state, so nothing grows with the sequence length. Single-threaded.
+#pragma once
+
+#include <vector>
+
+#include "../backend.hpp"
+#include "../detail/attention_params.hpp"
+#include "../detail/element.hpp"
+#include "../detail/score_terms.hpp"
+#include "../online_softmax.hpp"
+
+namespace streamattn::detail {
+
+template <class T, class Tout>
+void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
+  using Acc = accum_t<T>;
+  std::vector<Acc> accumulator(static_cast<std::size_t>(p.dim_v));
+
+  for (index_t b = 0; b < p.batch; ++b) {
+    for (index_t h = 0; h < p.hq; ++h) {
+      const index_t kvh = p.kv_head_of(h);
+      const T* k_head = p.k + b * p.k_stride.batch + kvh * p.k_stride.head;
+      const T* v_head = p.v + b * p.v_stride.batch + kvh * p.v_stride.head;
+      for (index_t i = 0; i < p.nq; ++i) {
+        const T* q_row = p.q + b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
+        const score_row<Acc> terms = make_score_row<Acc>(p, b, h, i);
+        const bool plain = !p.has_score_terms();
+        online_softmax<Acc> state(accumulator.data(), p.dim_v);
+
+        const key_range keys = p.visible.keys_of(i);
+        for (index_t j = keys.begin; j < keys.end; ++j) {
+          const T* k_row = k_head + j * p.k_stride.seq;
+          Acc dot = 0;
+          for (index_t d = 0; d < p.dim; ++d)
+            dot += convert<Acc>(q_row[d * p.q_stride.dim]) * convert<Acc>(k_row[d * p.k_stride.dim]);
+          const Acc score = static_cast<Acc>(p.scale) * dot;
+          state.update(plain ? score : terms.apply(score, j), v_head + j * p.v_stride.seq, p.v_stride.dim);
+        }
+
+        Tout* out_row = p.out + b * p.out_stride.batch + i * p.out_stride.seq + h * p.out_stride.head;
+        const Acc lse = state.finalize(out_row, p.out_stride.dim);
+        if (p.lse) *lse_at(p, b, h, i) = static_cast<float>(lse);
+      }
+    }
+  }
+}
+
+}  // namespace streamattn::detail

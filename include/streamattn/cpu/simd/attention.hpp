@@ -1,0 +1,2 @@
+// The simd backend of softmax attention (placeholder: falls back to scalar).
+#pragma once

@@ -1,0 +1,61 @@
+// The plain parameter struct every attention kernel reads: pointers, sizes and
+// strides, filled once after validation (CUTLASS style).
+#pragma once
+
+#include "../config.hpp"
+#include "../options.hpp"
+#include "visibility.hpp"
+
+namespace streamattn::detail {
+
+/// Strides of an attention tensor in logical (batch, seq, head, dim) order.
+struct bshd_strides {
+  index_t batch = 0, seq = 0, head = 0, dim = 0;
+};
+
+/// Strides of a bias or mask in logical (batch, head, query, key) order; 0 on
+/// broadcast axes.
+struct bhqk_strides {
+  index_t batch = 0, head = 0, query = 0, key = 0;
+};
+
+template <class T, class Tout>
+struct attention_params {
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
+  Tout* out = nullptr;
+  bshd_strides q_stride, k_stride, v_stride, out_stride;
+
+  index_t batch = 0;
+  index_t nq = 0, nk = 0;        // query and key sequence lengths
+  index_t hq = 0, hk = 0;        // query and key/value heads (hq % hk == 0)
+  index_t dim = 0, dim_v = 0;    // head dims of q/k and of v/out
+
+  float scale = 1.0f;
+  float softcap = 0.0f;
+  visibility visible;
+
+  const float* bias = nullptr;
+  bhqk_strides bias_stride;
+  const bool* mask = nullptr;
+  bhqk_strides mask_stride;
+  const float* alibi_slopes = nullptr;
+  index_t alibi_stride = 0;
+
+  float* lse = nullptr;
+  index_t lse_stride_batch = 0, lse_stride_head = 0, lse_stride_query = 0;
+
+  index_t q_chunk = 0, kv_chunk = 0;
+  int threads = 0;
+  workspace scratch;
+
+  STREAMATTN_HOST_DEVICE index_t group_size() const { return hq / hk; }
+  STREAMATTN_HOST_DEVICE index_t kv_head_of(index_t query_head) const { return query_head / group_size(); }
+  /// True when some score needs more than `scale * q.k` and the causal/window range.
+  STREAMATTN_HOST_DEVICE bool has_score_terms() const {
+    return softcap > 0.0f || bias != nullptr || mask != nullptr || alibi_slopes != nullptr;
+  }
+};
+
+}  // namespace streamattn::detail

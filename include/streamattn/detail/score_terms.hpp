@@ -1,0 +1,61 @@
+// The score terms beyond scale * q.k: softcap, bias, ALiBi and the boolean
+// mask, applied in that order (softcap acts on the scaled dot product only).
+#pragma once
+
+#include <cmath>
+
+#include "../config.hpp"
+#include "attention_params.hpp"
+#include "math.hpp"
+
+namespace streamattn::detail {
+
+/// Everything `score_terms` needs for one (batch, query head, query) row, so a
+/// kernel resolves the row's pointers once and walks the keys.
+template <class Acc>
+struct score_row {
+  Acc softcap = 0;
+  const float* bias = nullptr;  // bias row at key 0
+  index_t bias_key_stride = 0;
+  const bool* mask = nullptr;   // mask row at key 0
+  index_t mask_key_stride = 0;
+  Acc alibi_slope = 0;          // 0: no ALiBi
+  index_t diagonal = 0;         // key aligned with this query
+
+  /// Final score of key j from the scaled dot product `s`.
+  STREAMATTN_HOST_DEVICE Acc apply(Acc s, index_t j) const {
+    if (softcap > Acc(0)) s = softcap * std::tanh(s / softcap);
+    if (bias) s += static_cast<Acc>(bias[j * bias_key_stride]);
+    if (alibi_slope != Acc(0)) {
+      const index_t distance = diagonal > j ? diagonal - j : j - diagonal;
+      s -= alibi_slope * static_cast<Acc>(distance);
+    }
+    if (mask && !mask[j * mask_key_stride]) s = neg_inf<Acc>();
+    return s;
+  }
+};
+
+template <class Acc, class T, class Tout>
+STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, Tout>& p, index_t b, index_t h,
+                                                     index_t i) {
+  score_row<Acc> r;
+  r.softcap = static_cast<Acc>(p.softcap);
+  if (p.bias) {
+    r.bias = p.bias + b * p.bias_stride.batch + h * p.bias_stride.head + i * p.bias_stride.query;
+    r.bias_key_stride = p.bias_stride.key;
+  }
+  if (p.mask) {
+    r.mask = p.mask + b * p.mask_stride.batch + h * p.mask_stride.head + i * p.mask_stride.query;
+    r.mask_key_stride = p.mask_stride.key;
+  }
+  if (p.alibi_slopes) r.alibi_slope = static_cast<Acc>(p.alibi_slopes[h * p.alibi_stride]);
+  r.diagonal = p.visible.diagonal(i);
+  return r;
+}
+
+template <class T, class Tout>
+STREAMATTN_HOST_DEVICE float* lse_at(const attention_params<T, Tout>& p, index_t b, index_t h, index_t i) {
+  return p.lse + b * p.lse_stride_batch + h * p.lse_stride_head + i * p.lse_stride_query;
+}
+
+}  // namespace streamattn::detail

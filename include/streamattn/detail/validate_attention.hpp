@@ -1,0 +1,138 @@
+// Validates the arguments of `attention` once and fills the kernel parameters.
+#pragma once
+
+#include <cmath>
+
+#include "../options.hpp"
+#include "../tensor.hpp"
+#include "attention_params.hpp"
+#include "check.hpp"
+
+namespace streamattn::detail {
+
+inline bshd_strides bshd_of(const std::array<index_t, 4>& s) { return {s[0], s[1], s[2], s[3]}; }
+
+/// Bias and mask extents must equal (B, Hq, Nq, Nk) or be 1 on any axis; a
+/// broadcast axis gets stride 0 so kernels never branch on it.
+template <class E>
+bhqk_strides broadcast_strides(const char* function, const char* name, const view<const E, 4>& m,
+                               const std::array<index_t, 4>& expected) {
+  check_view(function, name, m);
+  static const char* const axis_names[] = {"batch", "head", "query", "key"};
+  bhqk_strides s;
+  index_t* out[] = {&s.batch, &s.head, &s.query, &s.key};
+  for (int a = 0; a < 4; ++a) {
+    if (m.extent(a) == expected[static_cast<std::size_t>(a)]) {
+      *out[a] = m.stride(a);
+    } else if (m.extent(a) == 1) {
+      *out[a] = 0;
+    } else {
+      view<const E, 4> e{nullptr, expected, {}};
+      fail(function, name, " has shape ", shape_string(m), " which neither matches nor broadcasts to ",
+           "(batch, heads, queries, keys) = ", shape_string(e), " (", axis_names[a], " axis)");
+    }
+    if (expected[static_cast<std::size_t>(a)] == 0) *out[a] = 0;
+  }
+  return s;
+}
+
+template <class T, class Tout>
+attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4> q, view<const T, 4> k,
+                                                view<const T, 4> v, view<Tout, 4> out,
+                                                const attention_options& opts) {
+  check_view(fn, "q", q);
+  check_view(fn, "k", k);
+  check_view(fn, "v", v);
+  check_view(fn, "out", out);
+
+  attention_params<T, Tout> p;
+  p.batch = q.extent(0);
+  p.nq = q.extent(1);
+  p.hq = q.extent(2);
+  p.dim = q.extent(3);
+  p.nk = k.extent(1);
+  p.hk = k.extent(2);
+  p.dim_v = v.extent(3);
+
+  if (k.extent(0) != p.batch) fail(fn, "k has batch ", k.extent(0), " but q has batch ", p.batch);
+  if (v.extent(0) != p.batch) fail(fn, "v has batch ", v.extent(0), " but q has batch ", p.batch);
+  if (k.extent(3) != p.dim) fail(fn, "k has head dim ", k.extent(3), " but q has head dim ", p.dim);
+  if (v.extent(1) != p.nk) fail(fn, "v has ", v.extent(1), " keys but k has ", p.nk);
+  if (v.extent(2) != p.hk) fail(fn, "v has ", v.extent(2), " heads but k has ", p.hk);
+  if (p.hk == 0 && p.hq != 0) fail(fn, "k has 0 heads but q has ", p.hq);
+  if (p.hk != 0 && p.hq % p.hk != 0)
+    fail(fn, "q has ", p.hq, " heads, which is not a multiple of the ", p.hk, " heads of k and v");
+  if (p.dim == 0 && !opts.scale && p.nq != 0 && p.nk != 0)
+    fail(fn, "q and k have head dim 0 and no scale is given (the default 1/sqrt(D) is undefined)");
+  check_shape(fn, "out", out, {p.batch, p.nq, p.hq, p.dim_v}, "(batch, queries, heads, dim of v) =");
+
+  p.q = q.data;
+  p.k = k.data;
+  p.v = v.data;
+  p.out = out.data;
+  p.q_stride = bshd_of(q.strides);
+  p.k_stride = bshd_of(k.strides);
+  p.v_stride = bshd_of(v.strides);
+  p.out_stride = bshd_of(out.strides);
+
+  check_no_alias(fn, "out", out, "q", q);
+  check_no_alias(fn, "out", out, "k", k);
+  check_no_alias(fn, "out", out, "v", v);
+
+  if (opts.scale) check_finite(fn, "scale", *opts.scale);
+  p.scale = opts.scale ? *opts.scale : (p.dim > 0 ? 1.0f / std::sqrt(static_cast<float>(p.dim)) : 1.0f);
+
+  check_finite(fn, "softcap", opts.softcap);
+  if (opts.softcap < 0.0f) fail(fn, "softcap must be >= 0 (0 disables it), got ", opts.softcap);
+  p.softcap = opts.softcap;
+
+  if (opts.window_left < -1) fail(fn, "window_left must be >= 0 or -1 (unbounded), got ", opts.window_left);
+  if (opts.window_right < -1) fail(fn, "window_right must be >= 0 or -1 (unbounded), got ", opts.window_right);
+  p.visible = visibility{p.nq, p.nk, opts.causal, opts.window_left, opts.window_right};
+
+  const std::array<index_t, 4> bhqk{p.batch, p.hq, p.nq, p.nk};
+  if (!opts.bias.empty()) {
+    p.bias = opts.bias.data;
+    p.bias_stride = broadcast_strides(fn, "bias", opts.bias, bhqk);
+  } else if (opts.bias.size() != 0) {
+    check_view(fn, "bias", opts.bias);
+  }
+  if (!opts.mask.empty()) {
+    p.mask = opts.mask.data;
+    p.mask_stride = broadcast_strides(fn, "mask", opts.mask, bhqk);
+  } else if (opts.mask.size() != 0) {
+    check_view(fn, "mask", opts.mask);
+  }
+  if (!opts.alibi_slopes.empty()) {
+    check_shape(fn, "alibi_slopes", opts.alibi_slopes, {p.hq}, "(query heads) =");
+    p.alibi_slopes = opts.alibi_slopes.data;
+    p.alibi_stride = opts.alibi_slopes.stride(0);
+  }
+  if (!opts.lse.empty()) {
+    check_shape(fn, "lse", opts.lse, {p.batch, p.hq, p.nq}, "(batch, heads, queries) =");
+    check_no_alias(fn, "lse", opts.lse, "q", q);
+    check_no_alias(fn, "lse", opts.lse, "k", k);
+    check_no_alias(fn, "lse", opts.lse, "v", v);
+    check_no_alias(fn, "lse", opts.lse, "out", out);
+    p.lse = opts.lse.data;
+    p.lse_stride_batch = opts.lse.stride(0);
+    p.lse_stride_head = opts.lse.stride(1);
+    p.lse_stride_query = opts.lse.stride(2);
+  } else if (opts.lse.size() != 0) {
+    check_view(fn, "lse", opts.lse);
+  }
+  if (!opts.bias.empty()) check_no_alias(fn, "out", out, "bias", opts.bias);
+
+  if (opts.q_chunk < 0) fail(fn, "q_chunk must be >= 0 (0 = automatic), got ", opts.q_chunk);
+  if (opts.kv_chunk < 0) fail(fn, "kv_chunk must be >= 0 (0 = automatic), got ", opts.kv_chunk);
+  if (opts.threads < 0) fail(fn, "threads must be >= 0 (0 = all hardware threads), got ", opts.threads);
+  p.q_chunk = opts.q_chunk;
+  p.kv_chunk = opts.kv_chunk;
+  p.threads = opts.threads;
+  p.scratch = opts.scratch;
+  if (p.scratch.bytes != 0 && p.scratch.data == nullptr)
+    fail(fn, "scratch has ", p.scratch.bytes, " bytes but null data");
+  return p;
+}
+
+}  // namespace streamattn::detail

@@ -1,0 +1,68 @@
+// Options of softmax attention, with their documented defaults.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+
+#include "config.hpp"
+#include "tensor.hpp"
+
+namespace streamattn {
+
+/// Caller-provided scratch memory. When `bytes >= workspace_size(...)`, a
+/// call allocates nothing on the heap (as long as it runs on the calling
+/// thread: threads == 1, or a problem small enough not to start threads).
+struct workspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+/// Options of `attention`. All fields are optional and combine freely.
+///
+/// Score of query i against key j (per batch b and query head h):
+///
+///     s = scale * dot(q_i, k_j)
+///     s = softcap * tanh(s / softcap)          if softcap > 0
+///     s = s + bias(b, h, i, j)                  if bias is set
+///     s = s - alibi_slopes(h) * |i + Nk - Nq - j|   if alibi_slopes is set
+///     s = -inf   if mask(b, h, i, j) is false, or j is outside the causal /
+///                window range below
+///
+/// Causal masking and windows are aligned to the bottom-right corner, as in
+/// FlashAttention >= 2.1: with `offset = Nk - Nq`, query i sees key j iff
+/// `i + offset - window_left <= j <= i + offset + window_right` and, when
+/// causal, `j <= i + offset`. (PyTorch's `is_causal` aligns top-left instead;
+/// the two agree when Nq == Nk.) A row that sees no key returns zeros and
+/// lse = -inf.
+struct attention_options {
+  /// Multiplier of q.k; defaults to 1/sqrt(D).
+  std::optional<float> scale;
+  /// Key j is visible to query i only if j <= i + Nk - Nq.
+  bool causal = false;
+  /// Sliding window around the aligned diagonal; -1 means unbounded.
+  index_t window_left = -1;
+  index_t window_right = -1;
+  /// Logit soft-capping (Gemma 2, Grok): 0 disables it.
+  float softcap = 0.0f;
+  /// Additive bias in logical (batch, head, query, key) order. Any axis may
+  /// broadcast with extent 1 or stride 0. -inf entries mask that score.
+  view<const float, 4> bias{};
+  /// Boolean keep-mask in logical (batch, head, query, key) order, broadcast
+  /// like `bias`; false masks the score.
+  view<const bool, 4> mask{};
+  /// One ALiBi slope per query head.
+  view<const float, 1> alibi_slopes{};
+  /// Optional output (batch, head, query): log-sum-exp of each row's final
+  /// scores (natural log); -inf for a row that sees no key.
+  view<float, 3> lse{};
+  /// Tile sizes; 0 lets the backend choose from D and the cache sizes.
+  index_t q_chunk = 0;
+  index_t kv_chunk = 0;
+  /// Worker threads of the simd backend; 0 = all hardware threads. Results are
+  /// bitwise identical for every value.
+  int threads = 0;
+  /// Optional scratch memory (see `workspace_size`).
+  workspace scratch{};
+};
+
+}  // namespace streamattn

@@ -1,0 +1,133 @@
+// Every backend x element type against the naive oracle: awkward shapes,
+// every option alone and combined, strided layouts, extreme logits.
+#include <gtest/gtest.h>
+
+#include <streamattn/streamattn.hpp>
+
+#include "support/problem.hpp"
+#include "support/seed.hpp"
+
+namespace {
+
+using namespace streamattn;
+using namespace streamattn::testing;
+
+template <class Backend, class T>
+struct combo {
+  using backend = Backend;
+  using type = T;
+};
+
+template <class Combo>
+class Attention : public ::testing::Test {};
+using Combos = ::testing::Types<combo<scalar_t, float>, combo<scalar_t, double>, combo<scalar_t, Eigen::half>,
+                                combo<scalar_t, Eigen::bfloat16>, combo<simd_t, float>, combo<simd_t, double>,
+                                combo<simd_t, Eigen::half>, combo<simd_t, Eigen::bfloat16>>;
+class ComboNames {
+ public:
+  template <class C>
+  static std::string GetName(int) {
+    std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
+    using T = typename C::type;
+    return b + (std::is_same_v<T, float> ? "float" : std::is_same_v<T, double> ? "double"
+                : std::is_same_v<T, Eigen::half> ? "half" : "bfloat16");
+  }
+};
+TYPED_TEST_SUITE(Attention, Combos, ComboNames);
+
+// Shapes: 1, 7, chunk-1/chunk/chunk+1 (63/64/65), primes, Nq != Nk both ways,
+// D != Dv, D from 1 to 256, grouped and multi-query heads, decode (Nq = 1).
+const std::vector<shape> kShapes = {
+    {1, 1, 1, 1, 1, 1, 1},      {1, 7, 7, 1, 1, 7, 7},       {2, 63, 65, 2, 1, 64, 32},
+    {1, 65, 64, 4, 2, 16, 24},  {1, 13, 131, 3, 3, 33, 17},  {1, 1, 200, 8, 2, 128, 128},
+    {2, 131, 29, 2, 2, 8, 5},   {1, 17, 29, 1, 1, 256, 256}, {1, 64, 64, 2, 2, 2, 3},
+    {1, 3, 97, 4, 1, 96, 80},   {1, 128, 257, 1, 1, 20, 40},
+};
+
+TYPED_TEST(Attention, EveryOptionOverAwkwardShapes) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  for (const option_set& os : all_option_sets()) {
+    for (const shape& s : kShapes) {
+      const problem<T> p(s, os, rng);
+      const auto o = make_oracle(p);
+      expect_matches(p, o, run<T>(backend, p, p.opts), "default tiles");
+    }
+  }
+}
+
+TYPED_TEST(Attention, ChunkSizesDoNotChangeTheResult) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const shape s{1, 70, 150, 2, 1, 24, 40};
+  for (const auto& os : {options_named("causal"), options_named("everything")}) {
+    const problem<T> p(s, os, rng);
+    const auto o = make_oracle(p);
+    for (index_t qc : {1, 7, 64, 65}) {
+      for (index_t kc : {1, 16, 63, 200}) {
+        attention_options opts = p.opts;
+        opts.q_chunk = qc;
+        opts.kv_chunk = kc;
+        expect_matches(p, o, run<T>(backend, p, opts), "q_chunk=" + std::to_string(qc) + " kv_chunk=" + std::to_string(kc));
+      }
+    }
+  }
+}
+
+TYPED_TEST(Attention, StridedLayouts) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const shape s{2, 33, 47, 4, 2, 24, 16};
+  for (layout l : {layout::bhsd, layout::padded}) {
+    const problem<T> p(s, options_named("everything"), rng, l);
+    const auto o = make_oracle(p);
+    for (layout lo : {layout::bshd, layout::bhsd, layout::padded})
+      expect_matches(p, o, run<T>(backend, p, p.opts, lo), std::string("inputs ") + name_of(l) + ", out " + name_of(lo));
+  }
+}
+
+TYPED_TEST(Attention, ExtremeLogitsStayFinite) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const shape s{1, 40, 90, 2, 2, 16, 16};
+  // q.k up to ~1e4 in magnitude with scale 1: exp would overflow without the
+  // running max.
+  for (float scale : {400.0f, -400.0f}) {
+    option_set os = options_named("lse");
+    os.scale = scale;
+    const problem<T> p(s, os, rng);
+    const auto o = make_oracle(p);
+    const auto r = run<T>(backend, p, p.opts);
+    r.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
+      ASSERT_TRUE(std::isfinite(detail::convert<double>(r.out.v(b, i, h, d))));
+    });
+    for (float l : r.lse) ASSERT_TRUE(std::isfinite(l));
+    // The softmax is nearly one-hot here; a score error of eps * 1e4 moves
+    // weights by that much, so compare against that bound.
+    const difference d = compare(r.out.cv(), o.exact.out.cv());
+    EXPECT_LE(d.max_abs_error, 1e4 * 16 * std::max(epsilon<T>(), epsilon<detail::accum_t<T>>()) * 64) << d.describe();
+  }
+}
+
+TYPED_TEST(Attention, EmptySequencesAreNoOps) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  // Nq = 0: nothing to do. Nk = 0: zeros and lse = -inf.
+  for (const shape& s : {shape{1, 0, 5, 2, 1, 8, 8}, shape{2, 5, 0, 2, 1, 8, 8}, shape{0, 3, 3, 1, 1, 4, 4}}) {
+    const problem<T> p(s, options_named("lse"), rng);
+    const auto r = run<T>(backend, p, p.opts);
+    r.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
+      EXPECT_EQ(detail::convert<float>(r.out.v(b, i, h, d)), 0.0f);
+    });
+    if (s.nk == 0 && s.nq > 0) {
+      for (float l : r.lse) EXPECT_EQ(l, -std::numeric_limits<float>::infinity());
+    }
+  }
+}
+
+}  // namespace
