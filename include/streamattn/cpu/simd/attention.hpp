@@ -1,2 +1,62 @@
-// The simd backend of softmax attention (placeholder: falls back to scalar).
+// The simd backend of softmax attention: plans the call, hands work items
+// (blocks of query rows of one batch and K/V head) to workers, and runs the
+// wide or decode path on each with the worker's slab of scratch memory.
 #pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+
+#include "../../backend.hpp"
+#include "../../detail/attention_params.hpp"
+#include "../../detail/element.hpp"
+#include "../../detail/parallel.hpp"
+#include "block.hpp"
+#include "decode_block.hpp"
+#include "plan.hpp"
+#include "wide_block.hpp"
+
+namespace streamattn::detail {
+
+template <class T, class Tout>
+std::size_t attention_workspace_bytes(simd_t, const attention_params<T, Tout>& p) {
+  return simd::make_plan<accum_t<T>>(p).workspace_bytes();
+}
+
+template <class T, class Tout>
+void attention_impl(simd_t, const attention_params<T, Tout>& p) {
+  using Acc = accum_t<T>;
+  simd::simd_plan<Acc> plan = simd::make_plan<Acc>(p);
+  if (plan.items == 0) {
+    // No keys (zeros and lse = -inf) or no value dims (lse only): nothing to
+    // stream, and the scalar loops produce exactly that.
+    attention_impl(scalar_t{}, p);
+    return;
+  }
+
+  // Scratch: the caller's if large enough for at least one worker (fewer
+  // workers then), else one allocation for this call.
+  std::unique_ptr<std::byte[]> owned;
+  std::byte* base = nullptr;
+  const std::size_t usable = p.scratch.bytes > simd::slab_alignment ? p.scratch.bytes - simd::slab_alignment : 0;
+  if (usable >= plan.slab_bytes) {
+    plan.workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(plan.workers), usable / plan.slab_bytes));
+    base = static_cast<std::byte*>(p.scratch.data);
+  } else {
+    owned.reset(new std::byte[plan.workspace_bytes()]);
+    base = owned.get();
+  }
+  const auto misalign = reinterpret_cast<std::uintptr_t>(base) % simd::slab_alignment;
+  if (misalign) base += simd::slab_alignment - misalign;
+
+  parallel_for(plan.items, plan.workers, [&](index_t item, int worker) {
+    const simd::block<Acc, T, Tout> blk(p, plan, item, base + static_cast<std::size_t>(worker) * plan.slab_bytes);
+    if (plan.decode)
+      simd::run_decode_block(blk);
+    else
+      simd::run_wide_block(blk);
+  });
+}
+
+}  // namespace streamattn::detail

@@ -1,0 +1,126 @@
+// What the two simd paths share about one work item: which rows it owns, its
+// slice of the worker's slab, K/V chunk staging, per-element masking, and
+// writing the finished rows out.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#include "../../detail/attention_params.hpp"
+#include "../../detail/element.hpp"
+#include "../../detail/math.hpp"
+#include "../../detail/score_terms.hpp"
+#include "micro_kernel.hpp"
+#include "plan.hpp"
+
+namespace streamattn::detail::simd {
+
+/// One work item: a block of rows of one (batch, key/value head). Row r of
+/// the head is query r / group of query head kv_head * group + r % group, so a
+/// block covers consecutive queries (keeping causal tiles skippable) and every
+/// query head that shares the K/V it streams.
+template <class Acc, class T, class Tout>
+struct block {
+  const attention_params<T, Tout>& p;
+  const simd_plan<Acc>& plan;
+  index_t batch, kv_head;
+  index_t row_begin, rows;  // head rows [row_begin, row_begin + rows)
+  std::byte* slab;
+
+  block(const attention_params<T, Tout>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab)
+      : p(params), plan(pl), slab(worker_slab) {
+    const index_t per_batch = p.hk * plan.row_blocks;
+    batch = item / per_batch;
+    kv_head = (item % per_batch) / plan.row_blocks;
+    row_begin = (item % plan.row_blocks) * plan.block_rows;
+    rows = std::min(plan.block_rows, plan.head_rows - row_begin);
+  }
+
+  index_t query_of(index_t row) const { return (row_begin + row) / plan.group; }
+  index_t head_of(index_t row) const { return kv_head * plan.group + (row_begin + row) % plan.group; }
+  index_t first_query() const { return query_of(0); }
+  index_t last_query() const { return query_of(rows - 1); }
+
+  template <class U>
+  U* buffer(std::size_t offset) const {
+    return reinterpret_cast<U*>(slab + offset);
+  }
+  Acc* row_max() const { return buffer<Acc>(plan.stats_off); }
+  Acc* row_sum() const { return row_max() + (plan.decode ? plan.block_rows : plan.cols); }
+  Acc* rescale() const { return row_sum() + (plan.decode ? plan.block_rows : plan.cols); }
+  score_row<Acc>* terms() const { return buffer<score_row<Acc>>(plan.terms_off); }
+
+  const T* q_row(index_t row) const {
+    return p.q + batch * p.q_stride.batch + query_of(row) * p.q_stride.seq + head_of(row) * p.q_stride.head;
+  }
+  const T* k_head() const { return p.k + batch * p.k_stride.batch + kv_head * p.k_stride.head; }
+  const T* v_head() const { return p.v + batch * p.v_stride.batch + kv_head * p.v_stride.head; }
+
+  /// Keys any row of the block may see: a contiguous range, so the chunks
+  /// outside it (above the causal diagonal, beyond a window) are never touched.
+  key_range keys() const { return p.visible.keys_of_rows(first_query(), last_query()); }
+
+  void prepare_terms() const {
+    if (!p.has_score_terms()) return;
+    for (index_t r = 0; r < rows; ++r) terms()[r] = make_score_row<Acc>(p, batch, head_of(r), query_of(r));
+  }
+
+  /// K rows [first, first + n) as an (n x D) Acc matrix: the caller's
+  /// memory as it is when the plan allows, else a converted, row-major copy
+  /// in the slab.
+  strided_operand<Acc> k_rows(index_t first, index_t n) const {
+    return stage(k_head() + first * p.k_stride.seq, p.k_stride, n, p.dim, plan.k_off, plan.stage_k);
+  }
+  strided_operand<Acc> v_rows(index_t first, index_t n) const {
+    return stage(v_head() + first * p.v_stride.seq, p.v_stride, n, p.dim_v, plan.v_off, plan.stage_v);
+  }
+
+  /// Whether chunk [first, first + n) needs per-element work: a mask edge
+  /// crosses it, or a score term applies.
+  bool needs_element_pass(index_t first, index_t n) const {
+    return p.has_score_terms() || !p.visible.tile_fully_visible(first_query(), last_query(), first, first + n);
+  }
+
+  /// The final score of row r against key j from the scaled dot product.
+  Acc element_score(index_t r, index_t j, Acc scaled_dot) const {
+    const key_range visible = p.visible.keys_of(query_of(r));
+    if (j < visible.begin || j >= visible.end) return neg_inf<Acc>();
+    return p.has_score_terms() ? terms()[r].apply(scaled_dot, j) : scaled_dot;
+  }
+
+  /// Writes row r: acc[d * acc_stride] / row_sum (zeros when no key was
+  /// visible), and its log-sum-exp.
+  void write_row(index_t r, const Acc* acc, index_t acc_stride, Acc max, Acc sum) const {
+    Tout* out = p.out + batch * p.out_stride.batch + query_of(r) * p.out_stride.seq + head_of(r) * p.out_stride.head;
+    const Acc inv = sum > Acc(0) ? Acc(1) / sum : Acc(0);
+    for (index_t d = 0; d < p.dim_v; ++d) out[d * p.out_stride.dim] = convert<Tout>(acc[d * acc_stride] * inv);
+    if (p.lse) *lse_at(p, batch, head_of(r), query_of(r)) = sum > Acc(0) ? static_cast<float>(max + log_(sum)) : neg_inf<float>();
+  }
+
+ private:
+  strided_operand<Acc> stage(const T* src, const bshd_strides& s, index_t n, index_t dim,
+                             std::size_t offset, bool copy) const {
+    if constexpr (std::is_same_v<T, Acc>) {
+      if (!copy) return {src, s.seq, s.dim};
+    }
+    Acc* dst = buffer<Acc>(offset);
+    for (index_t j = 0; j < n; ++j) {
+      const T* row = src + j * s.seq;
+      Acc* out = dst + j * dim;
+      if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
+        if constexpr (std::is_same_v<T, Acc>) {
+          std::memcpy(out, row, static_cast<std::size_t>(dim) * sizeof(Acc));
+        } else {
+          for (index_t d = 0; d < dim; ++d) out[d] = convert<Acc>(row[d]);
+        }
+      } else {
+        for (index_t d = 0; d < dim; ++d) out[d] = convert<Acc>(row[d * s.dim]);
+      }
+    }
+    return {dst, dim, 1};
+  }
+};
+
+}  // namespace streamattn::detail::simd

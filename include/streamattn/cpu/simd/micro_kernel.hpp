@@ -1,0 +1,132 @@
+// The register-tiled GEMM at the heart of the simd backend. Both products of
+// attention run through it:
+//
+//     S^T (keys x queries)  = K   (keys x D)   . Q^T (D x queries)
+//     O^T (dims x queries) += V^T (dims x keys) . P^T (keys x queries)
+//
+// Keeping queries as the vector (column) dimension means K and V are read
+// straight from the caller's memory as broadcast scalars, with any strides,
+// so nothing of K or V is repacked; only the small Q^T panel is. It also makes
+// the softmax over keys a column-wise, purely vertical (shuffle-free) pass.
+#pragma once
+
+#include <algorithm>
+#include <utility>
+
+#include "../../config.hpp"
+#include "packet.hpp"
+
+namespace streamattn::detail::simd {
+
+/// Register tile: MR rows of A (broadcast) times NR packets of B columns.
+/// 24 accumulators fit 32-register ISAs (AVX-512, NEON) with room for the B
+/// packets and a broadcast; 16-register ISAs (SSE2, AVX2) get 8.
+struct tile_shape {
+  static constexpr int rows = vector_registers >= 32 ? 8 : 4;
+  static constexpr int col_packets = vector_registers >= 32 ? 3 : 2;
+};
+
+/// A strided read-only matrix: element (r, d) at data[r * row_stride + d * depth_stride].
+template <class Acc>
+struct strided_operand {
+  const Acc* data;
+  index_t row_stride;
+  index_t depth_stride;
+};
+
+/// C[r][0 .. NR*W) for r < MR, with C = (accumulate ? C * col_scale : 0) + A . B
+/// where A is MR x depth (strided) and B is depth x NR*W with rows `ldb` apart.
+/// `col_scale` (NR packets) rescales the old C per column: the online softmax
+/// correction exp(m_old - m_new) of each query. Null means 1.
+template <class Acc, int MR, int NR>
+EIGEN_STRONG_INLINE void micro_tile(index_t depth, strided_operand<Acc> a, const Acc* b, index_t ldb, Acc* c,
+                                    index_t ldc, const Acc* col_scale, bool accumulate) {
+  using P = packet<Acc>;
+  constexpr int W = packet_size<Acc>;
+  P acc[MR][NR];
+  if (accumulate) {
+    P scale[NR];
+    for (int j = 0; j < NR; ++j) scale[j] = col_scale ? ei::ploadu<P>(col_scale + j * W) : ei::pset1<P>(Acc(1));
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = ei::pmul(ei::ploadu<P>(c + i * ldc + j * W), scale[j]);
+  } else {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = ei::pzero(P());
+  }
+  const Acc* a_row[MR];
+  for (int i = 0; i < MR; ++i) a_row[i] = a.data + i * a.row_stride;
+  for (index_t d = 0; d < depth; ++d) {
+    P bv[NR];
+    for (int j = 0; j < NR; ++j) bv[j] = ei::ploadu<P>(b + j * W);
+    for (int i = 0; i < MR; ++i) {
+      const P av = ei::pset1<P>(*a_row[i]);
+      for (int j = 0; j < NR; ++j) acc[i][j] = ei::pmadd(av, bv[j], acc[i][j]);
+      a_row[i] += a.depth_stride;
+    }
+    b += ldb;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) ei::pstoreu(c + i * ldc + j * W, acc[i][j]);
+}
+
+namespace detail_kernel {
+template <class Acc, int NR, int... MRs>
+EIGEN_STRONG_INLINE void rows_dispatch(int mr, std::integer_sequence<int, MRs...>, index_t depth,
+                                       strided_operand<Acc> a, const Acc* b, index_t ldb, Acc* c, index_t ldc,
+                                       const Acc* col_scale, bool accumulate) {
+  // Calls the instantiation with MR == mr (the row tail of a block).
+  ((mr == MRs + 1 ? micro_tile<Acc, MRs + 1, NR>(depth, a, b, ldb, c, ldc, col_scale, accumulate) : void()), ...);
+}
+}  // namespace detail_kernel
+
+/// A (rows x cols) matrix stored as column panels of `tile_shape` width:
+/// panel p holds columns [p * width, (p + 1) * width) row-major, and the last
+/// panel may be narrower. A micro-kernel's B operand (or C tile) is then one
+/// contiguous block that stays in L1 while every row block sweeps over it.
+template <class Acc>
+struct panels {
+  static constexpr index_t width = tile_shape::col_packets * packet_size<Acc>;
+  Acc* data;
+  index_t rows, cols;  // cols: a multiple of the packet size
+
+  index_t panel_width(index_t col) const { return std::min(width, cols - col / width * width); }
+  Acc* panel(index_t col) const { return data + col / width * width * rows; }
+  /// Address of element (r, c).
+  Acc* at(index_t r, index_t c) const { return panel(c) + r * panel_width(c) + c % width; }
+};
+
+/// C (+)= A . B over whole panels: C (rows x cols) and B (depth x cols) are
+/// panel matrices, A is MR-row strided blocks. For each column panel, every
+/// register tile of rows reuses the same L1-resident B panel.
+template <class Acc>
+inline void gemm_tiles(index_t rows, strided_operand<Acc> a, panels<Acc> b, panels<Acc> c, const Acc* col_scale,
+                       bool accumulate) {
+  constexpr int MR = tile_shape::rows, NR = tile_shape::col_packets, W = packet_size<Acc>;
+  const index_t depth = b.rows;
+  for (index_t col = 0; col < c.cols; col += panels<Acc>::width) {
+    const index_t wp = c.panel_width(col);
+    const int nr = static_cast<int>(wp / W);
+    const Acc* b_panel = b.panel(col);
+    Acc* c_panel = c.panel(col);
+    const Acc* scale = col_scale ? col_scale + col : nullptr;
+    for (index_t r = 0; r < rows; r += MR) {
+      const int mr = static_cast<int>(rows - r < MR ? rows - r : MR);
+      const strided_operand<Acc> a_block{a.data + r * a.row_stride, a.row_stride, a.depth_stride};
+      Acc* c_tile = c_panel + r * wp;
+      if (mr == MR && nr == NR) {
+        micro_tile<Acc, MR, NR>(depth, a_block, b_panel, wp, c_tile, wp, scale, accumulate);
+      } else if (nr == NR) {
+        detail_kernel::rows_dispatch<Acc, NR>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
+                                              c_tile, wp, scale, accumulate);
+      } else if (nr == 2) {
+        detail_kernel::rows_dispatch<Acc, 2>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
+                                             c_tile, wp, scale, accumulate);
+      } else {
+        detail_kernel::rows_dispatch<Acc, 1>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
+                                             c_tile, wp, scale, accumulate);
+      }
+    }
+  }
+}
+
+}  // namespace streamattn::detail::simd

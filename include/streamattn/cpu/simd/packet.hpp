@@ -1,0 +1,73 @@
+// The vector types of the simd backend. Eigen's packet layer already maps the
+// compiler's target flags to AVX-512, AVX2/FMA, AVX, SSE2 or NEON registers,
+// so the kernels are written once against it; with vectorisation disabled the
+// packet is a plain scalar and everything still works.
+#pragma once
+
+#include <cmath>
+
+#include <Eigen/Core>
+
+namespace streamattn::detail::simd {
+
+namespace ei = Eigen::internal;
+
+template <class Acc>
+using packet = typename ei::packet_traits<Acc>::type;
+
+template <class Acc>
+inline constexpr int packet_size = ei::unpacket_traits<packet<Acc>>::size;
+
+/// Architectural vector registers: how large a register tile a micro-kernel
+/// may keep live without spilling.
+inline constexpr int vector_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;
+
+/// e^x for x <= 0, the only case softmax needs once the running max has been
+/// subtracted. Results below e^-86 (about 4e-38) are returned as exactly 0,
+/// so masked scores (-inf) get weight 0 and no subnormal (slow on x86) is ever
+/// produced. NaN propagates. Relative error about 1 ulp for float.
+///
+/// Range reduction x = n ln2 + r with |r| <= ln2/2, then e^r by its degree-7
+/// (float) or degree-12 (double) Taylor polynomial and 2^n built from the
+/// exponent bits directly: n is in [-125, 0] for float after the cut-off, so
+/// 2^n is always a normal number.
+template <class P>
+EIGEN_STRONG_INLINE P exp_nonpositive(const P& x) {
+  using scalar = typename ei::unpacket_traits<P>::type;
+  if constexpr (ei::unpacket_traits<P>::size == 1) {
+    return x < scalar(-86) ? scalar(0) : std::exp(x);
+  } else if constexpr (std::is_same_v<scalar, float>) {
+    using PI = typename ei::unpacket_traits<P>::integer_packet;
+    const P lowest = ei::pset1<P>(-86.0f);
+    const P keep = ei::pcmp_le(lowest, x);  // false for x < -86 and for NaN
+    const P xc = ei::pmax<Eigen::PropagateNaN>(x, lowest);
+    const P n = ei::pfloor(ei::pmadd(xc, ei::pset1<P>(1.44269504088896341f), ei::pset1<P>(0.5f)));
+    // ln 2 split in two so n * ln2_hi is exact.
+    P r = ei::pmadd(n, ei::pset1<P>(-0.693145751953125f), xc);
+    r = ei::pmadd(n, ei::pset1<P>(-1.428606765330187045e-06f), r);
+    P poly = ei::pset1<P>(1.0f / 5040);
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f / 720));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f / 120));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f / 24));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f / 6));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(0.5f));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f));
+    poly = ei::pmadd(poly, r, ei::pset1<P>(1.0f));
+    const PI biased = ei::padd(ei::pcast<P, PI>(n), ei::pset1<PI>(127));
+    const P two_n = ei::preinterpret<P>(ei::plogical_shift_left<23>(biased));
+    const P result = ei::pmul(poly, two_n);
+    // NaN: keep is false but the product is NaN; let it through.
+    const P is_nan = ei::pcmp_eq(x, x);
+    return ei::por(ei::pand(result, keep), ei::pandnot(result, is_nan));
+  } else {
+    // double: Eigen's exp is accurate to about 1 ulp; zero the cut-off region
+    // explicitly so masked scores get exactly 0.
+    const P lowest = ei::pset1<P>(-700.0);
+    const P keep = ei::pcmp_le(lowest, x);
+    const P is_nan = ei::pcmp_eq(x, x);
+    const P result = ei::pexp(ei::pmax<Eigen::PropagateNaN>(x, lowest));
+    return ei::por(ei::pand(result, keep), ei::pandnot(result, is_nan));
+  }
+}
+
+}  // namespace streamattn::detail::simd

@@ -1,0 +1,89 @@
+// The wide path of the simd backend: a block of many query rows streams over
+// K/V chunks with queries in the vector lanes.
+//
+//   S^T = K_chunk . (scale Q)^T          (keys x queries, micro-kernel)
+//   per query column: m' = max(m, max_j S), a = e^(m - m'), P = e^(S - m'),
+//                     l = a l + sum_j P                        (vertical ops only)
+//   O^T = a O^T + V_chunk^T . P^T        (dims x queries, micro-kernel)
+//
+// and finally out = O / l. Everything lives in the worker's slab, whose size
+// depends on the tile sizes only, never on Nq or Nk.
+#pragma once
+
+#include "../../detail/math.hpp"
+#include "block.hpp"
+#include "micro_kernel.hpp"
+#include "packet.hpp"
+
+namespace streamattn::detail::simd {
+
+template <class Acc, class T, class Tout>
+void run_wide_block(const block<Acc, T, Tout>& blk) {
+  using P = packet<Acc>;
+  constexpr index_t W = packet_size<Acc>;
+  const auto& p = blk.p;
+  const index_t cols = blk.plan.cols;  // query columns, padded to whole packets
+  const panels<Acc> qt{blk.template buffer<Acc>(blk.plan.q_off), p.dim, cols};
+  const panels<Acc> ot{blk.template buffer<Acc>(blk.plan.o_off), p.dim_v, cols};
+  Acc* const s_data = blk.template buffer<Acc>(blk.plan.s_off);
+  Acc* row_max = blk.row_max();
+  Acc* row_sum = blk.row_sum();
+  Acc* rescale = blk.rescale();
+
+  // Q^T with the scale folded in (one multiply per query element instead of
+  // one per score); padding columns are zero and never written out.
+  const Acc scale = static_cast<Acc>(p.scale);
+  for (index_t r = 0; r < cols; ++r) {
+    const T* q = r < blk.rows ? blk.q_row(r) : nullptr;
+    for (index_t d = 0; d < p.dim; ++d) *qt.at(d, r) = q ? scale * convert<Acc>(q[d * p.q_stride.dim]) : Acc(0);
+    row_max[r] = neg_inf<Acc>();
+    row_sum[r] = Acc(0);
+  }
+  for (index_t i = 0; i < p.dim_v * cols; ++i) ot.data[i] = Acc(0);
+  blk.prepare_terms();
+
+  const key_range keys = blk.keys();
+  for (index_t first = keys.begin; first < keys.end; first += blk.plan.kv_chunk) {
+    const index_t n = std::min(blk.plan.kv_chunk, keys.end - first);
+    const panels<Acc> s{s_data, n, cols};
+
+    gemm_tiles<Acc>(n, blk.k_rows(first, n), qt, s, nullptr, false);
+
+    if (blk.needs_element_pass(first, n)) {
+      for (index_t r = 0; r < blk.rows; ++r)
+        for (index_t j = 0; j < n; ++j) *s.at(j, r) = blk.element_score(r, first + j, *s.at(j, r));
+    }
+
+    // Online softmax down each query column, a packet of queries at a time.
+    const P minus_inf = ei::pset1<P>(neg_inf<Acc>());
+    for (index_t c = 0; c < cols; c += W) {
+      Acc* column = s.at(0, c);
+      const index_t step = s.panel_width(c);
+      P chunk_max = minus_inf;
+      for (index_t j = 0; j < n; ++j) chunk_max = ei::pmax(chunk_max, ei::ploadu<P>(column + j * step));
+      const P old_max = ei::ploadu<P>(row_max + c);
+      const P new_max = ei::pmax(old_max, chunk_max);
+      // A column that has seen only masked keys keeps max = -inf; subtracting
+      // 0 instead keeps its weights at exactly 0 rather than NaN.
+      const P safe_max = ei::pandnot(new_max, ei::pcmp_eq(new_max, minus_inf));
+      const P alpha = exp_nonpositive(ei::psub(old_max, safe_max));
+      P sum = ei::pzero(P());
+      for (index_t j = 0; j < n; ++j) {
+        const P w = exp_nonpositive(ei::psub(ei::ploadu<P>(column + j * step), safe_max));
+        ei::pstoreu(column + j * step, w);
+        sum = ei::padd(sum, w);
+      }
+      ei::pstoreu(row_sum + c, ei::pmadd(ei::ploadu<P>(row_sum + c), alpha, sum));
+      ei::pstoreu(row_max + c, new_max);
+      ei::pstoreu(rescale + c, alpha);
+    }
+
+    // O^T rows are value dims: V^T(d, j) = V[j][d], read in place.
+    const strided_operand<Acc> v = blk.v_rows(first, n);
+    gemm_tiles<Acc>(p.dim_v, {v.data, v.depth_stride, v.row_stride}, s, ot, rescale, true);
+  }
+
+  for (index_t r = 0; r < blk.rows; ++r) blk.write_row(r, ot.at(0, r), ot.panel_width(r), row_max[r], row_sum[r]);
+}
+
+}  // namespace streamattn::detail::simd
