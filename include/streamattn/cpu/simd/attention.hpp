@@ -15,6 +15,7 @@
 #include "block.hpp"
 #include "decode_block.hpp"
 #include "plan.hpp"
+#include "split_kv.hpp"
 #include "wide_block.hpp"
 
 namespace streamattn::detail {
@@ -50,13 +51,16 @@ void attention_impl(simd_t, const attention_params<T, Tout>& p) {
   const auto misalign = reinterpret_cast<std::uintptr_t>(base) % simd::slab_alignment;
   if (misalign) base += simd::slab_alignment - misalign;
 
+  Acc* const partials = reinterpret_cast<Acc*>(base + static_cast<std::size_t>(plan.workers) * plan.slab_bytes);
   parallel_for(plan.items, plan.workers, [&](index_t item, int worker) {
-    const simd::block<Acc, T, Tout> blk(p, plan, item, base + static_cast<std::size_t>(worker) * plan.slab_bytes);
+    const simd::block<Acc, T, Tout> blk(p, plan, item, base + static_cast<std::size_t>(worker) * plan.slab_bytes,
+                                        partials);
     if (plan.decode)
       simd::run_decode_block(blk);
     else
       simd::run_wide_block(blk);
   });
+  if (plan.splits > 1) simd::merge_split_kv(p, plan, partials);
 }
 
 }  // namespace streamattn::detail

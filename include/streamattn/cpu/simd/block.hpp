@@ -27,10 +27,17 @@ struct block {
   const simd_plan<Acc>& plan;
   index_t batch, kv_head;
   index_t row_begin, rows;  // head rows [row_begin, row_begin + rows)
+  index_t split;            // key segment (split-KV), 0 without splitting
   std::byte* slab;
+  Acc* partial = nullptr;   // split-KV: this item's partial states, else null
 
-  block(const attention_params<T, Tout>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab)
+  block(const attention_params<T, Tout>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab,
+        Acc* partials = nullptr)
       : p(params), plan(pl), slab(worker_slab) {
+    if (plan.splits > 1 && partials)
+      partial = partials + static_cast<std::size_t>(item * plan.block_rows) * plan.partial_row_elems;
+    split = item % plan.splits;
+    item /= plan.splits;
     const index_t per_batch = p.hk * plan.row_blocks;
     batch = item / per_batch;
     kv_head = (item % per_batch) / plan.row_blocks;
@@ -60,7 +67,13 @@ struct block {
 
   /// Keys any row of the block may see: a contiguous range, so the chunks
   /// outside it (above the causal diagonal, beyond a window) are never touched.
-  key_range keys() const { return p.visible.keys_of_rows(first_query(), last_query()); }
+  /// With split-KV, only this item's segment of that range.
+  key_range keys() const {
+    key_range r = p.visible.keys_of_rows(first_query(), last_query());
+    r.begin = std::max(r.begin, split * plan.segment);
+    r.end = std::min(r.end, (split + 1) * plan.segment);
+    return r;
+  }
 
   void prepare_terms() const {
     if (!p.has_score_terms()) return;
@@ -88,6 +101,16 @@ struct block {
     const key_range visible = p.visible.keys_of(query_of(r));
     if (j < visible.begin || j >= visible.end) return neg_inf<Acc>();
     return p.has_score_terms() ? terms()[r].apply(scaled_dot, j) : scaled_dot;
+  }
+
+  /// Finishes row r: writes it out, or with split-KV keeps its partial state
+  /// (max, sum, unnormalised accumulator) for the merge.
+  void finish_row(index_t r, const Acc* acc, index_t acc_stride, Acc max, Acc sum) const {
+    if (!partial) return write_row(r, acc, acc_stride, max, sum);
+    Acc* slot = partial + static_cast<std::size_t>(r) * plan.partial_row_elems;
+    slot[0] = max;
+    slot[1] = sum;
+    for (index_t d = 0; d < p.dim_v; ++d) slot[2 + d] = acc[d * acc_stride];
   }
 
   /// Writes row r: acc[d * acc_stride] / row_sum (zeros when no key was

@@ -128,7 +128,7 @@ void run_decode_block_rows(const block<Acc, T, Tout>& blk) {
     decode_accumulate<Acc, R>(s, ld, blk.v_rows(first, n), n, p.dim_v, rescale, o, ldo);
   }
 
-  for (int r = 0; r < R; ++r) blk.write_row(r, o + r * ldo, 1, row_max[r], row_sum[r]);
+  for (int r = 0; r < R; ++r) blk.finish_row(r, o + r * ldo, 1, row_max[r], row_sum[r]);
 }
 
 template <class Acc, class T, class Tout>

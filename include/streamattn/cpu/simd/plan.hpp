@@ -24,6 +24,11 @@ inline constexpr index_t decode_max_rows = 8;
 
 inline constexpr std::size_t slab_alignment = 64;
 
+/// Split-KV aims for at least this many work items in a decode call...
+inline constexpr index_t min_blocks_before_split = 16;
+/// ...but never cuts segments shorter than this many keys.
+inline constexpr index_t min_segment_keys = 1024;
+
 inline std::size_t align_up(std::size_t n, std::size_t a = slab_alignment) { return (n + a - 1) / a * a; }
 inline index_t round_up(index_t n, index_t m) { return (n + m - 1) / m * m; }
 
@@ -34,7 +39,9 @@ struct simd_plan {
   index_t block_rows = 0;   // rows per work item (q_chunk)
   index_t kv_chunk = 0;     // keys per step
   index_t row_blocks = 0;   // work items per (batch, key/value head)
-  index_t items = 0;        // all work items
+  index_t splits = 1;       // key segments per row block (split-KV decoding)
+  index_t segment = 0;      // keys per segment
+  index_t items = 0;        // all work items: blocks x splits
   bool decode = false;      // row-oriented path for small blocks
   index_t cols = 0;         // wide path: block rows padded to the packet size
   bool stage_k = false;     // K chunks copied to a dense row-major Acc buffer first
@@ -44,10 +51,14 @@ struct simd_plan {
   // Byte offsets inside one worker's slab.
   std::size_t q_off = 0, s_off = 0, o_off = 0, stats_off = 0, k_off = 0, v_off = 0, terms_off = 0;
   std::size_t slab_bytes = 0;
+  // Split-KV partial states (max, sum, unnormalised output of every row of
+  // every segment), after the worker slabs.
+  std::size_t partial_row_elems = 0;  // Acc elements per (segment, row)
+  std::size_t partial_bytes = 0;
 
   /// Scratch memory for the whole call, with slack to align the caller's pointer.
   std::size_t workspace_bytes() const {
-    return items == 0 ? 0 : slab_bytes * static_cast<std::size_t>(workers) + slab_alignment;
+    return items == 0 ? 0 : slab_bytes * static_cast<std::size_t>(workers) + partial_bytes + slab_alignment;
   }
 };
 
@@ -67,7 +78,17 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   plan.kv_chunk = p.kv_chunk > 0 ? p.kv_chunk : (plan.decode ? 512 : 256);
   plan.kv_chunk = std::min(plan.kv_chunk, std::max<index_t>(p.nk, 1));
   plan.row_blocks = (plan.head_rows + plan.block_rows - 1) / plan.block_rows;
-  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : p.batch * p.hk * plan.row_blocks;
+  const index_t blocks = p.batch * p.hk * plan.row_blocks;
+  // Split-KV: a decode call with few blocks (one token, few K/V heads) would
+  // leave cores idle, so its keys are cut into segments whose partial states
+  // are merged afterwards. The cut depends on the shape only, never on the
+  // thread count, which keeps results bitwise reproducible across threads.
+  if (plan.decode && blocks < min_blocks_before_split) {
+    const index_t by_length = p.nk / min_segment_keys;
+    plan.splits = std::max<index_t>(1, std::min(min_blocks_before_split / std::max<index_t>(blocks, 1), by_length));
+  }
+  plan.segment = (p.nk + plan.splits - 1) / plan.splits;
+  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : blocks * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
   // The kernels want K and V chunks as dense row-major Acc matrices. Other
@@ -92,6 +113,10 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   plan.v_off = at, at += plan.stage_v ? bytes(plan.kv_chunk * p.dim_v) : 0;
   plan.terms_off = at, at += p.has_score_terms() ? align_up(sizeof(score_row<Acc>) * plan.block_rows) : 0;
   plan.slab_bytes = at;
+  plan.partial_row_elems = static_cast<std::size_t>(round_up(p.dim_v, W) + 2);
+  plan.partial_bytes = plan.splits > 1 ? align_up(static_cast<std::size_t>(plan.items * plan.block_rows) *
+                                                  plan.partial_row_elems * sizeof(Acc))
+                                       : 0;
 
   const double work = 4.0 * static_cast<double>(p.batch) * static_cast<double>(p.hq) * static_cast<double>(p.nq) *
                       static_cast<double>(p.nk) * static_cast<double>(p.dim + p.dim_v) / 2.0;
