@@ -40,7 +40,7 @@ EIGEN_STRONG_INLINE P exp_nonpositive(const P& x) {
     using PI = typename ei::unpacket_traits<P>::integer_packet;
     const P lowest = ei::pset1<P>(-86.0f);
     const P keep = ei::pcmp_le(lowest, x);  // false for x < -86 and for NaN
-    const P xc = ei::pmax<Eigen::PropagateNaN>(x, lowest);
+    const P xc = ei::pmax(x, lowest);
     const P n = ei::pfloor(ei::pmadd(xc, ei::pset1<P>(1.44269504088896341f), ei::pset1<P>(0.5f)));
     // ln 2 split in two so n * ln2_hi is exact.
     P r = ei::pmadd(n, ei::pset1<P>(-0.693145751953125f), xc);
@@ -56,17 +56,18 @@ EIGEN_STRONG_INLINE P exp_nonpositive(const P& x) {
     const PI biased = ei::padd(ei::pcast<P, PI>(n), ei::pset1<PI>(127));
     const P two_n = ei::preinterpret<P>(ei::plogical_shift_left<23>(biased));
     const P result = ei::pmul(poly, two_n);
-    // NaN: keep is false but the product is NaN; let it through.
-    const P is_nan = ei::pcmp_eq(x, x);
-    return ei::por(ei::pand(result, keep), ei::pandnot(result, is_nan));
+    // Lanes below the cut-off become 0; NaN lanes (keep is false there too)
+    // take x itself, so a NaN score still poisons its row visibly.
+    const P not_nan = ei::pcmp_eq(x, x);
+    return ei::por(ei::pand(result, keep), ei::pandnot(x, not_nan));
   } else {
     // double: Eigen's exp is accurate to about 1 ulp; zero the cut-off region
     // explicitly so masked scores get exactly 0.
     const P lowest = ei::pset1<P>(-700.0);
     const P keep = ei::pcmp_le(lowest, x);
-    const P is_nan = ei::pcmp_eq(x, x);
-    const P result = ei::pexp(ei::pmax<Eigen::PropagateNaN>(x, lowest));
-    return ei::por(ei::pand(result, keep), ei::pandnot(result, is_nan));
+    const P not_nan = ei::pcmp_eq(x, x);
+    const P result = ei::pexp(ei::pmax(x, lowest));
+    return ei::por(ei::pand(result, keep), ei::pandnot(x, not_nan));
   }
 }
 

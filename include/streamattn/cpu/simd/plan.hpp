@@ -91,15 +91,17 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : blocks * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
-  // The kernels want K and V chunks as dense row-major Acc matrices. Other
-  // element types are converted; other layouts are copied too, because rows
-  // a power-of-two stride apart (bshd with several heads puts them H*D
-  // elements apart, often 4 KiB) all fall into the same L1 cache sets and the
-  // micro-kernel, which reads 8 rows at once, then runs at half speed. The
-  // copy is about 1/(block rows) of the arithmetic.
+  // K chunks are copied into a dense row-major Acc buffer unless they already
+  // are one: other element types must be converted, and rows a power-of-two
+  // stride apart (bshd with several heads puts them H*D elements apart, often
+  // 4 KiB) all fall into the same L1 cache sets, where the micro-kernel, which
+  // streams 8 K rows at once, runs at about half speed. The copy costs about
+  // 1/(block rows) of the arithmetic. V is read one row per step, which has no
+  // such conflict, so the wide path reads it in place whenever its type
+  // allows; the decode path loads V rows as packets and needs them contiguous.
   const bool same_type = std::is_same_v<T, Acc>;
   plan.stage_k = !same_type || p.k_stride.dim != 1 || p.k_stride.seq != p.dim;
-  plan.stage_v = !same_type || p.v_stride.dim != 1 || p.v_stride.seq != p.dim_v;
+  plan.stage_v = !same_type || (plan.decode && p.v_stride.dim != 1);
 
   const auto bytes = [](index_t n) { return align_up(static_cast<std::size_t>(n) * sizeof(Acc)); };
   const index_t rows = plan.decode ? plan.block_rows : plan.cols;
