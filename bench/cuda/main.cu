@@ -1,0 +1,195 @@
+// streamattn_bench_cuda: the GPU benchmark. Softmax attention forward in
+// GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
+// D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
+// split-KV decode case in GB/s of K/V read; and the card's device-to-device
+// copy bandwidth, the yardstick of the bandwidth-bound kernels. Times come
+// from CUDA events around each call (manual time). Without a CUDA device it
+// says so and exits 0. compare_sdpa.py runs it next to PyTorch's SDPA.
+//
+//   streamattn_bench_cuda [--workload=quick|default] [google-benchmark flags]
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include <streamattn/cuda.cuh>
+
+#include "support/table_reporter.hpp"
+
+namespace {
+
+using namespace streamattn;
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw cuda_error(status, std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+/// Device memory freed on scope exit.
+std::shared_ptr<void> device_alloc(std::size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return {p, [](void* q) { cudaFree(q); }};
+}
+
+/// Uniform values in [-1, 1) from a hash of the index: no host transfer of
+/// gigabyte-sized inputs.
+template <class S>
+__global__ void fill_uniform(S* data, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    x ^= x >> 16;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    const float u = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    data[i] = static_cast<S>(u);
+  }
+}
+
+template <class T>
+void fill(void* data, std::size_t n, unsigned seed) {
+  using S = detail::gpu::storage_t<T>;
+  fill_uniform<S><<<1024, 256>>>(static_cast<S*>(data), n, seed);
+  check(cudaGetLastError(), "fill_uniform");
+}
+
+struct attention_case {
+  index_t batch, nq, nk, hq, hk, dim;
+  bool causal;
+};
+
+double visible_pairs(const attention_case& c) {
+  if (!c.causal) return static_cast<double>(c.nq) * static_cast<double>(c.nk);
+  double pairs = 0;  // bottom-right aligned: row i sees min(Nk, max(0, i + Nk - Nq + 1)) keys
+  for (index_t i = 0; i < c.nq; ++i) pairs += static_cast<double>(std::min(c.nk, std::max<index_t>(0, i + c.nk - c.nq + 1)));
+  return pairs;
+}
+
+/// Times one call per iteration with CUDA events.
+template <class F>
+void time_calls(benchmark::State& state, F&& call) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  call();  // warm-up: module load, shared-memory opt-in, pool growth
+  check(cudaDeviceSynchronize(), "warm-up");
+  for (auto _ : state) {
+    check(cudaEventRecord(start), "cudaEventRecord");
+    call();
+    check(cudaEventRecord(stop), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    state.SetIterationTime(static_cast<double>(ms) / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+}
+
+template <class T>
+void run_attention(benchmark::State& state, attention_case c) {
+  try {
+    const std::size_t nq_elems = static_cast<std::size_t>(c.batch * c.nq * c.hq * c.dim);
+    const std::size_t nk_elems = static_cast<std::size_t>(c.batch * c.nk * c.hk * c.dim);
+    auto q = device_alloc(nq_elems * sizeof(T)), k = device_alloc(nk_elems * sizeof(T)),
+         v = device_alloc(nk_elems * sizeof(T)), out = device_alloc(nq_elems * sizeof(T));
+    fill<T>(q.get(), nq_elems, 1);
+    fill<T>(k.get(), nk_elems, 2);
+    fill<T>(v.get(), nk_elems, 3);
+    attention_options opts;
+    opts.causal = c.causal;
+    // PyTorch's [B, H, N, D] layout, as SDPA gets it in compare_sdpa.py.
+    const auto qv = bhsd(static_cast<const T*>(q.get()), c.batch, c.hq, c.nq, c.dim);
+    const auto kv = bhsd(static_cast<const T*>(k.get()), c.batch, c.hk, c.nk, c.dim);
+    const auto vv = bhsd(static_cast<const T*>(v.get()), c.batch, c.hk, c.nk, c.dim);
+    const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
+    time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
+    const double flops = 4.0 * visible_pairs(c) * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
+    const double kv_bytes = 2.0 * static_cast<double>(nk_elems) * sizeof(T);
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    if (c.nq <= 16) state.counters["GB/s"] = benchmark::Counter(kv_bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+void run_copy(benchmark::State& state, std::size_t bytes) {
+  try {
+    auto a = device_alloc(bytes), b = device_alloc(bytes);
+    check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+    time_calls(state, [&] { check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync"); });
+    // Read + write, the traffic a streaming kernel is judged by.
+    state.counters["GB/s"] = benchmark::Counter(2.0 * static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+std::string name_of(const char* type, const attention_case& c) {
+  std::string n = std::string("attention/cuda/") + type + "/B" + std::to_string(c.batch) + "_Nq" + std::to_string(c.nq) +
+                  "_Nk" + std::to_string(c.nk) + "_Hq" + std::to_string(c.hq);
+  if (c.hk != c.hq) n += "_Hk" + std::to_string(c.hk);
+  n += "_D" + std::to_string(c.dim);
+  if (c.causal) n += "_causal";
+  return n;
+}
+
+void register_all(bool quick) {
+  std::vector<attention_case> cases;
+  const std::vector<index_t> lengths = quick ? std::vector<index_t>{256} : std::vector<index_t>{1024, 4096, 16384};
+  const index_t batch = quick ? 1 : 4, heads = quick ? 2 : 16;
+  for (index_t d : {64, 128})
+    for (index_t n : lengths)
+      for (bool causal : {false, true}) cases.push_back({batch, n, n, heads, heads, d, causal});
+  // Decoding with a KV cache: one query per sequence, grouped heads, split-KV.
+  cases.push_back(quick ? attention_case{1, 1, 4096, 4, 1, 128, true} : attention_case{1, 1, 32768, 32, 8, 128, true});
+  for (const auto& c : cases) {
+    benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+  }
+  const std::size_t copy_bytes = quick ? (std::size_t{64} << 20) : (std::size_t{1} << 30);
+  benchmark::RegisterBenchmark(("copy/cuda/d2d_" + std::to_string(copy_bytes >> 20) + "MiB").c_str(), run_copy, copy_bytes)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--workload=quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--workload=default") == 0) quick = false;
+    else if (std::strncmp(argv[i], "--workload=", 11) == 0) {
+      std::fprintf(stderr, "unknown %s (quick, default)\n", argv[i]);
+      return 2;
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess || count == 0) {
+    std::printf("streamattn_bench_cuda: no CUDA device (%s); nothing measured.\n",
+                status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+    std::printf("device: %s, sm_%d%d, %d SMs\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
+  register_all(quick);
+  streamattn::bench::table_reporter table;
+  benchmark::RunSpecifiedBenchmarks(&table);
+  benchmark::Shutdown();
+  return 0;
+}

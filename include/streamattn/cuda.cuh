@@ -1,0 +1,19 @@
+// streamattn's CUDA backend: the `streamattn::cuda` tag and the attention
+// implementation behind it. Include from translation units compiled by nvcc
+// (link the `streamattn::cuda` CMake target); the CPU headers never need it.
+//
+//     #include <streamattn/cuda.cuh>
+//     streamattn::attention(streamattn::cuda.on(stream), q, k, v, out, opts);
+//
+// q, k, v, out and every option view must point to device-readable memory.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "<streamattn/cuda.cuh> holds CUDA code: include it from a .cu file compiled by nvcc"
+#endif
+
+#include "streamattn.hpp"
+
+#include "cuda/backend.cuh"
+#include "cuda/error.cuh"
+#include "cuda/attention_dispatch.cuh"

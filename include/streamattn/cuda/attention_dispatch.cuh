@@ -1,0 +1,106 @@
+// attention(streamattn::cuda, ...): the overloads the public entry point finds
+// by argument-dependent lookup once <streamattn/cuda.cuh> is included. They
+// check what only the GPU side can check (operands readable by the device),
+// plan on the host from the device's limits, find or allocate the split-KV
+// workspace and launch; all before returning, nothing synchronises.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include <cuda_runtime_api.h>
+
+#include "../detail/attention_params.hpp"
+#include "attention_launch.cuh"
+#include "attention_plan.hpp"
+#include "backend.cuh"
+#include "device_buffer.cuh"
+#include "element_kind.hpp"
+#include "error.cuh"
+#include "kernel_args.cuh"
+#include "pointer_check.cuh"
+
+namespace streamattn::detail {
+namespace gpu {
+
+inline constexpr const char* attention_function = "streamattn::attention (cuda)";
+
+struct current_device {
+  int id = 0;
+  device_limits limits;
+};
+
+inline current_device query_current_device(const char* function) {
+  current_device d;
+  throw_on_error(cudaGetDevice(&d.id), function, "cudaGetDevice");
+  int sms = 0, major = 0, minor = 0, shared = 0;
+  throw_on_error(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d.id), function,
+                 "cudaDeviceGetAttribute(MultiProcessorCount)");
+  throw_on_error(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d.id), function,
+                 "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
+  throw_on_error(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d.id), function,
+                 "cudaDeviceGetAttribute(ComputeCapabilityMinor)");
+  throw_on_error(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, d.id), function,
+                 "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  d.limits.sm_count = sms;
+  d.limits.compute_capability = major * 10 + minor;
+  d.limits.max_shared_bytes = static_cast<std::size_t>(shared);
+  return d;
+}
+
+template <class T, class Tout>
+attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,
+                        const plan_overrides& overrides = {}) {
+  return plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim, p.dim_v, limits,
+                        overrides);
+}
+
+/// The whole GPU call with explicit plan overrides (tests force split-KV and
+/// the FMA kernel through this; attention_impl passes none).
+template <class T, class Tout>
+void run_attention(const attention_params<T, Tout>& p, cudaStream_t stream, const plan_overrides& overrides = {}) {
+  const char* const fn = attention_function;
+  // Nothing to write: no launch, and no CUDA call that could fail.
+  if (p.batch == 0 || p.hq == 0 || p.nq == 0) return;
+  const current_device device = query_current_device(fn);
+  check_operands_on_device(fn, p, device.id);
+  const attention_plan plan = plan_for(p, device.limits, overrides);
+
+  void* workspace = nullptr;
+  std::optional<device_buffer> owned;
+  const std::size_t need = plan.workspace_bytes();
+  if (need > 0) {
+    if (p.scratch.data != nullptr && p.scratch.bytes >= need &&
+        reinterpret_cast<std::uintptr_t>(p.scratch.data) % 256 == 0) {
+      check_device_readable(fn, "scratch", p.scratch.data, device.id);
+      workspace = p.scratch.data;
+    } else {
+      owned.emplace(need, stream, fn);
+      workspace = owned->data();
+    }
+  }
+  launch_attention(make_kernel_args(p), plan, workspace, stream, fn);
+}
+
+}  // namespace gpu
+
+/// Softmax attention on the GPU; see attention.hpp. Views must point to
+/// memory the current device can read; the call is asynchronous on
+/// `backend.stream`. `q_chunk`, `kv_chunk` and `threads` are CPU tiling
+/// hints and are ignored here.
+template <class T, class Tout>
+void attention_impl(cuda_t backend, const attention_params<T, Tout>& p) {
+  gpu::run_attention(p, backend.stream);
+}
+
+/// Device bytes of `opts.scratch` that let a call run without allocating
+/// (nonzero only when the key axis is split; 256-byte aligned scratch).
+template <class T, class Tout>
+std::size_t attention_workspace_bytes(cuda_t, const attention_params<T, Tout>& p) {
+  if (p.batch == 0 || p.hq == 0 || p.nq == 0) return 0;
+  const gpu::current_device device = gpu::query_current_device(gpu::attention_function);
+  return gpu::plan_for(p, device.limits).workspace_bytes();
+}
+
+}  // namespace streamattn::detail

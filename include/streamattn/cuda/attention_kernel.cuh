@@ -1,0 +1,271 @@
+// Softmax attention forward on tensor cores, FlashAttention-2 style, for fp16
+// and bf16 inputs at a compiled head dim (kernel_choice.hpp).
+//
+// One thread block per (batch, head, 64-query tile); 4 warps, each owning 16
+// query rows. Q stays in shared memory; K and V tiles stream through shared
+// memory with cp.async, the V copy of tile t overlapping the Q.K^T of tile t
+// and the K copy of tile t+1 overlapping the P.V of tile t. Per key tile:
+//   S = Q K^T            mma.sync m16n8k16, fp16/bf16 in, float accumulate
+//   S = S * scale*log2e  one multiply (or the score terms, then * log2e)
+//   online softmax       running max / sum per row in registers, exp2
+//   O += P V             P straight from the S registers (the accumulator
+//                        layout of two n8 tiles is the A layout of one k16
+//                        step), V via ldmatrix.trans, P split hi + lo
+// and normalisation by the row sum only at the end. Key tiles outside the
+// causal/window band are never visited; tiles fully inside it skip the
+// per-element checks (tile_range.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include "../detail/math.hpp"
+#include "../detail/score_terms.hpp"
+#include "kernel_args.cuh"
+#include "kernel_choice.hpp"
+#include "mma.cuh"
+#include "mma_fragments.hpp"
+#include "tile_load.cuh"
+#include "tile_range.hpp"
+
+namespace streamattn::detail::gpu {
+
+// At head dim 256 the float accumulator alone takes 128 registers per
+// thread; telling ptxas one block per multiprocessor is enough lets it use
+// all 255 and (on sm_90) spill nothing. Smaller head dims keep ptxas's own
+// choice, which leaves room for more resident blocks.
+template <class S, int HeadDim>
+__global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
+    attention_mma_kernel(const kernel_args<S> args) {
+#ifdef STREAMATTN_CUDA_NO_SM80
+  __trap();
+#else
+  constexpr int threads = mma_warps * 32;
+  constexpr int rows = mma_query_rows;
+  constexpr int keys = mma_key_rows(HeadDim);
+  constexpr int pitch = mma_smem_pitch(HeadDim);
+  constexpr int key_frags = keys / 8;      // n8 tiles of S per warp
+  constexpr int out_frags = HeadDim / 8;   // n8 tiles of O per warp
+  constexpr float log2e = 1.4426950408889634f;
+  constexpr float ln2 = 0.6931471805599453f;
+  static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
+  const float minus_inf = neg_inf<float>();
+
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  S* const q_tile = reinterpret_cast<S*>(shared_bytes);
+  S* const k_tile = q_tile + rows * pitch;
+  S* const v_tile = k_tile + keys * pitch;
+
+  const attention_params<S, void>& p = args.p;
+  const index_t block = blockIdx.x;
+  // Under a causal mask the last query tiles see the most keys; starting
+  // them first shortens the grid's tail.
+  const index_t query_block = args.query_tiles - 1 - block % args.query_tiles;
+  const index_t head = (block / args.query_tiles) % p.hq;
+  const index_t batch = block / args.query_tiles / p.hq;
+  const index_t kv_head = p.kv_head_of(head);
+  const index_t row0 = query_block * rows;
+
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const bool quad_leader = lane % 4 == 0;  // one of the four lanes that share a row
+
+  const S* const q_head = p.q + batch * p.q_stride.batch + head * p.q_stride.head;
+  const S* const k_head = p.k + batch * p.k_stride.batch + kv_head * p.k_stride.head;
+  const S* const v_head = p.v + batch * p.v_stride.batch + kv_head * p.v_stride.head;
+
+  const bool split = args.splits > 1;
+  const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
+  const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
+  const tile_span tiles = key_tiles_of(p.visible, row0, rows, keys, split_first, split_last);
+
+  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_head, p.q_stride.seq, p.q_stride.dim, row0, p.nq, p.dim,
+                                              args.vector_q);
+  if (!tiles.empty())
+    load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, tiles.first * keys,
+                                                p.nk, p.dim, args.vector_k);
+  copy_async_commit();
+
+  // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
+  // Rows past Nq see no key, so they never read bias or mask out of range.
+  index_t my_row[2];
+  key_range my_keys[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    my_row[i] = row0 + warp * 16 + fragment::c_row(lane, 2 * i);
+    my_keys[i] = my_row[i] < p.nq ? p.visible.keys_of(my_row[i]) : key_range{0, 0};
+  }
+
+  float acc[out_frags][4];
+#pragma unroll
+  for (int d = 0; d < out_frags; ++d) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+  // Running max in log2 units and this thread's share of the running sum
+  // (its 2 x key_frags columns; the quad's shares are added at the end,
+  // which is valid because all four rescale by the same factor).
+  float row_max[2] = {minus_inf, minus_inf};
+  float row_sum[2] = {0.0f, 0.0f};
+
+  for (index_t t = tiles.first; t < tiles.last; ++t) {
+    const index_t key0 = t * keys;
+    copy_async_wait_all();
+    __syncthreads();  // K tile t (and Q) landed; every warp is done with V tile t - 1
+    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_head, p.v_stride.seq, p.v_stride.dim, key0, p.nk, p.dim_v,
+                                                args.vector_v);
+    copy_async_commit();
+
+    // S = Q K^T for this warp's 16 rows x `keys` keys.
+    float s[key_frags][4];
+#pragma unroll
+    for (int n = 0; n < key_frags; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int k16 = 0; k16 < HeadDim / 16; ++k16) {
+      const S* qa = q_tile + warp * 16 * pitch + k16 * 16;
+      const std::uint32_t a[4] = {
+          load_pair(qa + fragment::a_offset(lane, 0, pitch)), load_pair(qa + fragment::a_offset(lane, 1, pitch)),
+          load_pair(qa + fragment::a_offset(lane, 2, pitch)), load_pair(qa + fragment::a_offset(lane, 3, pitch))};
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n) {
+        // B = K^T: column j of B is key j, one row of the K tile.
+        const S* kb = k_tile + n * 8 * pitch + k16 * 16;
+        mma_16x8x16<S>(s[n], a, load_pair(kb + fragment::bt_offset(lane, 0, pitch)),
+                       load_pair(kb + fragment::bt_offset(lane, 1, pitch)));
+      }
+    }
+
+    // Scores in log2 units; invisible keys (outside the band, past Nk, rows
+    // past Nq) become -inf so they weigh exactly 0.
+    if (!tile_needs_mask(p.visible, row0, rows, key0, keys, args.has_terms)) {
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[n][c] *= args.scale_log2;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const tile_columns visible = columns_in_tile(my_keys[i], key0, keys);
+        if (args.has_terms) {
+          // Built per tile rather than kept live across the loop: registers
+          // are the scarce resource here, and this is a handful of integer ops.
+          const score_row<float> terms = make_score_row<float>(p, batch, head, my_row[i]);
+#pragma unroll
+          for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int column = n * 8 + fragment::c_col(lane, 2 * i + c);
+              float& x = s[n][2 * i + c];
+              x = visible.contains(column) ? terms.apply(x * p.scale, key0 + column) * log2e : minus_inf;
+            }
+        } else {
+#pragma unroll
+          for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              float& x = s[n][2 * i + c];
+              x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * args.scale_log2 : minus_inf;
+            }
+        }
+      }
+    }
+
+    // Online softmax: raise the running max, rescale what was accumulated
+    // under the old one, turn scores into weights.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float tile_max = minus_inf;
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+      // The four lanes of a quad hold the same row.
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float new_max = fmaxf(row_max[i], tile_max);
+      // -inf guard: while a row has seen only masked keys its max stays
+      // -inf; subtracting 0 instead keeps exp2(-inf - base) at 0 rather than
+      // the NaN of (-inf) - (-inf).
+      const float base = new_max == minus_inf ? 0.0f : new_max;
+      const float rescale = exp2f(row_max[i] - base);
+      row_max[i] = new_max;
+      float sum = 0.0f;
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n) {
+        s[n][2 * i] = exp2f(s[n][2 * i] - base);
+        s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
+        sum += s[n][2 * i] + s[n][2 * i + 1];
+      }
+      row_sum[i] = row_sum[i] * rescale + sum;
+#pragma unroll
+      for (int d = 0; d < out_frags; ++d) {
+        acc[d][2 * i] *= rescale;
+        acc[d][2 * i + 1] *= rescale;
+      }
+    }
+
+    copy_async_wait_all();
+    __syncthreads();  // V tile t landed; every warp is done with K tile t
+    if (t + 1 < tiles.last)
+      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, key0 + keys, p.nk,
+                                                  p.dim, args.vector_k);
+    copy_async_commit();
+
+    // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
+    // of S tiles 2j and 2j + 1 are, element for element, the A fragment of
+    // keys [16j, 16j + 16).
+#pragma unroll
+    for (int j = 0; j < keys / 16; ++j) {
+      std::uint32_t a_hi[4], a_lo[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+        split_pair<S>(c[0], c[1], a_hi[r], a_lo[r]);
+      }
+      const S* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
+#pragma unroll
+      for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
+        std::uint32_t b[4];
+        ldmatrix_x4_trans(b, v_rows + d16 * 16);
+        mma_16x8x16<S>(acc[2 * d16], a_hi, b[0], b[1]);
+        mma_16x8x16<S>(acc[2 * d16], a_lo, b[0], b[1]);
+        mma_16x8x16<S>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
+        mma_16x8x16<S>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
+      }
+    }
+  }
+  copy_async_wait_all();  // nothing may stay in flight when the block exits
+
+  // Epilogue: one division per row, zeros and lse = -inf for a row that saw
+  // no key. Split slices write their normalised partials to the workspace.
+  const index_t rows_total = p.batch * p.hq * p.nq;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float sum = row_sum[i];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const index_t row = my_row[i];
+    if (row >= p.nq) continue;
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const float lse = sum > 0.0f ? row_max[i] * ln2 + logf(sum) : minus_inf;
+    const index_t row_id = (batch * p.hq + head) * p.nq + row;
+    if (split) {
+      float* out = args.partial_out + (static_cast<index_t>(blockIdx.y) * rows_total + row_id) * p.dim_v;
+#pragma unroll
+      for (int d = 0; d < out_frags; ++d)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const index_t col = d * 8 + fragment::c_col(lane, 2 * i + c);
+          if (col < p.dim_v) out[col] = acc[d][2 * i + c] * inv;
+        }
+      if (quad_leader) args.partial_lse[static_cast<index_t>(blockIdx.y) * rows_total + row_id] = lse;
+    } else {
+      const index_t out_row = batch * p.out_stride.batch + row * p.out_stride.seq + head * p.out_stride.head;
+#pragma unroll
+      for (int d = 0; d < out_frags; ++d)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const index_t col = d * 8 + fragment::c_col(lane, 2 * i + c);
+          if (col < p.dim_v) store_as(p.out, out_row + col * p.out_stride.dim, args.out_kind, acc[d][2 * i + c] * inv);
+        }
+      if (quad_leader && p.lse) *lse_at(p, batch, head, row) = lse;
+    }
+  }
+#endif
+}
+
+}  // namespace streamattn::detail::gpu

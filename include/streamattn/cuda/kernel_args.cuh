@@ -1,0 +1,95 @@
+// The plain struct every attention kernel receives by value: the validated
+// attention_params with device element types and the output's type erased,
+// plus what the host decided once (folded scale, load paths, split-KV slice
+// and workspace). Filled by `make_kernel_args` after validation.
+#pragma once
+
+#include <cmath>
+
+#include "../detail/attention_params.hpp"
+#include "device_types.cuh"
+#include "element_kind.hpp"
+#include "load_path.hpp"
+
+namespace streamattn::detail::gpu {
+
+template <class S>
+struct kernel_args {
+  using accum = device_accum_t<S>;
+
+  /// q, k, v in device storage types; `out` is void*, its type is `out_kind`.
+  attention_params<S, void> p;
+  element_kind out_kind = element_kind::f32;
+
+  /// scale * log2(e): scores go straight into exp2, one multiply per score.
+  accum scale_log2 = 0;
+  /// Softcap, bias, ALiBi or mask present: scores take the per-element path.
+  bool has_terms = false;
+  /// 16-byte cp.async copies allowed for these operands (see load_path.hpp).
+  bool vector_q = false, vector_k = false, vector_v = false;
+
+  /// Query tiles per (batch, head): blockIdx.x enumerates (batch, head, tile).
+  index_t query_tiles = 0;
+
+  /// Split-KV: slice blockIdx.y covers key tiles
+  /// [y * tiles_per_split, (y + 1) * tiles_per_split). With splits > 1 the
+  /// kernel writes normalised partial outputs and lses to the workspace
+  /// (split_workspace_layout) instead of `out`/`lse`.
+  int splits = 1;
+  index_t tiles_per_split = 0;
+  accum* partial_out = nullptr;
+  accum* partial_lse = nullptr;
+};
+
+/// Field by field, so a field added to attention_params must be added here.
+template <class T, class Tout>
+kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
+  using S = storage_t<T>;
+  kernel_args<S> a;
+  attention_params<S, void>& d = a.p;
+  d.q = reinterpret_cast<const S*>(p.q);
+  d.k = reinterpret_cast<const S*>(p.k);
+  d.v = reinterpret_cast<const S*>(p.v);
+  d.out = static_cast<void*>(p.out);
+  d.q_stride = p.q_stride;
+  d.k_stride = p.k_stride;
+  d.v_stride = p.v_stride;
+  d.out_stride = p.out_stride;
+  d.batch = p.batch;
+  d.nq = p.nq;
+  d.nk = p.nk;
+  d.hq = p.hq;
+  d.hk = p.hk;
+  d.dim = p.dim;
+  d.dim_v = p.dim_v;
+  d.scale = p.scale;
+  d.softcap = p.softcap;
+  d.visible = p.visible;
+  d.bias = p.bias;
+  d.bias_stride = p.bias_stride;
+  d.mask = p.mask;
+  d.mask_stride = p.mask_stride;
+  d.alibi_slopes = p.alibi_slopes;
+  d.alibi_stride = p.alibi_stride;
+  d.lse = p.lse;
+  d.lse_stride_batch = p.lse_stride_batch;
+  d.lse_stride_head = p.lse_stride_head;
+  d.lse_stride_query = p.lse_stride_query;
+  d.q_chunk = p.q_chunk;
+  d.kv_chunk = p.kv_chunk;
+  d.threads = p.threads;
+  d.scratch = p.scratch;
+
+  a.out_kind = element_kind_of<Tout>();
+  using accum = typename kernel_args<S>::accum;
+  // log2(e) in the accumulation type's precision.
+  const accum log2e = static_cast<accum>(1.44269504088896340735992468100189214L);
+  a.scale_log2 = static_cast<accum>(p.scale) * log2e;
+  a.has_terms = p.has_score_terms();
+  a.vector_q = rows_are_vector_aligned(p.q, p.q_stride, p.dim, sizeof(T));
+  a.vector_k = rows_are_vector_aligned(p.k, p.k_stride, p.dim, sizeof(T));
+  a.vector_v = rows_are_vector_aligned(p.v, p.v_stride, p.dim_v, sizeof(T));
+  return a;
+}
+
+}  // namespace streamattn::detail::gpu

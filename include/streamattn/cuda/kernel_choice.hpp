@@ -1,0 +1,97 @@
+// Which attention kernel runs a problem and with which tile shape. Plain C++
+// shared by the host dispatcher (which picks) and the kernels (whose tile
+// constants come from here), so the two can never disagree, and testable
+// without a GPU.
+//
+// Two families:
+//  - `mma`: FlashAttention-2 style on tensor cores (mma.sync m16n8k16, fp16
+//    or bf16 inputs, float accumulation), compiled for a few head dims. A
+//    problem whose head dims fall between them runs on the next larger one
+//    with the extra columns zero-filled in shared memory, which leaves every
+//    dot product and every stored column unchanged.
+//  - `simt`: plain FMA in the accumulation type (float, or double for double
+//    inputs) for any head dim: the float32/float64 path, and the fallback for
+//    16-bit inputs whose head dims exceed the largest mma one or on GPUs
+//    older than sm_80.
+#pragma once
+
+#include "../config.hpp"
+#include "element_kind.hpp"
+
+namespace streamattn::detail::gpu {
+
+enum class kernel_family : unsigned char { mma, simt };
+
+/// Head dims the mma kernel is compiled for, ascending.
+inline constexpr int mma_head_dims[] = {32, 64, 96, 128, 256};
+inline constexpr int mma_max_head_dim = 256;
+
+/// mma kernel: 4 warps, each owning 16 query rows (one m16 tile).
+inline constexpr int mma_warps = 4;
+inline constexpr int mma_query_rows = 16 * mma_warps;
+/// Keys per shared-memory tile: 64, or 32 at head dim 256, where the float
+/// accumulator already takes 128 registers per thread.
+constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
+/// Shared-memory row pitch in elements: 8 halves (16 bytes) of padding shift
+/// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or
+/// one fragment load touches fall in distinct banks.
+constexpr int mma_smem_pitch(int head_dim) { return head_dim + 8; }
+/// Dynamic shared memory of the mma kernel: Q, K and V tiles of 2-byte elements.
+constexpr int mma_smem_bytes(int head_dim) {
+  return (mma_query_rows + 2 * mma_key_rows(head_dim)) * mma_smem_pitch(head_dim) * 2;
+}
+
+/// simt kernel: 4 warps of 4 query rows; a lane owns one key of a 32-key tile
+/// when scoring and 1/32 of the block's output columns when accumulating.
+inline constexpr int simt_warps = 4;
+inline constexpr int simt_query_rows = 16;
+inline constexpr int simt_key_rows = 32;
+/// Head-dim columns of Q and K staged per step (any D streams through).
+inline constexpr int simt_dim_chunk = 32;
+/// Output columns per block; wider outputs are split over grid.z. 64 for
+/// double keeps the static shared memory under 48 KiB.
+constexpr int simt_out_cols(bool double_accumulator) { return double_accumulator ? 64 : 128; }
+
+struct kernel_choice {
+  kernel_family family = kernel_family::simt;
+  int head_dim = 0;     // mma: the compiled head dim used; simt: 0 (any)
+  int query_rows = 0;   // query rows per thread block
+  int key_rows = 0;     // keys per shared-memory tile
+  int out_cols = 0;     // output columns per block (grid.z splits the rest); 0 = all
+};
+
+/// The smallest compiled mma head dim >= both head dims, or 0 when none is.
+constexpr int mma_head_dim_for(index_t dim, index_t dim_v) {
+  const index_t need = dim > dim_v ? dim : dim_v;
+  for (int d : mma_head_dims)
+    if (need <= d) return d;
+  return 0;
+}
+
+/// `compute_capability` is major * 10 + minor (80 for sm_80).
+constexpr kernel_choice choose_kernel(element_kind input, index_t dim, index_t dim_v, int compute_capability) {
+  kernel_choice c;
+  const int mma_dim = mma_head_dim_for(dim, dim_v);
+  if (is_16bit(input) && mma_dim != 0 && compute_capability >= 80) {
+    c.family = kernel_family::mma;
+    c.head_dim = mma_dim;
+    c.query_rows = mma_query_rows;
+    c.key_rows = mma_key_rows(mma_dim);
+    c.out_cols = 0;
+    return c;
+  }
+  c.family = kernel_family::simt;
+  c.head_dim = 0;
+  c.query_rows = simt_query_rows;
+  c.key_rows = simt_key_rows;
+  c.out_cols = simt_out_cols(input == element_kind::f64);
+  return c;
+}
+
+/// Number of output-column chunks (grid.z) a problem needs under `c`.
+constexpr index_t out_col_chunks(const kernel_choice& c, index_t dim_v) {
+  if (c.out_cols == 0 || dim_v <= c.out_cols) return 1;
+  return (dim_v + c.out_cols - 1) / c.out_cols;
+}
+
+}  // namespace streamattn::detail::gpu

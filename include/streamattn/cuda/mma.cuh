@@ -1,0 +1,134 @@
+// The sm_80 instructions the tensor-core kernel is built from, as inline PTX:
+// mma.sync m16n8k16 (fp16/bf16 in, float accumulate), ldmatrix (transposed,
+// for V) and cp.async (global -> shared without a register round trip).
+// Compiled for an older architecture the kernel body is replaced by a trap;
+// the dispatcher never launches it there (kernel_choice.hpp).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define STREAMATTN_CUDA_NO_SM80 1
+#endif
+
+namespace streamattn::detail::gpu {
+
+/// c += a * b for one 16x8x16 tile. Fragment ownership (PTX ISA, "Matrix
+/// fragments for mma.m16n8k16"), with g = lane / 4 and t = lane % 4:
+///   a[0]: A(g, 2t..2t+1)   a[1]: A(g+8, 2t..)   a[2]: A(g, 2t+8..)   a[3]: A(g+8, 2t+8..)
+///   b0:   B(2t..2t+1, g)   b1:   B(2t+8.., g)
+///   c[0], c[1]: C(g, 2t), C(g, 2t+1)            c[2], c[3]: C(g+8, 2t), C(g+8, 2t+1)
+/// each 32-bit register holding two consecutive 16-bit elements, the lower
+/// index in the low half.
+template <class S>
+__device__ __forceinline__ void mma_16x8x16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                            std::uint32_t b1);
+
+template <>
+__device__ __forceinline__ void mma_16x8x16<__half>(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                                    std::uint32_t b1) {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+template <>
+__device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const std::uint32_t (&a)[4],
+                                                           std::uint32_t b0, std::uint32_t b1) {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+/// Two consecutive 16-bit elements of shared memory as one register (the
+/// address must be 4-byte aligned: an even element index in an aligned row).
+template <class S>
+__device__ __forceinline__ std::uint32_t load_pair(const S* smem) {
+  return *reinterpret_cast<const std::uint32_t*>(smem);
+}
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+/// ldmatrix.x4.trans: lanes 8m..8m+7 give the 16-byte row addresses of 8x8
+/// matrix m; r[m] receives that matrix transposed in fragment order, i.e.
+/// lane (g, t) gets rows 2t and 2t+1 of column g. For V stored [key][dim]
+/// this is exactly the B operand of P.V.
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem_row) {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(smem_row)));
+#else
+  r[0] = r[1] = r[2] = r[3] = 0;
+#endif
+}
+
+/// 16-byte asynchronous copy global -> shared; with `valid` false nothing is
+/// read and the destination is zero-filled (out-of-range rows and padding
+/// columns), so the address must merely be a valid one.
+__device__ __forceinline__ void copy_16_async(void* smem, const void* gmem, bool valid) {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)), "l"(gmem),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+
+__device__ __forceinline__ void copy_async_commit() {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+/// Waits for every committed cp.async group of this thread; a __syncthreads
+/// must follow before other threads read the data.
+__device__ __forceinline__ void copy_async_wait_all() {
+#ifndef STREAMATTN_CUDA_NO_SM80
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+/// Splits two probabilities into a 16-bit "high" pair and the 16-bit rounding
+/// of what that pair lost: x = hi + lo up to u^2 (u = the format's unit
+/// roundoff). Rounding P to bf16 alone moves each weight by up to 2^-9, which
+/// puts near-zero outputs of long rows 10% off the float result (measured on
+/// the test shapes by a host simulation); feeding hi and lo through two MMAs
+/// keeps P.V at float-like accuracy for the price of a second P.V MMA.
+template <class S>
+__device__ __forceinline__ void split_pair(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo);
+
+template <>
+__device__ __forceinline__ void split_pair<__half>(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(x0, x1);
+  const float2 back = __half22float2(h);
+  const __half2 l = __floats2half2_rn(x0 - back.x, x1 - back.y);  // the differences are exact in float
+  std::memcpy(&hi, &h, sizeof hi);
+  std::memcpy(&lo, &l, sizeof lo);
+}
+
+template <>
+__device__ __forceinline__ void split_pair<__nv_bfloat16>(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float back0 = __bfloat162float(h.x);
+  const float back1 = __bfloat162float(h.y);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(x0 - back0, x1 - back1);
+  std::memcpy(&hi, &h, sizeof hi);
+  std::memcpy(&lo, &l, sizeof lo);
+}
+
+}  // namespace streamattn::detail::gpu

@@ -1,0 +1,167 @@
+// GPU test support: skipping without a device, device copies of a
+// tests/support `problem`, and running the cuda backend on it so the result
+// can be judged by the same `expect_matches` as the CPU backends.
+#pragma once
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <streamattn/cuda.cuh>
+
+#include "support/problem.hpp"
+
+namespace streamattn::testing {
+
+/// Empty when a CUDA device is usable, else why not (CUDA's own words).
+inline const std::string& cuda_unavailable_reason() {
+  static const std::string reason = [] {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      return std::string("no CUDA device: ") + cudaGetErrorString(status);
+    }
+    if (count == 0) return std::string("no CUDA device");
+    return std::string();
+  }();
+  return reason;
+}
+
+inline bool has_cuda_device() { return cuda_unavailable_reason().empty(); }
+
+/// First statement of every GPU test: reported by GoogleTest (and by CTest,
+/// through SKIP_REGULAR_EXPRESSION) as skipped, never as passed or failed.
+#define STREAMATTN_REQUIRE_CUDA_DEVICE()                                          \
+  do {                                                                            \
+    if (!::streamattn::testing::has_cuda_device())                                \
+      GTEST_SKIP() << ::streamattn::testing::cuda_unavailable_reason();          \
+  } while (0)
+
+inline void cuda_check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw cuda_error(status, std::string("test: ") + what + ": " + cudaGetErrorString(status));
+}
+
+/// Device memory holding a copy of `count` host elements.
+template <class T>
+struct device_copy {
+  std::shared_ptr<void> memory;
+  T* data = nullptr;
+
+  device_copy() = default;
+  /// `count` elements copied from `host`, or left uninitialised when it is null.
+  device_copy(const T* host, std::size_t count) {
+    void* p = nullptr;
+    cuda_check(cudaMalloc(&p, std::max<std::size_t>(count, 1) * sizeof(T)), "cudaMalloc");
+    memory.reset(p, [](void* q) { cudaFree(q); });
+    data = static_cast<T*>(p);
+    if (host && count) cuda_check(cudaMemcpy(p, host, count * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
+  void copy_to(T* host, std::size_t count) const {
+    if (count) cuda_check(cudaMemcpy(host, data, count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  }
+};
+
+/// Elements a view spans from its data pointer (non-negative strides).
+template <class T, int R>
+std::size_t span_of(const view<T, R>& v) {
+  if (v.data == nullptr) return 0;
+  index_t last = 0;
+  for (int a = 0; a < R; ++a) {
+    if (v.extent(a) == 0) return 0;
+    last += (v.extent(a) - 1) * v.stride(a);
+  }
+  return static_cast<std::size_t>(last + 1);
+}
+
+/// The same view over a device copy of its elements.
+template <class T, int R>
+std::pair<device_copy<std::remove_const_t<T>>, view<T, R>> to_device(const view<T, R>& v) {
+  using U = std::remove_const_t<T>;
+  if (v.data == nullptr) return {device_copy<U>{}, v};
+  device_copy<U> d(v.data, span_of(v));
+  return {d, view<T, R>{d.data, v.shape, v.strides}};
+}
+
+/// Device copies of a problem's inputs and option storage.
+template <class T>
+struct device_problem {
+  device_copy<T> q_mem, k_mem, v_mem;
+  device_copy<float> bias_mem, slopes_mem;
+  device_copy<bool> mask_mem;
+  view<const T, 4> q, k, v;
+  attention_options opts;
+
+  explicit device_problem(const problem<T>& p) : opts(p.opts) {
+    q_mem = device_copy<T>(p.q.storage.data(), p.q.storage.size());
+    k_mem = device_copy<T>(p.k.storage.data(), p.k.storage.size());
+    v_mem = device_copy<T>(p.v.storage.data(), p.v.storage.size());
+    q = view<const T, 4>{q_mem.data + (p.q.v.data - p.q.storage.data()), p.q.v.shape, p.q.v.strides};
+    k = view<const T, 4>{k_mem.data + (p.k.v.data - p.k.storage.data()), p.k.v.shape, p.k.v.strides};
+    v = view<const T, 4>{v_mem.data + (p.v.v.data - p.v.storage.data()), p.v.v.shape, p.v.v.strides};
+    if (!p.opts.bias.empty()) {
+      auto [mem, bv] = to_device(p.opts.bias);
+      bias_mem = mem;
+      opts.bias = bv;
+    }
+    if (!p.opts.mask.empty()) {
+      auto [mem, mv] = to_device(p.opts.mask);
+      mask_mem = mem;
+      opts.mask = mv;
+    }
+    if (!p.opts.alibi_slopes.empty()) {
+      auto [mem, sv] = to_device(p.opts.alibi_slopes);
+      slopes_mem = mem;
+      opts.alibi_slopes = sv;
+    }
+  }
+};
+
+/// How a test runs the cuda backend.
+struct device_run {
+  /// Through the public attention(cuda.on(stream), ...) (plan chosen by the
+  /// library), or through detail::gpu::run_attention with `overrides`.
+  bool public_api = true;
+  detail::gpu::plan_overrides overrides{};
+  cudaStream_t stream = nullptr;
+  layout out_layout = layout::bshd;
+  workspace scratch{};
+};
+
+/// Runs the cuda backend on `p` (inputs already on the device in `dp`) and
+/// returns out and lse copied back. Both start NaN-poisoned on the device, so
+/// an element the kernels forget to write shows up as NaN.
+template <class Tout, class T>
+result<Tout> run_on_device(const problem<T>& p, const device_problem<T>& dp, const device_run& how = {}) {
+  result<Tout> r;
+  r.out = tensor4<Tout>({p.s.batch, p.s.nq, p.s.hq, p.s.dim_v}, how.out_layout);
+  r.out.for_each([&](index_t b, index_t s, index_t h, index_t d) {
+    r.out.v(b, s, h, d) = detail::convert<Tout>(std::numeric_limits<float>::quiet_NaN());
+  });
+  r.shape_ = {p.s.batch, p.s.hq, p.s.nq};
+  r.lse.assign(static_cast<std::size_t>(std::max<index_t>(1, p.s.batch * p.s.hq * p.s.nq)), std::nanf(""));
+
+  device_copy<Tout> out_mem(r.out.storage.data(), r.out.storage.size());
+  device_copy<float> lse_mem(r.lse.data(), r.lse.size());
+  const view<Tout, 4> out{out_mem.data + (r.out.v.data - r.out.storage.data()), r.out.v.shape, r.out.v.strides};
+  attention_options opts = dp.opts;
+  opts.scratch = how.scratch;
+  if (p.o.lse) opts.lse = view<float, 3>{lse_mem.data, r.lse_view().shape, r.lse_view().strides};
+
+  if (how.public_api) {
+    attention(cuda.on(how.stream), dp.q, dp.k, dp.v, out, opts);
+  } else {
+    const auto params = detail::make_attention_params<T, Tout>("test", dp.q, dp.k, dp.v, out, opts);
+    detail::gpu::run_attention(params, how.stream, how.overrides);
+  }
+  cuda_check(cudaStreamSynchronize(how.stream), "the attention kernels");
+  out_mem.copy_to(r.out.storage.data(), r.out.storage.size());
+  lse_mem.copy_to(r.lse.data(), r.lse.size());
+  return r;
+}
+
+}  // namespace streamattn::testing

@@ -1,0 +1,99 @@
+// What the cuda backend must do before it touches a GPU, run in CI where
+// there is none: bad arguments throw std::invalid_argument before any CUDA
+// call, empty problems are no-ops, and CUDA failures become cuda_error with
+// CUDA's own error string. Compiled by nvcc; needs no device (on a machine
+// with one, the last test checks the host-memory sentence instead).
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <streamattn/cuda.cuh>
+
+#include "device_support.cuh"
+
+namespace {
+
+using namespace streamattn;
+
+TEST(CudaHostChecks, BackendTagCarriesTheStream) {
+  static_assert(detail::has_attention<cuda_t>::value, "cuda_t must provide attention_impl");
+  const auto s = reinterpret_cast<cudaStream_t>(0x1234);
+  EXPECT_EQ(cuda.stream, nullptr);
+  EXPECT_EQ(cuda.on(s).stream, s);
+  constexpr cuda_t c = cuda.on(nullptr);
+  static_assert(c.stream == nullptr);
+}
+
+TEST(CudaHostChecks, ShapeErrorsThrowBeforeAnyCudaCall) {
+  // Host pointers on purpose: had the call reached CUDA, it would throw
+  // cuda_error (no device) or reject the host memory, not this sentence.
+  std::vector<float> q(2 * 3 * 4 * 8), k(2 * 5 * 2 * 8), v(2 * 5 * 2 * 6), out(2 * 3 * 4 * 6);
+  try {
+    attention(cuda, bshd<const float>(q.data(), 2, 3, 4, 8), bshd<const float>(k.data(), 2, 5, 2, 8),
+              bshd<const float>(v.data(), 2, 5, 2, 6), bshd(out.data(), 2, 3, 4, 5));
+    FAIL() << "a wrong out shape was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("out has shape"), std::string::npos) << e.what();
+  }
+  attention_options opts;
+  opts.window_left = -3;
+  EXPECT_THROW(attention(cuda, bshd<const float>(q.data(), 2, 3, 4, 8), bshd<const float>(k.data(), 2, 5, 2, 8),
+                         bshd<const float>(v.data(), 2, 5, 2, 6), bshd(out.data(), 2, 3, 4, 6), opts),
+               std::invalid_argument);
+  EXPECT_THROW(attention(cuda, bshd<const float>(q.data(), 2, 3, 3, 8), bshd<const float>(k.data(), 2, 5, 2, 8),
+                         bshd<const float>(v.data(), 2, 5, 2, 6), bshd(out.data(), 2, 3, 3, 6)),
+               std::invalid_argument);
+}
+
+TEST(CudaHostChecks, EmptyProblemsMakeNoCudaCall) {
+  std::vector<float> k(5 * 8), v(5 * 8);
+  attention(cuda, bshd<const float>(nullptr, 1, 0, 2, 8), bshd<const float>(k.data(), 1, 5, 1, 8),
+            bshd<const float>(v.data(), 1, 5, 1, 8), bshd<float>(nullptr, 1, 0, 2, 8));
+  attention(cuda, bshd<const float>(nullptr, 0, 3, 2, 8), bshd<const float>(nullptr, 0, 5, 1, 8),
+            bshd<const float>(nullptr, 0, 5, 1, 8), bshd<float>(nullptr, 0, 3, 2, 8));
+  EXPECT_EQ(workspace_size(cuda, bshd<const float>(nullptr, 1, 0, 2, 8), bshd<const float>(k.data(), 1, 5, 1, 8),
+                           bshd<const float>(v.data(), 1, 5, 1, 8), bshd<float>(nullptr, 1, 0, 2, 8)),
+            0u);
+}
+
+TEST(CudaHostChecks, CudaFailuresCarryCudasErrorString) {
+  try {
+    detail::gpu::throw_on_error(cudaErrorInvalidValue, "streamattn::attention (cuda)", "cudaSomething");
+    FAIL();
+  } catch (const cuda_error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.code(), cudaErrorInvalidValue);
+    EXPECT_NE(what.find("cudaSomething failed"), std::string::npos) << what;
+    EXPECT_NE(what.find(cudaGetErrorString(cudaErrorInvalidValue)), std::string::npos) << what;
+    EXPECT_NE(what.find("cudaErrorInvalidValue"), std::string::npos) << what;
+  }
+  EXPECT_NO_THROW(detail::gpu::throw_on_error(cudaSuccess, "f", "op"));
+}
+
+TEST(CudaHostChecks, ValidCallWithoutDeviceThrowsCudaErrorOrRejectsHostMemory) {
+  std::vector<float> q(1 * 4 * 1 * 8, 0.5f), k(q), v(q), out(q.size());
+  auto call = [&] {
+    attention(cuda, bshd<const float>(q.data(), 1, 4, 1, 8), bshd<const float>(k.data(), 1, 4, 1, 8),
+              bshd<const float>(v.data(), 1, 4, 1, 8), bshd(out.data(), 1, 4, 1, 8));
+  };
+  if (!streamattn::testing::has_cuda_device()) {
+    try {
+      call();
+      FAIL() << "no device, yet the call succeeded";
+    } catch (const cuda_error& e) {
+      EXPECT_NE(std::string(e.what()).find("streamattn::attention (cuda)"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(cudaGetErrorString(e.code())), std::string::npos) << e.what();
+    }
+  } else {
+    try {
+      call();
+      FAIL() << "host memory was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("q points to ordinary host memory"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace

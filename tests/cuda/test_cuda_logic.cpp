@@ -1,0 +1,462 @@
+// The CUDA backend's device-independent logic, run on the host in CI: kernel
+// and tile-size choice, key-tile skipping and masking decisions, the split-KV
+// heuristic and combine, the load-path test, and the tensor-core fragment
+// index arithmetic simulated over a whole warp against the PTX ISA's tables.
+// Plain C++: no nvcc, no GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <streamattn/cuda/attention_plan.hpp>
+#include <streamattn/cuda/kernel_choice.hpp>
+#include <streamattn/cuda/load_path.hpp>
+#include <streamattn/cuda/mma_fragments.hpp>
+#include <streamattn/cuda/split_combine.hpp>
+#include <streamattn/cuda/split_kv_plan.hpp>
+#include <streamattn/cuda/tile_range.hpp>
+#include <streamattn/streamattn.hpp>
+
+#include "support/problem.hpp"
+#include "support/seed.hpp"
+
+namespace {
+
+using namespace streamattn;
+using namespace streamattn::detail;
+using namespace streamattn::detail::gpu;
+namespace sat = streamattn::testing;
+
+// ---------------------------------------------------------------- kernel choice
+
+TEST(CudaKernelChoice, SixteenBitInputsUseTheSmallestCompiledHeadDim) {
+  struct want {
+    index_t dim, dim_v;
+    int head_dim;
+  };
+  for (const want& w : {want{1, 1, 32}, want{32, 32, 32}, want{33, 8, 64}, want{64, 64, 64}, want{65, 64, 96},
+                        want{96, 80, 96}, want{100, 128, 128}, want{128, 129, 256}, want{256, 256, 256},
+                        want{0, 0, 32}, want{8, 200, 256}}) {
+    for (element_kind k : {element_kind::f16, element_kind::bf16}) {
+      const kernel_choice c = choose_kernel(k, w.dim, w.dim_v, 80);
+      EXPECT_EQ(c.family, kernel_family::mma) << w.dim << "x" << w.dim_v;
+      EXPECT_EQ(c.head_dim, w.head_dim) << w.dim << "x" << w.dim_v;
+      EXPECT_EQ(c.query_rows, mma_query_rows);
+      EXPECT_EQ(c.key_rows, w.head_dim <= 128 ? 64 : 32);
+      EXPECT_EQ(out_col_chunks(c, w.dim_v), 1);
+    }
+  }
+}
+
+TEST(CudaKernelChoice, FmaKernelForWideHeadsFloatDoubleAndOldGpus) {
+  EXPECT_EQ(choose_kernel(element_kind::f16, 257, 64, 90).family, kernel_family::simt);
+  EXPECT_EQ(choose_kernel(element_kind::bf16, 64, 512, 90).family, kernel_family::simt);
+  EXPECT_EQ(choose_kernel(element_kind::f16, 64, 64, 75).family, kernel_family::simt);
+  EXPECT_EQ(choose_kernel(element_kind::f32, 64, 64, 90).family, kernel_family::simt);
+  EXPECT_EQ(choose_kernel(element_kind::f64, 64, 64, 90).family, kernel_family::simt);
+  const kernel_choice f = choose_kernel(element_kind::f32, 64, 300, 90);
+  EXPECT_EQ(f.out_cols, 128);
+  EXPECT_EQ(out_col_chunks(f, 300), 3);
+  EXPECT_EQ(out_col_chunks(f, 128), 1);
+  EXPECT_EQ(out_col_chunks(choose_kernel(element_kind::f64, 8, 130, 90), 130), 3);  // 64 columns per block
+}
+
+TEST(CudaKernelChoice, SharedMemoryFitsEveryTargetGpu) {
+  // sm_80 allows 163 KiB per block after opting in, sm_86/89 99 KiB, sm_90 227 KiB.
+  for (int d : mma_head_dims) EXPECT_LE(mma_smem_bytes(d), 99 * 1024) << d;
+  // A GPU with too little shared memory gets the FMA kernel instead.
+  device_limits small{100, 80, 48 * 1024};
+  const attention_plan p = plan_attention("t", element_kind::f16, 1, 1, 100, 100, 256, 256, small);
+  EXPECT_EQ(p.kernel.family, kernel_family::simt);
+}
+
+// ---------------------------------------------------------------- tile range
+
+// Brute force over many visibility configurations: the kernel's tile range
+// must hold every tile with a visible key, and an unmasked tile must be
+// visible in full to every real row.
+TEST(CudaTileRange, NeverSkipsAVisibleKeyAndNeverLeavesOneUnmasked) {
+  auto rng = sat::test_rng();
+  std::uniform_int_distribution<index_t> len(0, 90), win(-1, 20), tile(1, 40);
+  std::bernoulli_distribution coin(0.5);
+  for (int trial = 0; trial < 3000; ++trial) {
+    visibility vis{len(rng), len(rng), coin(rng), win(rng), win(rng)};
+    const index_t rows = tile(rng), keys = tile(rng);
+    const index_t kv_tiles = ceil_div(vis.nk, keys);
+    const index_t splits = 1 + trial % 4;
+    const index_t per_split = std::max<index_t>(1, ceil_div(kv_tiles, splits));
+    for (index_t row0 = 0; row0 < std::max<index_t>(vis.nq, 1); row0 += rows) {
+      std::vector<int> visits(static_cast<std::size_t>(kv_tiles), 0);
+      for (index_t s = 0; s < splits; ++s) {
+        const tile_span span = key_tiles_of(vis, row0, rows, keys, s * per_split, (s + 1) * per_split);
+        for (index_t t = span.first; t < span.last; ++t) {
+          ASSERT_LT(t, kv_tiles);
+          ASSERT_GE(t, s * per_split);
+          ++visits[static_cast<std::size_t>(t)];
+        }
+      }
+      for (index_t t = 0; t < kv_tiles; ++t) {
+        bool any_visible = false, all_visible = true;
+        for (index_t r = row0; r < row0 + rows; ++r) {
+          for (index_t j = t * keys; j < (t + 1) * keys; ++j) {
+            const bool v = key_visible(vis, r, j);
+            any_visible |= v;
+            if (r < vis.nq) all_visible &= v;
+          }
+        }
+        if (any_visible) {
+          ASSERT_EQ(visits[static_cast<std::size_t>(t)], 1) << "tile " << t << " skipped or repeated";
+        }
+        ASSERT_LE(visits[static_cast<std::size_t>(t)], 1);
+        if (!tile_needs_mask(vis, row0, rows, t * keys, keys, false)) {
+          ASSERT_TRUE(all_visible) << "tile " << t << " left unmasked";
+        }
+        ASSERT_TRUE(tile_needs_mask(vis, row0, rows, t * keys, keys, true));
+      }
+    }
+  }
+}
+
+TEST(CudaTileRange, BandedMasksSkipTiles) {
+  // Causal, N = 1024, 64 x 64 tiles: query tile 3 visits key tiles 0..3 only.
+  const visibility causal{1024, 1024, true, -1, -1};
+  const tile_span s = key_tiles_of(causal, 3 * 64, 64, 64, 0, 16);
+  EXPECT_EQ(s.first, 0);
+  EXPECT_EQ(s.last, 4);
+  EXPECT_FALSE(tile_needs_mask(causal, 3 * 64, 64, 0, 64, false));
+  EXPECT_TRUE(tile_needs_mask(causal, 3 * 64, 64, 3 * 64, 64, false));  // the diagonal tile
+  // A window of 100 keys to the left: tiles before the band are skipped too.
+  const visibility window{1024, 1024, true, 100, -1};
+  const tile_span w = key_tiles_of(window, 10 * 64, 64, 64, 0, 16);
+  EXPECT_EQ(w.first, (10 * 64 - 100) / 64);
+  EXPECT_EQ(w.last, 11);
+  // Bottom-right alignment: one query over 1000 keys sees all of them.
+  const visibility decode{1, 1000, true, -1, -1};
+  const tile_span d = key_tiles_of(decode, 0, 64, 64, 0, 16);
+  EXPECT_EQ(d.first, 0);
+  EXPECT_EQ(d.last, 16);
+}
+
+TEST(CudaTileRange, ColumnsInTileClamp) {
+  EXPECT_EQ(columns_in_tile({10, 20}, 0, 64).begin, 10);
+  EXPECT_EQ(columns_in_tile({10, 20}, 0, 64).end, 20);
+  EXPECT_EQ(columns_in_tile({10, 200}, 64, 64).begin, 0);
+  EXPECT_EQ(columns_in_tile({10, 200}, 64, 64).end, 64);
+  const tile_columns none = columns_in_tile({0, 0}, 64, 64);
+  for (int c = 0; c < 64; ++c) EXPECT_FALSE(none.contains(c));
+  const tile_columns after = columns_in_tile({300, 400}, 64, 64);
+  for (int c = 0; c < 64; ++c) EXPECT_FALSE(after.contains(c));
+}
+
+// ---------------------------------------------------------------- split-KV
+
+TEST(CudaSplitKv, NoSplitWhenTheGridIsFull) {
+  EXPECT_EQ(choose_kv_splits(4 * 16 * 64, 64, 132, 2).splits, 1);  // prefill
+  EXPECT_EQ(choose_kv_splits(250, 500, 132, 2).splits, 1);
+  EXPECT_EQ(choose_kv_splits(1, 1, 132, 2).splits, 1);             // one key tile
+  EXPECT_EQ(choose_kv_splits(0, 100, 132, 2).splits, 1);
+}
+
+TEST(CudaSplitKv, DecodeFillsTheGpu) {
+  for (int sms : {1, 2, 46, 108, 132}) {
+    for (index_t blocks : {1, 2, 8, 16, 32, 64}) {
+      for (index_t tiles : {2, 3, 16, 100, 512, 4096}) {
+        const split_kv_plan p = choose_kv_splits(blocks, tiles, sms, 2);
+        ASSERT_GE(p.splits, 1);
+        ASSERT_LE(p.splits, max_kv_splits);
+        ASSERT_LE(p.splits, tiles);
+        // The slices cover every tile and none is empty.
+        ASSERT_GE(p.tiles_per_split * p.splits, tiles);
+        ASSERT_LT(p.tiles_per_split * (p.splits - 1), tiles);
+        if (blocks * 5 < static_cast<index_t>(sms) * 2 * 4 && tiles >= 16 && sms >= 46) {
+          EXPECT_GT(p.splits, 1) << blocks << " blocks, " << tiles << " tiles, " << sms << " SMs";
+        }
+      }
+    }
+  }
+  // B = 1, H = 16 decode over 32k keys (512 tiles of 64) on 132 SMs: at
+  // least one full wave of slots.
+  const split_kv_plan d = choose_kv_splits(16, 512, 132, 2);
+  EXPECT_GE(16 * d.splits, 132);
+}
+
+TEST(CudaSplitKv, ForcedSplits) {
+  EXPECT_EQ(forced_kv_splits(10, 3).splits, 3);
+  EXPECT_EQ(forced_kv_splits(10, 3).tiles_per_split, 4);
+  EXPECT_EQ(forced_kv_splits(2, 8).splits, 2);  // never an empty slice
+  EXPECT_EQ(forced_kv_splits(9, 4).splits, 3);  // 3 tiles per slice cover 9 in 3
+  EXPECT_EQ(forced_kv_splits(0, 4).splits, 1);
+  EXPECT_EQ(forced_kv_splits(7, 1).splits, 1);
+}
+
+TEST(CudaSplitKv, WorkspaceLayout) {
+  split_workspace_layout w{3 * 5, 7, 4, 4};
+  EXPECT_EQ(w.out_elements(), 4u * 15u * 7u);
+  EXPECT_EQ(w.lse_offset_bytes() % 256, 0u);
+  EXPECT_GE(w.lse_offset_bytes(), w.out_elements() * 4);
+  EXPECT_EQ(w.bytes(), w.lse_offset_bytes() + 4u * 15u * 4u);
+  w.splits = 1;
+  EXPECT_EQ(w.bytes(), 0u);
+}
+
+// The n-way combine equals the CPU's two-way merge_partials, and an n-way
+// split of real attention rows (slices selected with a boolean mask on the
+// scalar backend) recombines to the unsplit result.
+TEST(CudaSplitKv, CombineMatchesMergePartials) {
+  auto rng = sat::test_rng();
+  std::uniform_real_distribution<float> val(-3, 3);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 200; ++trial) {
+    const float lse[2] = {trial % 7 == 0 ? ninf : val(rng), trial % 5 == 0 ? ninf : 40 * val(rng)};
+    const float out[2] = {val(rng), val(rng)};
+    float merged = 0, merged_lse = 0;
+    merge_partials(view<const float, 4>{&out[0], {1, 1, 1, 1}, {1, 1, 1, 1}}, view<const float, 3>{&lse[0], {1, 1, 1}, {1, 1, 1}},
+                   view<const float, 4>{&out[1], {1, 1, 1, 1}, {1, 1, 1, 1}}, view<const float, 3>{&lse[1], {1, 1, 1}, {1, 1, 1}},
+                   view<float, 4>{&merged, {1, 1, 1, 1}, {1, 1, 1, 1}}, view<float, 3>{&merged_lse, {1, 1, 1}, {1, 1, 1}});
+    const auto c = lse_combine<float>::over(lse, 2, 1);
+    const float o = (c.weight(lse[0]) * out[0] + c.weight(lse[1]) * out[1]) * c.inverse_total();
+    EXPECT_NEAR(o, merged, 1e-6f * (1 + std::abs(merged)));
+    if (std::isinf(merged_lse)) {
+      EXPECT_EQ(c.lse(), merged_lse);
+      EXPECT_EQ(o, 0.0f);
+    } else {
+      EXPECT_NEAR(c.lse(), merged_lse, 1e-6f * (1 + std::abs(merged_lse)));
+    }
+  }
+}
+
+TEST(CudaSplitKv, SlicesRecombineToTheWholeRow) {
+  auto rng = sat::test_rng();
+  const sat::shape s{2, 9, 53, 2, 1, 8, 6};
+  const sat::problem<float> p(s, sat::options_named("causal"), rng);
+  const auto whole = sat::run<float>(scalar, p, p.opts);
+  for (int splits : {2, 3, 5}) {
+    const index_t per = (s.nk + splits - 1) / splits;
+    std::vector<sat::result<float>> parts;
+    std::vector<std::unique_ptr<bool[]>> masks;
+    for (int k = 0; k < splits; ++k) {
+      masks.emplace_back(new bool[static_cast<std::size_t>(s.nk)]);
+      for (index_t j = 0; j < s.nk; ++j) masks.back()[j] = j >= k * per && j < (k + 1) * per;
+      attention_options o = p.opts;
+      o.mask = view<const bool, 4>{masks.back().get(), {1, 1, 1, s.nk}, {0, 0, 0, 1}};
+      parts.push_back(sat::run<float>(scalar, p, o));
+    }
+    const index_t rows = s.batch * s.hq * s.nq;
+    std::vector<float> lses(static_cast<std::size_t>(splits * rows));
+    for (int k = 0; k < splits; ++k)
+      std::copy(parts[static_cast<std::size_t>(k)].lse.begin(), parts[static_cast<std::size_t>(k)].lse.end(),
+                lses.begin() + k * rows);
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t h = 0; h < s.hq; ++h)
+        for (index_t i = 0; i < s.nq; ++i) {
+          const index_t row = (b * s.hq + h) * s.nq + i;
+          const auto c = lse_combine<float>::over(lses.data() + row, splits, rows);
+          const float want_lse = whole.lse[static_cast<std::size_t>(row)];
+          if (std::isinf(want_lse)) {
+            EXPECT_EQ(c.lse(), want_lse);
+          } else {
+            EXPECT_NEAR(c.lse(), want_lse, 1e-5f * (1 + std::abs(want_lse)));
+          }
+          for (index_t d = 0; d < s.dim_v; ++d) {
+            float sum = 0;
+            for (int k = 0; k < splits; ++k)
+              sum += c.weight(lses[static_cast<std::size_t>(k * rows + row)]) *
+                     parts[static_cast<std::size_t>(k)].out.v(b, i, h, d);
+            EXPECT_NEAR(sum * c.inverse_total(), whole.out.v(b, i, h, d), 1e-5f) << splits << " slices";
+          }
+        }
+  }
+}
+
+// ---------------------------------------------------------------- plan
+
+TEST(CudaPlan, GridAndWorkspace) {
+  const device_limits h100{132, 90, 227 * 1024};
+  const attention_plan prefill = plan_attention("t", element_kind::bf16, 4, 16, 4096, 4096, 128, 128, h100);
+  EXPECT_EQ(prefill.kernel.family, kernel_family::mma);
+  EXPECT_EQ(prefill.query_tiles, 64);
+  EXPECT_EQ(prefill.grid_x, 4 * 16 * 64);
+  EXPECT_EQ(prefill.split.splits, 1);
+  EXPECT_EQ(prefill.workspace_bytes(), 0u);
+
+  const attention_plan decode = plan_attention("t", element_kind::f16, 1, 16, 1, 32768, 128, 128, h100);
+  EXPECT_GT(decode.split.splits, 1);
+  EXPECT_EQ(decode.workspace.rows, 16);
+  EXPECT_GT(decode.workspace_bytes(), 16u * 128u * 4u * static_cast<unsigned>(decode.split.splits) - 1);
+
+  const attention_plan dbl = plan_attention("t", element_kind::f64, 1, 2, 1, 32768, 64, 64, h100);
+  EXPECT_EQ(dbl.workspace.element_bytes, 8u);
+
+  plan_overrides force;
+  force.splits = 5;
+  force.simt_only = true;
+  const attention_plan forced = plan_attention("t", element_kind::f16, 1, 2, 3, 1000, 64, 64, h100, force);
+  EXPECT_EQ(forced.kernel.family, kernel_family::simt);
+  EXPECT_EQ(forced.split.splits, 5);
+
+  EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------- load path
+
+TEST(CudaLoadPath, VectorCopiesNeedAlignedContiguousRows) {
+  alignas(16) static std::uint16_t buffer[4096];
+  const bshd_strides dense{16 * 4 * 64, 4 * 64, 64, 1};
+  EXPECT_TRUE(rows_are_vector_aligned(buffer, dense, 64, 2));
+  EXPECT_FALSE(rows_are_vector_aligned(buffer + 1, dense, 64, 2));       // misaligned base
+  EXPECT_FALSE(rows_are_vector_aligned(buffer, dense, 60, 2));           // partial vector at the end
+  EXPECT_FALSE(rows_are_vector_aligned(buffer, {0, 68, 17, 1}, 64, 2));  // head stride not a whole vector
+  EXPECT_FALSE(rows_are_vector_aligned(buffer, {0, 64, 8, 2}, 8, 2));    // strided head dim
+  EXPECT_TRUE(rows_are_vector_aligned(buffer, {64 * 4096, 64, 4096 * 64, 1}, 64, 2));  // bhsd
+  EXPECT_FALSE(rows_are_vector_aligned(nullptr, dense, 64, 2));
+}
+
+// ---------------------------------------------------------------- fragments
+//
+// The PTX ISA states fragment ownership as "register i of lane (g, t) holds
+// element (row, col)". The simulation below states it the other way round
+// (which lane/register/half owns element (row, col)), builds each lane's
+// registers from shared memory with the kernel's own offsets, multiplies by
+// the ISA's definition and checks the whole Q K^T, P reuse and P V chain.
+
+struct owner {
+  int lane, reg, half;
+};
+// A (16 x 16): lane = 4 (row % 8) + (col % 8) / 2, register = row / 8 + 2 (col / 8).
+owner a_owner(int row, int col) { return {4 * (row % 8) + (col % 8) / 2, row / 8 + 2 * (col / 8), col % 2}; }
+// B (16 x 8): lane = 4 n + (k % 8) / 2, register = k / 8.
+owner b_owner(int k, int n) { return {4 * n + (k % 8) / 2, k / 8, k % 2}; }
+// C (16 x 8): lane = 4 (row % 8) + col / 2, register = 2 (row / 8) + col % 2.
+owner c_owner(int row, int col) { return {4 * (row % 8) + col / 2, 2 * (row / 8) + col % 2, 0}; }
+
+using pair_regs = std::array<std::array<std::array<double, 2>, 4>, 32>;  // [lane][reg][half]
+using acc_regs = std::array<std::array<double, 4>, 32>;                  // [lane][reg]
+
+// mma.m16n8k16 by the ISA's definition: D = A B + C over the registers.
+void mma_reference(const pair_regs& a, const pair_regs& b, acc_regs& c) {
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 8; ++n) {
+      double sum = 0;
+      for (int k = 0; k < 16; ++k) {
+        const owner ao = a_owner(m, k), bo = b_owner(k, n);
+        sum += a[ao.lane][ao.reg][ao.half] * b[bo.lane][bo.reg][bo.half];
+      }
+      const owner co = c_owner(m, n);
+      c[co.lane][co.reg] += sum;
+    }
+}
+
+// ldmatrix.x4.trans by the ISA: lanes 8m..8m+7 address the rows of matrix m;
+// lane L receives, in register m, elements (rows 2 (L % 4) + {0, 1}, column L / 4).
+pair_regs ldmatrix_x4_trans_reference(const std::vector<double>& smem, int base, int pitch) {
+  pair_regs r{};
+  for (int m = 0; m < 4; ++m)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int h = 0; h < 2; ++h) {
+        const int row_lane = 8 * m + 2 * (lane % 4) + h;  // the lane that addressed that row
+        r[lane][m][h] = smem[static_cast<std::size_t>(base + fragment::ldmatrix_x4_trans_row_offset(row_lane, pitch) + lane / 4)];
+      }
+  return r;
+}
+
+TEST(CudaFragments, WarpComputesQKtThenPV) {
+  auto rng = sat::test_rng();
+  std::uniform_int_distribution<int> small(-4, 4);
+  constexpr int head_dim = 64, keys = 32, pitch = head_dim + 8;
+  std::vector<double> q(16 * pitch), k(keys * pitch), v(keys * pitch);
+  for (auto* m : {&q, &k, &v})
+    for (auto& x : *m) x = small(rng);
+
+  // S = Q K^T, as the kernel loads the operands.
+  std::vector<acc_regs> s(keys / 8, acc_regs{});
+  for (int k16 = 0; k16 < head_dim / 16; ++k16) {
+    pair_regs a{};
+    for (int lane = 0; lane < 32; ++lane)
+      for (int r = 0; r < 4; ++r)
+        for (int h = 0; h < 2; ++h)
+          a[lane][r][h] = q[static_cast<std::size_t>(k16 * 16 + fragment::a_offset(lane, r, pitch) + h)];
+    for (int n = 0; n < keys / 8; ++n) {
+      pair_regs b{};
+      for (int lane = 0; lane < 32; ++lane)
+        for (int r = 0; r < 2; ++r)
+          for (int h = 0; h < 2; ++h)
+            b[lane][r][h] = k[static_cast<std::size_t>(n * 8 * pitch + k16 * 16 + fragment::bt_offset(lane, r, pitch) + h)];
+      mma_reference(a, b, s[static_cast<std::size_t>(n)]);
+    }
+  }
+  std::vector<double> s_full(16 * keys);
+  for (int n = 0; n < keys / 8; ++n)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int r = 0; r < 4; ++r)
+        s_full[static_cast<std::size_t>(fragment::c_row(lane, r) * keys + n * 8 + fragment::c_col(lane, r))] =
+            s[static_cast<std::size_t>(n)][lane][r];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < keys; ++j) {
+      double want = 0;
+      for (int d = 0; d < head_dim; ++d) want += q[static_cast<std::size_t>(i * pitch + d)] * k[static_cast<std::size_t>(j * pitch + d)];
+      ASSERT_EQ(s_full[static_cast<std::size_t>(i * keys + j)], want) << "S(" << i << ", " << j << ")";
+    }
+
+  // O = S V with S reused in registers as the A operand and V through ldmatrix.trans.
+  std::vector<acc_regs> o(head_dim / 8, acc_regs{});
+  for (int j = 0; j < keys / 16; ++j) {
+    pair_regs a{};
+    for (int lane = 0; lane < 32; ++lane)
+      for (int r = 0; r < 4; ++r)
+        for (int h = 0; h < 2; ++h)
+          a[lane][r][h] = s[static_cast<std::size_t>(2 * j + fragment::a_from_c_tile(r))][lane]
+                           [fragment::a_from_c_first_register(r) + h];
+    for (int d16 = 0; d16 < head_dim / 16; ++d16) {
+      const pair_regs t = ldmatrix_x4_trans_reference(v, j * 16 * pitch + d16 * 16, pitch);
+      pair_regs b_lo{}, b_hi{};
+      for (int lane = 0; lane < 32; ++lane) {
+        b_lo[lane][0] = t[lane][0], b_lo[lane][1] = t[lane][1];
+        b_hi[lane][0] = t[lane][2], b_hi[lane][1] = t[lane][3];
+      }
+      mma_reference(a, b_lo, o[static_cast<std::size_t>(2 * d16)]);
+      mma_reference(a, b_hi, o[static_cast<std::size_t>(2 * d16 + 1)]);
+    }
+  }
+  for (int d = 0; d < head_dim / 8; ++d)
+    for (int lane = 0; lane < 32; ++lane)
+      for (int r = 0; r < 4; ++r) {
+        const int i = fragment::c_row(lane, r), col = d * 8 + fragment::c_col(lane, r);
+        double want = 0;
+        for (int j = 0; j < keys; ++j)
+          want += s_full[static_cast<std::size_t>(i * keys + j)] * v[static_cast<std::size_t>(j * pitch + col)];
+        ASSERT_EQ(o[static_cast<std::size_t>(d)][lane][r], want) << "O(" << i << ", " << col << ")";
+      }
+}
+
+TEST(CudaFragments, SharedMemoryAccessesAreConflictFree) {
+  // One 32-bit fragment load per lane: 32 distinct banks for every compiled
+  // head dim. ldmatrix phases (8 rows of 16 bytes): 8 distinct 4-bank groups.
+  for (int head_dim : mma_head_dims) {
+    const int pitch = mma_smem_pitch(head_dim);
+    for (int r = 0; r < 4; ++r) {
+      std::vector<int> banks;
+      for (int lane = 0; lane < 32; ++lane) banks.push_back((fragment::a_offset(lane, r, pitch) / 2) % 32);
+      std::sort(banks.begin(), banks.end());
+      EXPECT_EQ(std::unique(banks.begin(), banks.end()) - banks.begin(), 32) << "A, D=" << head_dim;
+    }
+    for (int r = 0; r < 2; ++r) {
+      std::vector<int> banks;
+      for (int lane = 0; lane < 32; ++lane) banks.push_back((fragment::bt_offset(lane, r, pitch) / 2) % 32);
+      std::sort(banks.begin(), banks.end());
+      EXPECT_EQ(std::unique(banks.begin(), banks.end()) - banks.begin(), 32) << "B, D=" << head_dim;
+    }
+    for (int m = 0; m < 4; ++m) {
+      std::vector<int> groups;
+      for (int lane = 8 * m; lane < 8 * m + 8; ++lane)
+        groups.push_back((fragment::ldmatrix_x4_trans_row_offset(lane, pitch) / 2) % 32 / 4);
+      std::sort(groups.begin(), groups.end());
+      EXPECT_EQ(std::unique(groups.begin(), groups.end()) - groups.begin(), 8) << "ldmatrix, D=" << head_dim;
+    }
+  }
+}
+
+}  // namespace
