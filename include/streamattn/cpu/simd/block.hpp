@@ -17,32 +17,41 @@
 
 namespace streamattn::detail::simd {
 
-/// One work item: a block of rows of one (batch, key/value head). Row r of
-/// the head is query r / group of query head kv_head * group + r % group, so a
-/// block covers consecutive queries (keeping causal tiles skippable) and every
-/// query head that shares the K/V it streams.
+/// A block of rows of one (batch, key/value head). Row r of the head is
+/// query r / group of query head kv_head * group + r % group, so a block
+/// covers consecutive queries (keeping causal tiles skippable) and every query
+/// head that shares the K/V it streams. A work item is one block, or on the
+/// decode path the blocks of every K/V head of a batch (see `for_kv_head`),
+/// restricted to one key segment with split-KV.
 template <class Acc, class T, class Tout>
 struct block {
   const attention_params<T, Tout>& p;
   const simd_plan<Acc>& plan;
-  index_t batch, kv_head;
-  index_t row_begin, rows;  // head rows [row_begin, row_begin + rows)
-  index_t split;            // key segment (split-KV), 0 without splitting
+  index_t batch = 0, kv_head = 0, row_block = 0;
+  index_t row_begin = 0, rows = 0;  // head rows [row_begin, row_begin + rows)
+  index_t split = 0;                // key segment (split-KV), 0 without splitting
   std::byte* slab;
-  Acc* partial = nullptr;   // split-KV: this item's partial states, else null
+  Acc* partials = nullptr;          // split-KV: every block's partial states, else null
 
+  /// Work item `item` (on the decode path: its first K/V head).
   block(const attention_params<T, Tout>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab,
-        Acc* partials = nullptr)
-      : p(params), plan(pl), slab(worker_slab) {
-    if (plan.splits > 1 && partials)
-      partial = partials + static_cast<std::size_t>(item * plan.block_rows) * plan.partial_row_elems;
+        Acc* all_partials = nullptr)
+      : p(params), plan(pl), slab(worker_slab), partials(plan.splits > 1 ? all_partials : nullptr) {
     split = item % plan.splits;
-    item /= plan.splits;
-    const index_t per_batch = p.hk * plan.row_blocks;
-    batch = item / per_batch;
-    kv_head = (item % per_batch) / plan.row_blocks;
-    row_begin = (item % plan.row_blocks) * plan.block_rows;
+    const index_t unit = item / plan.splits;
+    const index_t heads = p.hk / plan.heads_per_item;  // K/V heads split over items
+    batch = unit / (heads * plan.row_blocks);
+    kv_head = (unit % (heads * plan.row_blocks)) / plan.row_blocks;
+    row_block = unit % plan.row_blocks;
+    row_begin = row_block * plan.block_rows;
     rows = std::min(plan.block_rows, plan.head_rows - row_begin);
+  }
+
+  /// The same rows and key segment for another K/V head of a decode item.
+  block for_kv_head(index_t head) const {
+    block b = *this;
+    b.kv_head = head;
+    return b;
   }
 
   index_t query_of(index_t row) const { return (row_begin + row) / plan.group; }
@@ -50,14 +59,21 @@ struct block {
   index_t first_query() const { return query_of(0); }
   index_t last_query() const { return query_of(rows - 1); }
 
+  /// Scratch shared by the heads of an item (scores, staged K/V).
   template <class U>
   U* buffer(std::size_t offset) const {
     return reinterpret_cast<U*>(slab + offset);
   }
-  Acc* row_max() const { return buffer<Acc>(plan.stats_off); }
+  /// Scratch of this block's K/V head (queries, accumulators, softmax state).
+  template <class U>
+  U* head_buffer(std::size_t offset) const {
+    const index_t part = plan.heads_per_item > 1 ? kv_head : 0;
+    return reinterpret_cast<U*>(slab + plan.shared_bytes + static_cast<std::size_t>(part) * plan.head_bytes + offset);
+  }
+  Acc* row_max() const { return head_buffer<Acc>(plan.stats_off); }
   Acc* row_sum() const { return row_max() + (plan.decode ? plan.block_rows : plan.cols); }
   Acc* rescale() const { return row_sum() + (plan.decode ? plan.block_rows : plan.cols); }
-  score_row<Acc>* terms() const { return buffer<score_row<Acc>>(plan.terms_off); }
+  score_row<Acc>* terms() const { return head_buffer<score_row<Acc>>(plan.terms_off); }
 
   const T* q_row(index_t row) const {
     return p.q + batch * p.q_stride.batch + query_of(row) * p.q_stride.seq + head_of(row) * p.q_stride.head;
@@ -103,11 +119,18 @@ struct block {
     return p.has_score_terms() ? terms()[r].apply(scaled_dot, j) : scaled_dot;
   }
 
+  /// Split-KV state of row r over key segment `segment`: (max, sum, acc...).
+  Acc* partial_state(index_t segment, index_t r) const {
+    const index_t id = (batch * p.hk + kv_head) * plan.row_blocks + row_block;
+    return partials + static_cast<std::size_t>((id * plan.splits + segment) * plan.block_rows + r) *
+                          plan.partial_row_elems;
+  }
+
   /// Finishes row r: writes it out, or with split-KV keeps its partial state
   /// (max, sum, unnormalised accumulator) for the merge.
   void finish_row(index_t r, const Acc* acc, index_t acc_stride, Acc max, Acc sum) const {
-    if (!partial) return write_row(r, acc, acc_stride, max, sum);
-    Acc* slot = partial + static_cast<std::size_t>(r) * plan.partial_row_elems;
+    if (!partials) return write_row(r, acc, acc_stride, max, sum);
+    Acc* slot = partial_state(split, r);
     slot[0] = max;
     slot[1] = sum;
     for (index_t d = 0; d < p.dim_v; ++d) slot[2 + d] = acc[d * acc_stride];

@@ -44,15 +44,8 @@ EIGEN_STRONG_INLINE void micro_tile(index_t depth, strided_operand<Acc> a, const
   using P = packet<Acc>;
   constexpr int W = packet_size<Acc>;
   P acc[MR][NR];
-  if (accumulate) {
-    P scale[NR];
-    for (int j = 0; j < NR; ++j) scale[j] = col_scale ? ei::ploadu<P>(col_scale + j * W) : ei::pset1<P>(Acc(1));
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = ei::pmul(ei::ploadu<P>(c + i * ldc + j * W), scale[j]);
-  } else {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = ei::pzero(P());
-  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = ei::pzero(P());
   const Acc* a_row[MR];
   for (int i = 0; i < MR; ++i) a_row[i] = a.data + i * a.row_stride;
   for (index_t d = 0; d < depth; ++d) {
@@ -65,8 +58,18 @@ EIGEN_STRONG_INLINE void micro_tile(index_t depth, strided_operand<Acc> a, const
     }
     b += ldb;
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) ei::pstoreu(c + i * ldc + j * W, acc[i][j]);
+  // The products are summed from zero and only then combined with C, so a
+  // long depth split into blocks is a blocked (more accurate) summation.
+  if (accumulate) {
+    P scale[NR];
+    for (int j = 0; j < NR; ++j) scale[j] = col_scale ? ei::ploadu<P>(col_scale + j * W) : ei::pset1<P>(Acc(1));
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j)
+        ei::pstoreu(c + i * ldc + j * W, ei::pmadd(ei::ploadu<P>(c + i * ldc + j * W), scale[j], acc[i][j]));
+  } else {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) ei::pstoreu(c + i * ldc + j * W, acc[i][j]);
+  }
 }
 
 namespace detail_kernel {
@@ -95,6 +98,12 @@ struct panels {
   Acc* at(index_t r, index_t c) const { return panel(c) + r * panel_width(c) + c % width; }
 };
 
+/// Sums over the depth are carried out in blocks of this many terms, each
+/// summed from zero and then added to C: a blocked summation. Plain sequential
+/// float dot products of length 256 were 6x less accurate than Eigen's GEMM
+/// (which the tests hold us to within 4x of); blocks of 32 bring that to ~2x.
+inline constexpr index_t depth_block = 32;
+
 /// C (+)= A . B over whole panels: C (rows x cols) and B (depth x cols) are
 /// panel matrices, A is MR-row strided blocks. For each column panel, every
 /// register tile of rows reuses the same L1-resident B panel.
@@ -106,24 +115,30 @@ inline void gemm_tiles(index_t rows, strided_operand<Acc> a, panels<Acc> b, pane
   for (index_t col = 0; col < c.cols; col += panels<Acc>::width) {
     const index_t wp = c.panel_width(col);
     const int nr = static_cast<int>(wp / W);
-    const Acc* b_panel = b.panel(col);
     Acc* c_panel = c.panel(col);
-    const Acc* scale = col_scale ? col_scale + col : nullptr;
     for (index_t r = 0; r < rows; r += MR) {
       const int mr = static_cast<int>(rows - r < MR ? rows - r : MR);
-      const strided_operand<Acc> a_block{a.data + r * a.row_stride, a.row_stride, a.depth_stride};
       Acc* c_tile = c_panel + r * wp;
-      if (mr == MR && nr == NR) {
-        micro_tile<Acc, MR, NR>(depth, a_block, b_panel, wp, c_tile, wp, scale, accumulate);
-      } else if (nr == NR) {
-        detail_kernel::rows_dispatch<Acc, NR>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
-                                              c_tile, wp, scale, accumulate);
-      } else if (nr == 2) {
-        detail_kernel::rows_dispatch<Acc, 2>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
-                                             c_tile, wp, scale, accumulate);
-      } else {
-        detail_kernel::rows_dispatch<Acc, 1>(mr, std::make_integer_sequence<int, MR>{}, depth, a_block, b_panel, wp,
-                                             c_tile, wp, scale, accumulate);
+      for (index_t d0 = 0; d0 < std::max<index_t>(depth, 1); d0 += depth_block) {
+        const index_t dn = std::min(depth_block, depth - d0);
+        const strided_operand<Acc> a_block{a.data + r * a.row_stride + d0 * a.depth_stride, a.row_stride,
+                                           a.depth_stride};
+        const Acc* b_panel = b.panel(col) + d0 * wp;
+        // Only the first depth block applies the caller's accumulate/scale.
+        const bool acc = d0 > 0 || accumulate;
+        const Acc* scale = d0 == 0 && col_scale ? col_scale + col : nullptr;
+        if (mr == MR && nr == NR) {
+          micro_tile<Acc, MR, NR>(dn, a_block, b_panel, wp, c_tile, wp, scale, acc);
+        } else if (nr == NR) {
+          detail_kernel::rows_dispatch<Acc, NR>(mr, std::make_integer_sequence<int, MR>{}, dn, a_block, b_panel, wp,
+                                                c_tile, wp, scale, acc);
+        } else if (nr == 2) {
+          detail_kernel::rows_dispatch<Acc, 2>(mr, std::make_integer_sequence<int, MR>{}, dn, a_block, b_panel, wp,
+                                               c_tile, wp, scale, acc);
+        } else {
+          detail_kernel::rows_dispatch<Acc, 1>(mr, std::make_integer_sequence<int, MR>{}, dn, a_block, b_panel, wp,
+                                               c_tile, wp, scale, acc);
+        }
       }
     }
   }

@@ -41,15 +41,18 @@ struct simd_plan {
   index_t row_blocks = 0;   // work items per (batch, key/value head)
   index_t splits = 1;       // key segments per row block (split-KV decoding)
   index_t segment = 0;      // keys per segment
-  index_t items = 0;        // all work items: blocks x splits
+  index_t heads_per_item = 1;  // decode: every K/V head of a batch in one item
+  index_t items = 0;        // all work items: (blocks / heads_per_item) x splits
   bool decode = false;      // row-oriented path for small blocks
   index_t cols = 0;         // wide path: block rows padded to the packet size
   bool stage_k = false;     // K chunks copied to a dense row-major Acc buffer first
   bool stage_v = false;     // likewise V
   int workers = 1;
 
-  // Byte offsets inside one worker's slab.
-  std::size_t q_off = 0, s_off = 0, o_off = 0, stats_off = 0, k_off = 0, v_off = 0, terms_off = 0;
+  // A worker's slab: a shared part (scores, staged K/V chunks) and one part
+  // per K/V head of the item (queries, accumulators, softmax state).
+  std::size_t s_off = 0, k_off = 0, v_off = 0, shared_bytes = 0;  // from the slab
+  std::size_t q_off = 0, o_off = 0, stats_off = 0, terms_off = 0, head_bytes = 0;  // from a head part
   std::size_t slab_bytes = 0;
   // Split-KV partial states (max, sum, unnormalised output of every row of
   // every segment), after the worker slabs.
@@ -75,20 +78,25 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   const index_t default_rows = 8 * panel;
   plan.block_rows = std::min(p.q_chunk > 0 ? p.q_chunk : default_rows, std::max<index_t>(plan.head_rows, 1));
   plan.decode = plan.block_rows <= decode_max_rows;
-  plan.kv_chunk = p.kv_chunk > 0 ? p.kv_chunk : (plan.decode ? 512 : 256);
+  plan.kv_chunk = p.kv_chunk > 0 ? p.kv_chunk : (plan.decode ? 128 : 256);
   plan.kv_chunk = std::min(plan.kv_chunk, std::max<index_t>(p.nk, 1));
   plan.row_blocks = (plan.head_rows + plan.block_rows - 1) / plan.block_rows;
-  const index_t blocks = p.batch * p.hk * plan.row_blocks;
-  // Split-KV: a decode call with few blocks (one token, few K/V heads) would
+  // The decode path takes all K/V heads of a batch in one work item and walks
+  // them chunk by chunk: K/V rows of one head are H*D elements apart, and
+  // reading 512 bytes of each 4 KiB page one head at a time costs a TLB miss
+  // per row, which capped decoding at a quarter of the memory bandwidth.
+  plan.heads_per_item = plan.decode ? std::max<index_t>(p.hk, 1) : 1;
+  const index_t units = p.batch * p.hk * plan.row_blocks / plan.heads_per_item;
+  // Split-KV: a decode call with few items (one token, few K/V heads) would
   // leave cores idle, so its keys are cut into segments whose partial states
   // are merged afterwards. The cut depends on the shape only, never on the
   // thread count, which keeps results bitwise reproducible across threads.
-  if (plan.decode && blocks < min_blocks_before_split) {
+  if (plan.decode && units < min_blocks_before_split) {
     const index_t by_length = p.nk / min_segment_keys;
-    plan.splits = std::max<index_t>(1, std::min(min_blocks_before_split / std::max<index_t>(blocks, 1), by_length));
+    plan.splits = std::max<index_t>(1, std::min(min_blocks_before_split / std::max<index_t>(units, 1), by_length));
   }
   plan.segment = (p.nk + plan.splits - 1) / plan.splits;
-  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : blocks * plan.splits;
+  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
   // K chunks are copied into a dense row-major Acc buffer unless they already
@@ -98,25 +106,29 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // streams 8 K rows at once, runs at about half speed. The copy costs about
   // 1/(block rows) of the arithmetic. V is read one row per step, which has no
   // such conflict, so the wide path reads it in place whenever its type
-  // allows; the decode path loads V rows as packets and needs them contiguous.
+  // allows. The decode path loads K and V rows as packets (one row at a time,
+  // prefetched ahead) and only needs them contiguous.
   const bool same_type = std::is_same_v<T, Acc>;
-  plan.stage_k = !same_type || p.k_stride.dim != 1 || p.k_stride.seq != p.dim;
+  plan.stage_k = !same_type || p.k_stride.dim != 1 || (!plan.decode && p.k_stride.seq != p.dim);
   plan.stage_v = !same_type || (plan.decode && p.v_stride.dim != 1);
 
   const auto bytes = [](index_t n) { return align_up(static_cast<std::size_t>(n) * sizeof(Acc)); };
   const index_t rows = plan.decode ? plan.block_rows : plan.cols;
   const index_t kv_cols = plan.decode ? round_up(plan.kv_chunk, W) : plan.kv_chunk;
   std::size_t at = 0;
-  plan.q_off = at, at += bytes(rows * p.dim);
   plan.s_off = at, at += bytes(rows * kv_cols);
-  plan.o_off = at, at += bytes(rows * round_up(p.dim_v, W));
-  plan.stats_off = at, at += 3 * bytes(rows);  // running max, running sum, rescale factor
   plan.k_off = at, at += plan.stage_k ? bytes(plan.kv_chunk * p.dim) : 0;
   plan.v_off = at, at += plan.stage_v ? bytes(plan.kv_chunk * p.dim_v) : 0;
+  plan.shared_bytes = at;
+  at = 0;
+  plan.q_off = at, at += bytes(rows * p.dim);
+  plan.o_off = at, at += bytes(rows * round_up(p.dim_v, W));
+  plan.stats_off = at, at += 3 * bytes(rows);  // running max, running sum, rescale factor
   plan.terms_off = at, at += p.has_score_terms() ? align_up(sizeof(score_row<Acc>) * plan.block_rows) : 0;
-  plan.slab_bytes = at;
+  plan.head_bytes = at;
+  plan.slab_bytes = plan.shared_bytes + static_cast<std::size_t>(plan.heads_per_item) * plan.head_bytes;
   plan.partial_row_elems = static_cast<std::size_t>(round_up(p.dim_v, W) + 2);
-  plan.partial_bytes = plan.splits > 1 ? align_up(static_cast<std::size_t>(plan.items * plan.block_rows) *
+  plan.partial_bytes = plan.splits > 1 ? align_up(static_cast<std::size_t>(plan.items * plan.heads_per_item * plan.block_rows) *
                                                   plan.partial_row_elems * sizeof(Acc))
                                        : 0;
 

@@ -23,8 +23,8 @@ void run_wide_block(const block<Acc, T, Tout>& blk) {
   constexpr index_t W = packet_size<Acc>;
   const auto& p = blk.p;
   const index_t cols = blk.plan.cols;  // query columns, padded to whole packets
-  const panels<Acc> qt{blk.template buffer<Acc>(blk.plan.q_off), p.dim, cols};
-  const panels<Acc> ot{blk.template buffer<Acc>(blk.plan.o_off), p.dim_v, cols};
+  const panels<Acc> qt{blk.template head_buffer<Acc>(blk.plan.q_off), p.dim, cols};
+  const panels<Acc> ot{blk.template head_buffer<Acc>(blk.plan.o_off), p.dim_v, cols};
   Acc* const s_data = blk.template buffer<Acc>(blk.plan.s_off);
   Acc* row_max = blk.row_max();
   Acc* row_sum = blk.row_sum();
