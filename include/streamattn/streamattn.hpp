@@ -8,4 +8,6 @@
 #include "options.hpp"
 #include "online_softmax.hpp"
 #include "attention.hpp"
+#include "additive.hpp"
+#include "fastformer_decode.hpp"
 #include "merge_partials.hpp"
