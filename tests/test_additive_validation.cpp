@@ -12,20 +12,12 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "support/expect_invalid.hpp"
+
 namespace {
 
 using namespace streamattn;
-
-template <class F>
-void expect_invalid(F&& f, std::vector<std::string> words) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << words.front() << "'";
-  } catch (const std::invalid_argument& e) {
-    const std::string what = e.what();
-    for (const auto& w : words) EXPECT_NE(what.find(w), std::string::npos) << "message: " << what << "\nmissing: " << w;
-  }
-}
+using streamattn::testing::expect_invalid;
 
 struct operands {
   index_t B = 2, N = 5, H = 4, D = 16;

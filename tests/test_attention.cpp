@@ -4,6 +4,7 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "support/combos.hpp"
 #include "support/problem.hpp"
 #include "support/seed.hpp"
 
@@ -12,28 +13,9 @@ namespace {
 using namespace streamattn;
 using namespace streamattn::testing;
 
-template <class Backend, class T>
-struct combo {
-  using backend = Backend;
-  using type = T;
-};
-
 template <class Combo>
 class Attention : public ::testing::Test {};
-using Combos = ::testing::Types<combo<scalar_t, float>, combo<scalar_t, double>, combo<scalar_t, Eigen::half>,
-                                combo<scalar_t, Eigen::bfloat16>, combo<simd_t, float>, combo<simd_t, double>,
-                                combo<simd_t, Eigen::half>, combo<simd_t, Eigen::bfloat16>>;
-class ComboNames {
- public:
-  template <class C>
-  static std::string GetName(int) {
-    std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
-    using T = typename C::type;
-    return b + (std::is_same_v<T, float> ? "float" : std::is_same_v<T, double> ? "double"
-                : std::is_same_v<T, Eigen::half> ? "half" : "bfloat16");
-  }
-};
-TYPED_TEST_SUITE(Attention, Combos, ComboNames);
+TYPED_TEST_SUITE(Attention, backend_element_combos, combo_names);
 
 // Shapes: 1, 7, chunk-1/chunk/chunk+1 (63/64/65), primes, Nq != Nk both ways,
 // D != Dv, D from 1 to 256, grouped and multi-query heads, decode (Nq = 1).

@@ -18,6 +18,7 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "support/combos.hpp"
 #include "support/seed.hpp"
 #include "support/tolerance.hpp"
 
@@ -331,30 +332,9 @@ void expect_close(const problem<T>& p, const tensor3<double>& want, const tensor
 
 // ---------------------------------------------------------------- typed suite
 
-template <class Backend, class T>
-struct combo {
-  using backend = Backend;
-  using type = T;
-};
-
 template <class Combo>
 class Fastformer : public ::testing::Test {};
-using Combos = ::testing::Types<combo<scalar_t, float>, combo<scalar_t, double>, combo<scalar_t, Eigen::half>,
-                                combo<scalar_t, Eigen::bfloat16>, combo<simd_t, float>, combo<simd_t, double>,
-                                combo<simd_t, Eigen::half>, combo<simd_t, Eigen::bfloat16>>;
-class ComboNames {
- public:
-  template <class C>
-  static std::string GetName(int) {
-    std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
-    using T = typename C::type;
-    return b + (std::is_same_v<T, float>    ? "float"
-                : std::is_same_v<T, double> ? "double"
-                : std::is_same_v<T, Eigen::half> ? "half"
-                                                 : "bfloat16");
-  }
-};
-TYPED_TEST_SUITE(Fastformer, Combos, ComboNames);
+TYPED_TEST_SUITE(Fastformer, backend_element_combos, combo_names);
 
 /// Every (H, dh) of the issue at short lengths; long sequences on a subset.
 std::vector<shape3> short_shapes() {

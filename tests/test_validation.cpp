@@ -10,9 +10,12 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "support/expect_invalid.hpp"
+
 namespace {
 
 using namespace streamattn;
+using streamattn::testing::expect_invalid;
 
 struct operands {
   index_t B = 2, Nq = 3, Nk = 5, Hq = 4, Hk = 2, D = 8, Dv = 6;
@@ -24,18 +27,6 @@ struct operands {
   view<const float, 4> vv() const { return bshd(v.data(), B, Nk, Hk, Dv); }
   view<float, 4> ov() { return bshd(out.data(), B, Nq, Hq, Dv); }
 };
-
-/// Runs `f` and checks it throws std::invalid_argument mentioning every word.
-template <class F>
-void expect_invalid(F&& f, std::vector<std::string> words) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << words.front() << "'";
-  } catch (const std::invalid_argument& e) {
-    const std::string what = e.what();
-    for (const auto& w : words) EXPECT_NE(what.find(w), std::string::npos) << "message: " << what << "\nmissing: " << w;
-  }
-}
 
 TEST(Validation, ValidCallRuns) {
   operands o;

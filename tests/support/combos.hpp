@@ -1,0 +1,39 @@
+// The (backend, element type) pairs every typed oracle suite runs over, with
+// readable names ("simd_bfloat16") in the test output.
+#pragma once
+
+#include <string>
+#include <type_traits>
+
+#include <gtest/gtest.h>
+
+#include <streamattn/streamattn.hpp>
+
+namespace streamattn::testing {
+
+template <class Backend, class T>
+struct combo {
+  using backend = Backend;
+  using type = T;
+};
+
+/// The streaming backends (naive is the oracle) x the four element types.
+using backend_element_combos =
+    ::testing::Types<combo<scalar_t, float>, combo<scalar_t, double>, combo<scalar_t, Eigen::half>,
+                     combo<scalar_t, Eigen::bfloat16>, combo<simd_t, float>, combo<simd_t, double>,
+                     combo<simd_t, Eigen::half>, combo<simd_t, Eigen::bfloat16>>;
+
+class combo_names {
+ public:
+  template <class C>
+  static std::string GetName(int) {
+    const std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
+    using T = typename C::type;
+    return b + (std::is_same_v<T, float>         ? "float"
+                : std::is_same_v<T, double>      ? "double"
+                : std::is_same_v<T, Eigen::half> ? "half"
+                                                 : "bfloat16");
+  }
+};
+
+}  // namespace streamattn::testing
