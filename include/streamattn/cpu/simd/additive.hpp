@@ -27,10 +27,13 @@
 #include "../../detail/additive_tree.hpp"
 #include "../../detail/element.hpp"
 #include "../../detail/parallel.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "additive_causal.hpp"
 #include "additive_rows.hpp"
 #include "additive_scores.hpp"
 #include "additive_state.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd_additive {
 
@@ -332,3 +335,5 @@ void fastformer_impl(simd_t, const fastformer_params<T, W, Tout>& p) {
 }
 
 }  // namespace streamattn::detail
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

@@ -15,9 +15,12 @@
 #include "../../config.hpp"
 #include "../../detail/additive_params.hpp"
 #include "../../detail/additive_tree.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "additive_rows.hpp"
 #include "additive_scores.hpp"
 #include "additive_state.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd_additive {
 
@@ -111,3 +114,5 @@ class causal_engine {
 };
 
 }  // namespace streamattn::detail::simd_additive
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

@@ -14,8 +14,11 @@
 #include "../../config.hpp"
 #include "../../detail/additive_params.hpp"
 #include "../../detail/element.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "additive_scores.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd_additive {
 
@@ -256,3 +259,5 @@ class output_writer {
 };
 
 }  // namespace streamattn::detail::simd_additive
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

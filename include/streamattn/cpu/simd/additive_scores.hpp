@@ -25,7 +25,10 @@
 
 #include "../../config.hpp"
 #include "../../detail/additive_params.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 // Full unrolling of the small fixed-trip loops over a micro-kernel's
 // register tile. Without it GCC keeps `P acc[Rows][Packs]` in memory and
@@ -222,3 +225,5 @@ void score_rows(const score_weights_packed<Acc>& w, const row_tile<Acc>& tile, A
 }
 
 }  // namespace streamattn::detail::simd_additive
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

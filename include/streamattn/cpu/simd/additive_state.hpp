@@ -15,8 +15,11 @@
 #include "../../detail/additive_params.hpp"
 #include "../../detail/element.hpp"
 #include "../../detail/math.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "additive_scores.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd_additive {
 
@@ -302,3 +305,5 @@ EIGEN_STRONG_INLINE void finalize_pair(const pool_state<Acc>& carry, const pool_
 }
 
 }  // namespace streamattn::detail::simd_additive
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

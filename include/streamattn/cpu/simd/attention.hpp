@@ -12,11 +12,14 @@
 #include "../../detail/attention_params.hpp"
 #include "../../detail/element.hpp"
 #include "../../detail/parallel.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "block.hpp"
 #include "decode_block.hpp"
 #include "plan.hpp"
 #include "split_kv.hpp"
 #include "wide_block.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail {
 
@@ -64,3 +67,5 @@ void attention_impl(simd_t, const attention_params<T, Tout>& p) {
 }
 
 }  // namespace streamattn::detail
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

@@ -12,8 +12,11 @@
 #include "../../detail/element.hpp"
 #include "../../detail/math.hpp"
 #include "../../detail/score_terms.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "micro_kernel.hpp"
 #include "plan.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -170,3 +173,5 @@ struct block {
 };
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

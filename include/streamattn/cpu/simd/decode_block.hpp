@@ -7,8 +7,11 @@
 #include <algorithm>
 
 #include "../../detail/math.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "block.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -187,3 +190,5 @@ void run_decode_block(const block<Acc, T, Tout>& blk) {
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

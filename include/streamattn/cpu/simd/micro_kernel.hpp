@@ -14,7 +14,10 @@
 #include <utility>
 
 #include "../../config.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -145,3 +148,5 @@ inline void gemm_tiles(index_t rows, strided_operand<Acc> a, panels<Acc> b, pane
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

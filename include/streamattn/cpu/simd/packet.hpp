@@ -8,6 +8,10 @@
 
 #include <Eigen/Core>
 
+#include "../../detail/simd_diagnostics.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
+
 namespace streamattn::detail::simd {
 
 namespace ei = Eigen::internal;
@@ -72,3 +76,5 @@ EIGEN_STRONG_INLINE P exp_nonpositive(const P& x) {
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

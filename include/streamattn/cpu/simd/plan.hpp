@@ -12,8 +12,11 @@
 #include "../../detail/element.hpp"
 #include "../../detail/parallel.hpp"
 #include "../../detail/score_terms.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "micro_kernel.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -139,3 +142,5 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

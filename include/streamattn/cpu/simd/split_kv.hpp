@@ -4,8 +4,11 @@
 #pragma once
 
 #include "../../detail/math.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "block.hpp"
 #include "plan.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -39,3 +42,5 @@ void merge_split_kv(const attention_params<T, Tout>& p, const simd_plan<Acc>& pl
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END

@@ -11,9 +11,12 @@
 #pragma once
 
 #include "../../detail/math.hpp"
+#include "../../detail/simd_diagnostics.hpp"
 #include "block.hpp"
 #include "micro_kernel.hpp"
 #include "packet.hpp"
+
+STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
@@ -87,3 +90,5 @@ void run_wide_block(const block<Acc, T, Tout>& blk) {
 }
 
 }  // namespace streamattn::detail::simd
+
+STREAMATTN_SIMD_DIAGNOSTICS_END
