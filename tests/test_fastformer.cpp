@@ -712,6 +712,33 @@ TEST(FastformerSimd, ThreadCountNeverChangesABit) {
   }
 }
 
+TEST(FastformerSimd, StreamedLargeOutputsEqualCachedStores) {
+  // Outputs of 64 MiB and more are written with streaming stores (aligned
+  // packets, a scalar prologue up to the alignment). The values must be the
+  // ones a cached store writes: compare with a double output (the same float
+  // products, converted exactly), for an output misaligned by one float.
+  auto rng = test_rng();
+  const index_t B = 1, N = 65537, H = 4, D = 256;
+  std::uniform_real_distribution<float> unit(-1, 1);
+  std::vector<float> q(static_cast<std::size_t>(B * N * D)), k(q.size()), qa(static_cast<std::size_t>(H * D)),
+      ka(qa.size());
+  for (auto* t : {&q, &k, &qa, &ka})
+    for (auto& v : *t) v = unit(rng);
+  fastformer_weights<float> w;
+  w.query_att = contiguous(static_cast<const float*>(qa.data()), std::array<index_t, 2>{H, D});
+  w.key_att = contiguous(static_cast<const float*>(ka.data()), std::array<index_t, 2>{H, D});
+  const auto shape = std::array<index_t, 3>{B, N, D};
+  const auto qv = contiguous(static_cast<const float*>(q.data()), shape);
+  const auto kv = contiguous(static_cast<const float*>(k.data()), shape);
+  std::vector<float> streamed(q.size() + 1);
+  std::vector<double> cached(q.size());
+  fastformer_attention(simd, qv, kv, w, contiguous(streamed.data() + 1, shape));
+  fastformer_attention(simd, qv, kv, w, contiguous(cached.data(), shape));
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < cached.size(); ++i) mismatches += streamed[i + 1] != static_cast<float>(cached[i]);
+  EXPECT_EQ(mismatches, 0u);
+}
+
 TEST(FastformerSimd, LongSequencesKeepFloatAccuracy) {
   // 2^18 tokens with a positive mean: summed one after another in float the
   // pooled mean would drift by ~1e-3; blocked into tiles, leaves and a tree

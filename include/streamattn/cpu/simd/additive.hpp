@@ -77,10 +77,12 @@ void pool_leaf(index_t b, index_t leaf, const additive_shape& s, const keep_mask
   const index_t end = std::min(s.tokens, first + additive_leaf_tokens);
   for (index_t t0 = first; t0 < end; t0 += tile_tokens) {
     // Excluded tokens are never read: NaN padding cannot leak in.
-    const row_tile<Acc> rows =
+    row_tile<Acc> rows =
         w.reader.tile(b, t0, std::min(end, t0 + tile_tokens), [&](index_t j) { return mask.keep(b, j); },
                       mask.exclude, w.keep);
     if (rows.count == 0) continue;
+    if (rows.base == w.reader.in_place_row(b, t0) && t0 + 2 * tile_tokens <= s.tokens)
+      rows.next = w.reader.in_place_row(b, t0 + tile_tokens);
     score_rows(weights, rows, w.scores.data(), lanes);
     if (mask.any() && !mask.exclude) {
       // The official additive mask, exactly (see detail/additive_state.hpp).

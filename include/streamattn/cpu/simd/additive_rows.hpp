@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -24,6 +25,9 @@ namespace streamattn::detail::simd_additive {
 
 /// Rows per output tile: the M of each transform GEMM.
 inline constexpr index_t output_tile_tokens = 128;
+
+/// Outputs at least this large are written with streaming stores.
+inline constexpr double stream_output_bytes = 64.0 * 1024 * 1024;
 
 /// Reads rows of a (B, N, D) operand as contiguous Acc features.
 template <class Acc, class T>
@@ -66,6 +70,14 @@ class row_reader {
       copy_row(b, j, count++);
     }
     return {buffer_.data(), dim_, count};
+  }
+
+  /// Row (b, j) in the caller's storage when rows are read in place, else null.
+  const Acc* in_place_row(index_t b, index_t j) const {
+    if constexpr (std::is_same_v<T, Acc>) {
+      if (direct_) return x_.row(b, j);
+    }
+    return nullptr;
   }
 
   /// Row (b, j); a converted row occupies buffer slot `slot` until reused.
@@ -163,6 +175,10 @@ class output_writer {
     queries_.reshape(p.q, dim, output_tile_tokens);
     out_direct_ = std::is_same_v<Tout, Acc> && (p.out.feature_stride == 1 || dim <= 1);
     gemm_in_place_ = std::is_same_v<Tout, Acc> && p.out.feature_stride == 1 && p.out.token_stride >= dim;
+    // Stream U past the caches when it is far larger than they are: it
+    // would only evict the inputs. Small outputs stay cached for the caller.
+    stream_out_ = out_direct_ && !p.has_transform() &&
+                  static_cast<double>(p.shape.batch * p.shape.tokens * dim) * sizeof(Tout) >= stream_output_bytes;
     if (p.has_transform()) {
       u_.resize(static_cast<std::size_t>(output_tile_tokens * dim));
       if (!gemm_in_place_) y_.resize(u_.size());
@@ -173,6 +189,12 @@ class output_writer {
   /// kbar + r * kbar_stride (stride 0: one k̄ for all rows).
   void write(const transform_matrix<Acc>& transform, index_t b, index_t first, index_t count, const Acc* kbar,
              index_t kbar_stride) {
+    struct fence_at_exit {
+      bool on;
+      ~fence_at_exit() {
+        if (on) simd::stream_fence();
+      }
+    } fence{stream_out_};
     for (index_t done = 0; done < count; done += output_tile_tokens) {
       const index_t rows = std::min(output_tile_tokens, count - done);
       if (transform.present())
@@ -194,6 +216,10 @@ class output_writer {
       if constexpr (std::is_same_v<Tout, Acc>) {
         if (out_direct_) {
           index_t f = 0;
+          if (stream_out_) {
+            for (; f < dim_ && reinterpret_cast<std::uintptr_t>(out + f) % sizeof(P) != 0; ++f) out[f] = v[f] * k[f];
+            for (; f + L <= dim_; f += L) simd::stream_packet(out + f, ei::pmul(ei::ploadu<P>(v + f), ei::ploadu<P>(k + f)));
+          }
           for (; f + L <= dim_; f += L) ei::pstoreu(out + f, ei::pmul(ei::ploadu<P>(v + f), ei::ploadu<P>(k + f)));
           for (; f < dim_; ++f) out[f] = v[f] * k[f];
           continue;
@@ -253,7 +279,7 @@ class output_writer {
   index_t dim_ = 0;
   token_operand<const T> q_{}, v_{};
   token_operand<Tout> out_{};
-  bool residual_ = true, out_direct_ = false, gemm_in_place_ = false;
+  bool residual_ = true, out_direct_ = false, gemm_in_place_ = false, stream_out_ = false;
   row_reader<Acc, T> values_, queries_;
   std::vector<Acc> u_, y_;
 };

@@ -64,6 +64,9 @@ struct row_tile {
   const Acc* base = nullptr;
   index_t stride = 0;
   index_t count = 0;
+  /// Where the rows after this tile start (same stride), or null: a hint
+  /// for prefetching while this tile is scored.
+  const Acc* next = nullptr;
   const Acc* row(index_t r) const { return base + r * stride; }
 };
 
@@ -128,9 +131,15 @@ struct score_weights_packed {
 
 /// Rows x Packs accumulators live in registers; every feature loads Packs
 /// weight packets once and reuses them for all Rows rows.
+/// `ahead`, when set, is the first of the next Rows rows (same stride): the
+/// loop prefetches them, one cache line per feature. The rows of a block are
+/// read side by side, a pattern the hardware prefetchers follow poorly;
+/// without this the kernel runs at half speed on rows coming from memory.
 template <class Acc, int Rows, int Packs>
 EIGEN_STRONG_INLINE void head_lanes_block(const Acc* base, index_t stride, const Acc* weights, index_t length,
-                                          index_t weight_stride, Acc* scores, index_t score_stride) {
+                                          index_t weight_stride, Acc* scores, index_t score_stride,
+                                          const Acc* ahead) {
+  constexpr index_t line = 64 / static_cast<index_t>(sizeof(Acc));
   using P = packet<Acc>;
   constexpr int L = packet_size<Acc>;
   P acc[Rows][Packs];
@@ -140,6 +149,10 @@ EIGEN_STRONG_INLINE void head_lanes_block(const Acc* base, index_t stride, const
     for (int k = 0; k < Packs; ++k) acc[r][k] = ei::pset1<P>(Acc(0));
   }
   for (index_t f = 0; f < length; ++f) {
+    if (ahead) {
+      const index_t at = f / Rows * line;
+      if (at < length) simd::prefetch_line(ahead + (f % Rows) * stride + at);
+    }
     P w[Packs];
     STREAMATTN_UNROLL_REGISTER_TILE
     for (int k = 0; k < Packs; ++k) w[k] = ei::ploadu<P>(weights + f * weight_stride + k * L);
@@ -165,12 +178,14 @@ void head_lanes_rows(const row_tile<Acc>& tile, const Acc* weights, index_t leng
   constexpr int budget = simd::vector_registers >= 32 ? 16 : 8;
   constexpr int Rows = budget / Packs > 0 ? budget / Packs : 1;
   index_t r = 0;
-  for (; r + Rows <= tile.count; r += Rows)
+  for (; r + Rows <= tile.count; r += Rows) {
+    const Acc* ahead = r + 2 * Rows <= tile.count ? tile.row(r + Rows) : r + Rows == tile.count ? tile.next : nullptr;
     head_lanes_block<Acc, Rows, Packs>(tile.row(r), tile.stride, weights, length, weight_stride,
-                                       scores + r * score_stride, score_stride);
+                                       scores + r * score_stride, score_stride, ahead);
+  }
   for (; r < tile.count; ++r)
     head_lanes_block<Acc, 1, Packs>(tile.row(r), tile.stride, weights, length, weight_stride,
-                                    scores + r * score_stride, score_stride);
+                                    scores + r * score_stride, score_stride, nullptr);
 }
 
 /// x . w over n elements: four packet accumulators, then the scalar tail.

@@ -20,16 +20,6 @@ namespace streamattn::detail::simd {
 /// without this every row costs a full memory latency.
 inline constexpr index_t decode_prefetch_rows = 8;
 
-template <class Acc>
-EIGEN_STRONG_INLINE void prefetch_row(const Acc* row, index_t length) {
-#if defined(__GNUC__) || defined(__clang__)
-  constexpr index_t per_line = 64 / static_cast<index_t>(sizeof(Acc));
-  for (index_t i = 0; i < length; i += per_line) __builtin_prefetch(row + i);
-#else
-  (void)row, (void)length;
-#endif
-}
-
 /// scores[r * ld + j] = q_r . k_j for R rows and n keys (rows contiguous in D).
 template <class Acc, int R>
 void decode_scores(const Acc* q, index_t dim, strided_operand<Acc> k, index_t n, Acc* scores, index_t ld) {
