@@ -24,7 +24,7 @@ STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 namespace streamattn::detail::simd_additive {
 
 /// Rows per output tile: the M of each transform GEMM.
-inline constexpr index_t output_tile_tokens = 128;
+inline constexpr index_t output_tile_tokens = 512;
 
 /// Outputs at least this large are written with streaming stores.
 inline constexpr double stream_output_bytes = 64.0 * 1024 * 1024;
@@ -229,22 +229,15 @@ class output_writer {
     }
   }
 
+  // Y = b_t (+ Q) is written first and the GEMM accumulates U W_tᵀ onto it,
+  // so the rows of Q are read once per tile (for U and the residual) and Y
+  // is not walked again after the product.
   void write_transformed(const transform_matrix<Acc>& transform, index_t b, index_t first, index_t rows,
                          const Acc* kbar, index_t kbar_stride) {
     using P = simd::packet<Acc>;
     constexpr index_t L = simd::packet_size<Acc>;
     namespace ei = Eigen::internal;
-    for (index_t r = 0; r < rows; ++r) {
-      const Acc* v = values_.row(b, first + r, r);
-      const Acc* k = kbar + r * kbar_stride;
-      Acc* u = u_.data() + r * dim_;
-      index_t f = 0;
-      for (; f + L <= dim_; f += L) ei::pstoreu(u + f, ei::pmul(ei::ploadu<P>(v + f), ei::ploadu<P>(k + f)));
-      for (; f < dim_; ++f) u[f] = v[f] * k[f];
-    }
-    using stride = Eigen::OuterStride<>;
-    const Eigen::Map<const row_major_matrix<Acc>> u(u_.data(), rows, dim_);
-    Acc* y_data = nullptr;
+    Acc* y_data = y_.data();
     index_t y_stride = dim_;
     if constexpr (std::is_same_v<Tout, Acc>) {
       if (gemm_in_place_) {
@@ -252,25 +245,32 @@ class output_writer {
         y_stride = out_.token_stride;
       }
     }
-    if (!y_data) y_data = y_.data();
-    Eigen::Map<row_major_matrix<Acc>, Eigen::Unaligned, stride> y(y_data, rows, dim_, stride(y_stride));
-    transform.visit([&](const auto& wt) { y.noalias() = u * wt.transpose(); });
-
     const Acc* bias = transform.bias();
     for (index_t r = 0; r < rows; ++r) {
+      const Acc* v = values_.row(b, first + r, r);
+      const Acc* k = kbar + r * kbar_stride;
+      Acc* u = u_.data() + r * dim_;
       Acc* yr = y_data + r * y_stride;
       const Acc* q = residual_ ? queries_.row(b, first + r, r) : nullptr;
       index_t f = 0;
-      if (q) {
-        for (; f + L <= dim_; f += L)
-          ei::pstoreu(yr + f, ei::padd(ei::ploadu<P>(yr + f), ei::padd(ei::ploadu<P>(bias + f), ei::ploadu<P>(q + f))));
-        for (; f < dim_; ++f) yr[f] += bias[f] + q[f];
-      } else {
-        for (; f + L <= dim_; f += L) ei::pstoreu(yr + f, ei::padd(ei::ploadu<P>(yr + f), ei::ploadu<P>(bias + f)));
-        for (; f < dim_; ++f) yr[f] += bias[f];
+      for (; f + L <= dim_; f += L) {
+        ei::pstoreu(u + f, ei::pmul(ei::ploadu<P>(v + f), ei::ploadu<P>(k + f)));
+        const P base = ei::ploadu<P>(bias + f);
+        ei::pstoreu(yr + f, q ? ei::padd(base, ei::ploadu<P>(q + f)) : base);
       }
-      if (y_data == y_.data()) {
+      for (; f < dim_; ++f) {
+        u[f] = v[f] * k[f];
+        yr[f] = q ? bias[f] + q[f] : bias[f];
+      }
+    }
+    using stride = Eigen::OuterStride<>;
+    const Eigen::Map<const row_major_matrix<Acc>> u(u_.data(), rows, dim_);
+    Eigen::Map<row_major_matrix<Acc>, Eigen::Unaligned, stride> y(y_data, rows, dim_, stride(y_stride));
+    transform.visit([&](const auto& wt) { y.noalias() += u * wt.transpose(); });
+    if (y_data == y_.data()) {
+      for (index_t r = 0; r < rows; ++r) {
         Tout* out = out_.row(b, first + r);
+        const Acc* yr = y_data + r * y_stride;
         for (index_t g = 0; g < dim_; ++g) out[g * out_.feature_stride] = convert<Tout>(yr[g]);
       }
     }
