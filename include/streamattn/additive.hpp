@@ -41,6 +41,7 @@
 #include "cpu/simd/additive.hpp"
 #include "detail/additive_validate.hpp"
 #include "detail/element.hpp"
+#include "fastformer_weights.hpp"
 #include "tensor.hpp"
 
 namespace streamattn {
@@ -116,29 +117,6 @@ struct fastformer_options : additive_pool_options {
   bool residual = true;
 };
 
-/// Fastformer's learned weights, in the precision the kernels compute in:
-/// W = float for float, half and bfloat16 inputs, W = double for double
-/// inputs. Views may have any strides; they are read, never copied by the
-/// caller's side, and must stay alive for the call (for the decoder's
-/// lifetime with `fastformer_decoder`).
-template <class W>
-struct fastformer_weights {
-  /// W_qa: (H, D) dense or (H, D/H) per-head, see `score_weight_layout`.
-  /// Its number of rows sets the number of heads H; D must be a multiple.
-  view<const W, 2> query_att{};
-  /// b_qa: (H) or empty. Cancels in the softmax; accepted for fidelity.
-  view<const W, 1> query_att_bias{};
-  /// W_ka: same layout and shape as query_att.
-  view<const W, 2> key_att{};
-  /// b_ka: (H) or empty.
-  view<const W, 1> key_att_bias{};
-  /// W_t: (D, D) in nn.Linear order (out features, in features), or empty
-  /// for no output transform (the call then returns U).
-  view<const W, 2> transform{};
-  /// b_t: (D) or empty; only with a transform.
-  view<const W, 1> transform_bias{};
-};
-
 namespace detail {
 
 // Backends provide `additive_pool_impl(tag, params)` and
@@ -193,11 +171,6 @@ inline additive_settings settings_of(const fastformer_options& o) {
   s.causal = o.causal;
   s.residual = o.residual;
   return s;
-}
-
-template <class W>
-fastformer_weight_views<W> views_of(const fastformer_weights<W>& w) {
-  return {w.query_att, w.query_att_bias, w.key_att, w.key_att_bias, w.transform, w.transform_bias};
 }
 
 }  // namespace detail
@@ -269,7 +242,7 @@ void fastformer_attention(const Backend& backend, view<Qt, 3> q, view<Kt, 3> k, 
   const view<const T, 3> qc = q;
   const auto params =
       detail::make_fastformer_params<T, W, O>("streamattn::fastformer_attention", qc, k, qc, false,
-                                              detail::views_of(weights), out, detail::settings_of(opts));
+                                              weights, out, detail::settings_of(opts));
   fastformer_impl(backend, params);
 }
 
@@ -287,7 +260,7 @@ void fastformer_attention(const Backend& backend, view<Qt, 3> q, view<Kt, 3> k, 
   detail::check_additive_backend<Backend>();
   const auto params =
       detail::make_fastformer_params<T, W, O>("streamattn::fastformer_attention", q, k, v, true,
-                                              detail::views_of(weights), out, detail::settings_of(opts));
+                                              weights, out, detail::settings_of(opts));
   fastformer_impl(backend, params);
 }
 

@@ -127,7 +127,7 @@ class fastformer_decoder {
     detail::additive_settings settings = detail::settings_of(opts);
     settings.mask = {};
     settings.causal = true;
-    auto p = detail::make_fastformer_params<T, Acc, Acc>(fn, none, none, none, false, detail::views_of(weights), no_out,
+    auto p = detail::make_fastformer_params<T, Acc, Acc>(fn, none, none, none, false, weights, no_out,
                                                          settings);
     if (!opts.scale && p.shape.head_dim == 0)
       detail::fail(fn, "the head size D/heads is 0 and no scale is given (the default 1/sqrt(D/heads) is undefined)");

@@ -8,6 +8,7 @@
 #include "options.hpp"
 #include "online_softmax.hpp"
 #include "attention.hpp"
+#include "fastformer_weights.hpp"
 #include "additive.hpp"
 #include "fastformer_decode.hpp"
 #include "merge_partials.hpp"

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <optional>
 
+#include "../fastformer_weights.hpp"
 #include "../tensor.hpp"
 #include "additive_params.hpp"
 #include "check.hpp"
@@ -159,21 +160,10 @@ additive_pool_params<T, W, Tout> make_additive_pool_params(const char* fn, const
   return p;
 }
 
-/// The weight views of `fastformer_attention`, flattened.
-template <class W>
-struct fastformer_weight_views {
-  view<const W, 2> query_att{};
-  view<const W, 1> query_att_bias{};
-  view<const W, 2> key_att{};
-  view<const W, 1> key_att_bias{};
-  view<const W, 2> transform{};
-  view<const W, 1> transform_bias{};
-};
-
 template <class T, class W, class Tout>
 fastformer_params<T, W, Tout> make_fastformer_params(const char* fn, const view<const T, 3>& q,
                                                      const view<const T, 3>& k, const view<const T, 3>& v,
-                                                     bool separate_v, const fastformer_weight_views<W>& wv,
+                                                     bool separate_v, const fastformer_weights<W>& wv,
                                                      const view<Tout, 3>& out, const additive_settings& s) {
   fastformer_params<T, W, Tout> p;
   p.shape = make_additive_shape(fn, "q", q, "query_att", wv.query_att, s.per_head);
