@@ -155,6 +155,15 @@ constexpr void check_additive_weight_type() {
                 "weights for float, Eigen::half and Eigen::bfloat16 inputs, double weights for double inputs");
 }
 
+/// The compile-time checks of `additive_pool` and `additive_prefix_pool`.
+template <class Backend, class X, class Wt, class Wb, class O>
+constexpr void check_additive_pool_types() {
+  check_additive_tensor_types<X, O>();
+  check_additive_weight_type<std::remove_const_t<X>, Wt>();
+  check_additive_weight_type<std::remove_const_t<X>, Wb>();
+  check_additive_backend<Backend>();
+}
+
 inline additive_settings settings_of(const additive_pool_options& o) {
   additive_settings s;
   s.scale = o.scale;
@@ -190,10 +199,7 @@ void additive_pool(const Backend& backend, view<X, 3> x, view<Wt, 2> w, view<Wb,
                    const additive_pool_options& opts = {}) {
   using T = std::remove_const_t<X>;
   using W = std::remove_const_t<Wt>;
-  detail::check_additive_tensor_types<X, O>();
-  detail::check_additive_weight_type<T, Wt>();
-  detail::check_additive_weight_type<T, Wb>();
-  detail::check_additive_backend<Backend>();
+  detail::check_additive_pool_types<Backend, X, Wt, Wb, O>();
   const auto params = detail::make_additive_pool_params<T, W, O>(
       "streamattn::additive_pool", x, w, w_bias, false, view<O, 3>{}, out, detail::settings_of(opts));
   additive_pool_impl(backend, params);
@@ -215,10 +221,7 @@ void additive_prefix_pool(const Backend& backend, view<X, 3> x, view<Wt, 2> w, v
                           view<O, 3> out, const additive_pool_options& opts = {}) {
   using T = std::remove_const_t<X>;
   using W = std::remove_const_t<Wt>;
-  detail::check_additive_tensor_types<X, O>();
-  detail::check_additive_weight_type<T, Wt>();
-  detail::check_additive_weight_type<T, Wb>();
-  detail::check_additive_backend<Backend>();
+  detail::check_additive_pool_types<Backend, X, Wt, Wb, O>();
   const auto params = detail::make_additive_pool_params<T, W, O>(
       "streamattn::additive_prefix_pool", x, w, w_bias, true, out, view<O, 2>{}, detail::settings_of(opts));
   additive_pool_impl(backend, params);

@@ -189,12 +189,6 @@ class output_writer {
   /// kbar + r * kbar_stride (stride 0: one k̄ for all rows).
   void write(const transform_matrix<Acc>& transform, index_t b, index_t first, index_t count, const Acc* kbar,
              index_t kbar_stride) {
-    struct fence_at_exit {
-      bool on;
-      ~fence_at_exit() {
-        if (on) simd::stream_fence();
-      }
-    } fence{stream_out_};
     for (index_t done = 0; done < count; done += output_tile_tokens) {
       const index_t rows = std::min(output_tile_tokens, count - done);
       if (transform.present())
@@ -202,6 +196,7 @@ class output_writer {
       else
         write_plain(b, first + done, rows, kbar + done * kbar_stride, kbar_stride);
     }
+    if (stream_out_) simd::stream_fence();  // streaming stores are weakly ordered
   }
 
  private:
