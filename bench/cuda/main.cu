@@ -1,14 +1,18 @@
 // streamattn_bench_cuda: the GPU benchmark. Softmax attention forward in
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
-// split-KV decode case in GB/s of K/V read; and the card's device-to-device
-// copy bandwidth, the yardstick of the bandwidth-bound kernels. Times come
+// split-KV decode case in GB/s of K/V read; Fastformer (B = 1, D = 256,
+// H = 16, float, without the transform) in GB/s counted as Q and K read once
+// and U written (3 N D elements, as on the CPU); and the card's
+// device-to-device copy bandwidth, the yardstick of the bandwidth-bound
+// kernels. Times come
 // from CUDA events around each call (manual time). Without a CUDA device it
 // says so and exits 0. compare_sdpa.py runs it next to PyTorch's SDPA.
 //
 //   streamattn_bench_cuda [--workload=quick|default] [google-benchmark flags]
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -118,6 +122,38 @@ void run_attention(benchmark::State& state, attention_case c) {
   }
 }
 
+struct fastformer_case {
+  index_t batch, tokens, heads, dim;
+  bool causal;
+};
+
+template <class T>
+void run_fastformer(benchmark::State& state, fastformer_case c) {
+  try {
+    const std::size_t elems = static_cast<std::size_t>(c.batch * c.tokens * c.dim);
+    const std::size_t weights = static_cast<std::size_t>(c.heads * c.dim);
+    auto q = device_alloc(elems * sizeof(T)), k = device_alloc(elems * sizeof(T)), out = device_alloc(elems * sizeof(T));
+    auto w = device_alloc(2 * weights * sizeof(float));
+    fill<T>(q.get(), elems, 4);
+    fill<T>(k.get(), elems, 5);
+    fill<float>(w.get(), 2 * weights, 6);
+    const std::array<index_t, 3> shape{c.batch, c.tokens, c.dim};
+    const view<const T, 3> qv = contiguous(static_cast<const T*>(q.get()), shape);
+    const view<const T, 3> kv = contiguous(static_cast<const T*>(k.get()), shape);
+    const view<T, 3> ov = contiguous(static_cast<T*>(out.get()), shape);
+    fastformer_weights<float> fw;
+    fw.query_att = contiguous(static_cast<const float*>(w.get()), std::array<index_t, 2>{c.heads, c.dim});
+    fw.key_att = contiguous(static_cast<const float*>(w.get()) + weights, std::array<index_t, 2>{c.heads, c.dim});
+    fastformer_options opts;
+    opts.causal = c.causal;
+    time_calls(state, [&] { fastformer_attention(cuda, qv, kv, fw, ov, opts); });
+    state.counters["GB/s"] = benchmark::Counter(3.0 * static_cast<double>(elems) * sizeof(T) / 1e9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
 void run_copy(benchmark::State& state, std::size_t bytes) {
   try {
     auto a = device_alloc(bytes), b = device_alloc(bytes);
@@ -152,6 +188,12 @@ void register_all(bool quick) {
     benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
+  for (index_t n : quick ? std::vector<index_t>{4096} : std::vector<index_t>{1 << 16, 1 << 20})
+    for (bool causal : {false, true}) {
+      const fastformer_case c{1, n, 16, 256, causal};
+      const std::string name = "fastformer/cuda/float/B1_N" + std::to_string(n) + "_H16_D256" + (causal ? "_causal" : "");
+      benchmark::RegisterBenchmark(name.c_str(), run_fastformer<float>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+    }
   const std::size_t copy_bytes = quick ? (std::size_t{64} << 20) : (std::size_t{1} << 30);
   benchmark::RegisterBenchmark(("copy/cuda/d2d_" + std::to_string(copy_bytes >> 20) + "MiB").c_str(), run_copy, copy_bytes)
       ->UseManualTime()

@@ -1,6 +1,6 @@
 // The CUDA backend's device-independent logic, run on the host in CI: kernel
 // and tile-size choice, key-tile skipping and masking decisions, the split-KV
-// heuristic and combine, the load-path test, and the tensor-core fragment
+// heuristic and combine, the additive (Fastformer) plan, the load-path test, and the tensor-core fragment
 // index arithmetic simulated over a whole warp against the PTX ISA's tables.
 // Plain C++: no nvcc, no GPU.
 #include <gtest/gtest.h>
@@ -10,8 +10,11 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#include <streamattn/cuda/additive_plan.hpp>
 #include <streamattn/cuda/attention_plan.hpp>
 #include <streamattn/cuda/kernel_choice.hpp>
 #include <streamattn/cuda/load_path.hpp>
@@ -299,6 +302,91 @@ TEST(CudaPlan, GridAndWorkspace) {
   EXPECT_EQ(forced.split.splits, 5);
 
   EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------- additive plan
+
+additive_shape additive_shape_of(index_t batch, index_t tokens, index_t heads, index_t head_dim) {
+  additive_shape s;
+  s.batch = batch, s.tokens = tokens, s.heads = heads, s.head_dim = head_dim, s.dim = heads * head_dim;
+  return s;
+}
+
+device_limits h100_like() { return {132, 90, 227 * 1024}; }
+
+TEST(CudaAdditivePlan, ChunksCoverEveryTokenInWholeTiles) {
+  for (index_t batch : {1, 3, 1000}) {
+    for (index_t tokens : {0, 1, 31, 32, 33, 1000, 1 << 20}) {
+      for (int sms : {1, 132}) {
+        const additive_plan plan =
+            plan_additive("test", additive_shape_of(batch, tokens, 16, 16), false, 4, {sms, 90, 227 * 1024});
+        EXPECT_GE(plan.chunks, 1);
+        EXPECT_EQ(plan.chunk_tokens % plan.smem.tile_tokens, 0);
+        EXPECT_GE(plan.chunks * plan.chunk_tokens, tokens);
+        if (tokens > 0) {
+          EXPECT_LT((plan.chunks - 1) * plan.chunk_tokens, tokens) << "an empty chunk";
+        }
+        EXPECT_LE(plan.chunks, std::max<index_t>(1, ceil_div(additive_blocks_per_sm * sms, batch)));
+      }
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, WorkspaceDoesNotGrowWithTheSequence) {
+  // At most 4 x 132 chunks over the batch, each with (3 H + D) numbers per
+  // pooling state, whatever N is.
+  const index_t batch = 2, heads = 16, dim = 256;
+  const index_t chunks = ceil_div(additive_blocks_per_sm * 132, batch);
+  for (bool causal : {false, true}) {
+    const index_t states = (causal ? 4 : 2) * batch * chunks * (3 * heads + dim);
+    const std::size_t bound = static_cast<std::size_t>(states + 2 * batch * dim) * 4;
+    for (index_t tokens : {index_t{1} << 16, index_t{1} << 20, index_t{1} << 25, index_t{1} << 30}) {
+      const additive_plan plan =
+          plan_additive("test", additive_shape_of(batch, tokens, heads, dim / heads), causal, 4, h100_like());
+      EXPECT_LE(plan.workspace_bytes(), bound) << "N=" << tokens << " causal=" << causal;
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, WorkspaceRegionsAreDisjoint) {
+  for (bool causal : {false, true}) {
+    const additive_plan p = plan_additive("test", additive_shape_of(3, 5000, 4, 8), causal, 8, h100_like());
+    struct region {
+      index_t begin, length;
+    };
+    std::vector<region> regions = {{p.query_totals(), p.states_length()},
+                                   {p.key_totals(), p.states_length()},
+                                   {p.pooled_query(), p.batch * p.smem.dim},
+                                   {p.pooled_key(), p.batch * p.smem.dim}};
+    if (causal) {
+      regions.push_back({p.query_carries(), p.states_length()});
+      regions.push_back({p.key_carries(), p.states_length()});
+    }
+    for (std::size_t i = 0; i < regions.size(); ++i) {
+      EXPECT_LE(regions[i].begin + regions[i].length, p.workspace_elements()) << i;
+      for (std::size_t j = i + 1; j < regions.size(); ++j)
+        EXPECT_TRUE(regions[i].begin + regions[i].length <= regions[j].begin ||
+                    regions[j].begin + regions[j].length <= regions[i].begin)
+            << "regions " << i << " and " << j << " overlap (causal=" << causal << ")";
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, WideFeaturesShrinkTheTileThenFail) {
+  const additive_plan narrow = plan_additive("test", additive_shape_of(1, 4096, 4, 16), false, 4, h100_like());
+  EXPECT_EQ(narrow.smem.tile_tokens, additive_max_tile_tokens);
+  EXPECT_LE(narrow.shared_bytes, additive_default_shared_bytes);
+  const additive_plan wide = plan_additive("test", additive_shape_of(1, 4096, 16, 256), false, 8, h100_like());
+  EXPECT_LT(wide.smem.tile_tokens, additive_max_tile_tokens);
+  EXPECT_GE(wide.smem.tile_tokens, 1);
+  EXPECT_EQ(wide.shared_bytes, static_cast<std::size_t>(wide.smem.length()) * 8);
+  // One token of D = 64K doubles needs ~1 MiB: more than any GPU's shared memory.
+  try {
+    plan_additive("streamattn::fastformer_attention (cuda)", additive_shape_of(1, 10, 1, 65536), false, 8, h100_like());
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("D = 65536"), std::string::npos) << e.what();
+  }
 }
 
 // ---------------------------------------------------------------- load path

@@ -23,16 +23,21 @@ using backend_element_combos =
                      combo<scalar_t, Eigen::bfloat16>, combo<simd_t, float>, combo<simd_t, double>,
                      combo<simd_t, Eigen::half>, combo<simd_t, Eigen::bfloat16>>;
 
+/// "float", "double", "half" or "bfloat16".
+template <class T>
+std::string element_name() {
+  return std::is_same_v<T, float>         ? "float"
+         : std::is_same_v<T, double>      ? "double"
+         : std::is_same_v<T, Eigen::half> ? "half"
+                                          : "bfloat16";
+}
+
 class combo_names {
  public:
   template <class C>
   static std::string GetName(int) {
     const std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
-    using T = typename C::type;
-    return b + (std::is_same_v<T, float>         ? "float"
-                : std::is_same_v<T, double>      ? "double"
-                : std::is_same_v<T, Eigen::half> ? "half"
-                                                 : "bfloat16");
+    return b + element_name<typename C::type>();
   }
 };
 

@@ -15,6 +15,7 @@
 #include "attention_launch.cuh"
 #include "attention_plan.hpp"
 #include "backend.cuh"
+#include "current_device.cuh"
 #include "device_buffer.cuh"
 #include "element_kind.hpp"
 #include "error.cuh"
@@ -25,29 +26,6 @@ namespace streamattn::detail {
 namespace gpu {
 
 inline constexpr const char* attention_function = "streamattn::attention (cuda)";
-
-struct current_device {
-  int id = 0;
-  device_limits limits;
-};
-
-inline current_device query_current_device(const char* function) {
-  current_device d;
-  throw_on_error(cudaGetDevice(&d.id), function, "cudaGetDevice");
-  int sms = 0, major = 0, minor = 0, shared = 0;
-  throw_on_error(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d.id), function,
-                 "cudaDeviceGetAttribute(MultiProcessorCount)");
-  throw_on_error(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d.id), function,
-                 "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
-  throw_on_error(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d.id), function,
-                 "cudaDeviceGetAttribute(ComputeCapabilityMinor)");
-  throw_on_error(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, d.id), function,
-                 "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
-  d.limits.sm_count = sms;
-  d.limits.compute_capability = major * 10 + minor;
-  d.limits.max_shared_bytes = static_cast<std::size_t>(shared);
-  return d;
-}
 
 template <class T, class Tout>
 attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,

@@ -1,6 +1,7 @@
 // Stream-ordered temporary device memory (cudaMallocAsync / cudaFreeAsync):
-// the split-KV workspace when the caller passes no scratch big enough. Freed
-// in stream order, so it is safe to drop right after enqueueing its users.
+// the split-KV workspace when the caller passes no scratch big enough, and
+// the per-chunk states of additive pooling. Freed in stream order, so it is
+// safe to drop right after enqueueing its users.
 #pragma once
 
 #include <cstddef>
@@ -16,7 +17,7 @@ class device_buffer {
   device_buffer() = default;
   device_buffer(std::size_t bytes, cudaStream_t stream, const char* function) : stream_(stream) {
     if (bytes == 0) return;
-    throw_on_error(cudaMallocAsync(&data_, bytes, stream), function, "cudaMallocAsync of the split-KV workspace");
+    throw_on_error(cudaMallocAsync(&data_, bytes, stream), function, "cudaMallocAsync of the workspace");
   }
   device_buffer(const device_buffer&) = delete;
   device_buffer& operator=(const device_buffer&) = delete;

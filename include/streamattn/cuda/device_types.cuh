@@ -45,19 +45,22 @@ template <class S>
 inline constexpr bool is_16bit_storage_v = std::is_same_v<S, __half> || std::is_same_v<S, __nv_bfloat16>;
 
 template <class Acc>
-__device__ __forceinline__ Acc load_as(const float* p) { return static_cast<Acc>(*p); }
+__host__ __device__ __forceinline__ Acc load_as(const float* p) { return static_cast<Acc>(*p); }
 template <class Acc>
-__device__ __forceinline__ Acc load_as(const double* p) { return static_cast<Acc>(*p); }
+__host__ __device__ __forceinline__ Acc load_as(const double* p) { return static_cast<Acc>(*p); }
 template <class Acc>
-__device__ __forceinline__ Acc load_as(const __half* p) { return static_cast<Acc>(__half2float(*p)); }
+__host__ __device__ __forceinline__ Acc load_as(const __half* p) { return static_cast<Acc>(__half2float(*p)); }
 template <class Acc>
-__device__ __forceinline__ Acc load_as(const __nv_bfloat16* p) { return static_cast<Acc>(__bfloat162float(*p)); }
+__host__ __device__ __forceinline__ Acc load_as(const __nv_bfloat16* p) { return static_cast<Acc>(__bfloat162float(*p)); }
+
+// load_as / store_as are host functions too: the additive kernels' block
+// programs also run on the host (see block_team.hpp).
 
 /// Stores `value` converted to the output's element type. The kind is the
 /// same for the whole launch, so the switch is a uniform branch. 16-bit
 /// outputs round from float, as the CPU backends' convert<> does.
 template <class Acc>
-__device__ __forceinline__ void store_as(void* base, index_t offset, element_kind kind, Acc value) {
+__host__ __device__ __forceinline__ void store_as(void* base, index_t offset, element_kind kind, Acc value) {
   switch (kind) {
     case element_kind::f32: static_cast<float*>(base)[offset] = static_cast<float>(value); break;
     case element_kind::f64: static_cast<double*>(base)[offset] = static_cast<double>(value); break;

@@ -1,5 +1,5 @@
-// Explicit instantiation of the attention kernels for one element type, for
-// programs that compile the kernels once (see STREAMATTN_CUDA_EXTERN_KERNELS
+// Explicit instantiation of the attention and additive kernels for one
+// element type, for programs that compile the kernels once (see STREAMATTN_CUDA_EXTERN_KERNELS
 // in attention_launch.cuh):
 //
 //     // attention_kernels_half.cu
@@ -7,13 +7,17 @@
 //     STREAMATTN_CUDA_INSTANTIATE_KERNELS(Eigen::half)
 #pragma once
 
+#include "additive_kernel.cuh"
 #include "attention_launch.cuh"
 #include "device_types.cuh"
 
-/// Instantiates every attention kernel for inputs of element type T (float,
-/// double, Eigen::half or Eigen::bfloat16). Use at namespace scope, once per
+/// Instantiates every attention and additive kernel for inputs of element
+/// type T (float, double, Eigen::half or Eigen::bfloat16). Use at namespace scope, once per
 /// type and program.
 #define STREAMATTN_CUDA_INSTANTIATE_KERNELS(T)                                                                \
   template void ::streamattn::detail::gpu::launch_attention<::streamattn::detail::gpu::storage_t<T>>(        \
       ::streamattn::detail::gpu::kernel_args<::streamattn::detail::gpu::storage_t<T>>,                       \
-      const ::streamattn::detail::gpu::attention_plan&, void*, cudaStream_t, const char*);
+      const ::streamattn::detail::gpu::attention_plan&, void*, cudaStream_t, const char*);                 \
+  template void ::streamattn::detail::gpu::launch_additive<::streamattn::detail::gpu::storage_t<T>>(         \
+      const ::streamattn::detail::gpu::additive_args<::streamattn::detail::gpu::storage_t<T>>&,              \
+      const ::streamattn::detail::gpu::additive_plan&, cudaStream_t, const char*);

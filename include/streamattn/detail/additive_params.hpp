@@ -1,5 +1,6 @@
 // The plain parameter structs every additive-pooling / Fastformer kernel
-// reads: pointers, sizes and strides, filled once after validation.
+// reads: pointers, sizes and strides, filled once after validation. Their
+// accessors are host/device functions: the CUDA kernels read the same structs.
 #pragma once
 
 #include "../config.hpp"
@@ -15,8 +16,8 @@ struct token_operand {
   T* data = nullptr;
   index_t batch_stride = 0, token_stride = 0, feature_stride = 0;
 
-  T* row(index_t b, index_t j) const { return data + b * batch_stride + j * token_stride; }
-  T& at(index_t b, index_t j, index_t f) const { return row(b, j)[f * feature_stride]; }
+  STREAMATTN_HOST_DEVICE T* row(index_t b, index_t j) const { return data + b * batch_stride + j * token_stride; }
+  STREAMATTN_HOST_DEVICE T& at(index_t b, index_t j, index_t f) const { return row(b, j)[f * feature_stride]; }
 };
 
 /// Score weights of one pooling stage: dense (heads, dim) or per-head
@@ -28,8 +29,8 @@ struct score_weights_ref {
   const W* bias = nullptr;  // null: no bias
   index_t bias_stride = 0;
 
-  W at(index_t h, index_t f) const { return data[h * head_stride + f * feature_stride]; }
-  W bias_of(index_t h) const { return bias ? bias[h * bias_stride] : W(0); }
+  STREAMATTN_HOST_DEVICE W at(index_t h, index_t f) const { return data[h * head_stride + f * feature_stride]; }
+  STREAMATTN_HOST_DEVICE W bias_of(index_t h) const { return bias ? bias[h * bias_stride] : W(0); }
 };
 
 /// The (batch, token) keep-mask; null keeps every token.
@@ -40,8 +41,10 @@ struct keep_mask_ref {
   /// true: padded tokens are excluded (weight exactly 0).
   bool exclude = false;
 
-  bool keep(index_t b, index_t j) const { return data == nullptr || data[b * batch_stride + j * token_stride]; }
-  bool any() const { return data != nullptr; }
+  STREAMATTN_HOST_DEVICE bool keep(index_t b, index_t j) const {
+    return data == nullptr || data[b * batch_stride + j * token_stride];
+  }
+  STREAMATTN_HOST_DEVICE bool any() const { return data != nullptr; }
 };
 
 /// Sizes shared by every additive kernel. `per_head`: a head's score reads
@@ -52,9 +55,9 @@ struct additive_shape {
   bool per_head = false;
 
   /// Length of one head's weight row.
-  index_t weight_length() const { return per_head ? head_dim : dim; }
+  STREAMATTN_HOST_DEVICE index_t weight_length() const { return per_head ? head_dim : dim; }
   /// First feature a head's weight row applies to (0 for dense weights).
-  index_t weight_offset(index_t h) const { return per_head ? h * head_dim : 0; }
+  STREAMATTN_HOST_DEVICE index_t weight_offset(index_t h) const { return per_head ? h * head_dim : 0; }
 };
 
 /// `additive_pool` (out is (B, D)) and `additive_prefix_pool` (prefix is

@@ -1,0 +1,134 @@
+// What the host decides before running additive pooling or Fastformer on the
+// GPU: how each sequence is cut into chunks (one thread block each), how
+// many tokens a block stages in shared memory at a time, and the workspace
+// of per-chunk softmax states. Plain C++ over the device's limits, so every
+// decision is unit-tested without a GPU.
+//
+// Memory: the workspace holds a few states of (3 H + D) numbers per chunk and
+// the chunk count is bounded by the GPU's size, not by N, so nothing grows
+// with the sequence length.
+#pragma once
+
+#include <cstddef>
+#include <limits>
+
+#include "../config.hpp"
+#include "../detail/additive_params.hpp"
+#include "../detail/check.hpp"
+#include "attention_plan.hpp"
+#include "tile_range.hpp"
+
+namespace streamattn::detail::gpu {
+
+/// Chunks per multiprocessor the plan aims for over the whole batch.
+inline constexpr index_t additive_blocks_per_sm = 4;
+/// Most tokens a block stages at a time; fewer when D is wide.
+inline constexpr index_t additive_max_tile_tokens = 32;
+/// Shared memory a block uses without opting in.
+inline constexpr std::size_t additive_default_shared_bytes = 48 * 1024;
+
+/// One pooling state in the workspace and in shared memory:
+/// [row_max: H][row_sum: H][saw_kept: H][accumulator: D].
+struct additive_state_layout {
+  index_t heads = 0, dim = 0;
+
+  STREAMATTN_HOST_DEVICE index_t max_offset() const { return 0; }
+  STREAMATTN_HOST_DEVICE index_t sum_offset() const { return heads; }
+  STREAMATTN_HOST_DEVICE index_t kept_offset() const { return 2 * heads; }
+  STREAMATTN_HOST_DEVICE index_t acc_offset() const { return 3 * heads; }
+  STREAMATTN_HOST_DEVICE index_t length() const { return 3 * heads + dim; }
+};
+
+/// Offsets (in accumulator elements) of one block's shared memory.
+struct additive_smem_layout {
+  index_t tile_tokens = 0, pitch = 0, heads = 0, dim = 0;
+
+  // Two token tiles (pitch = D + 1 keeps column reads free of bank conflicts).
+  STREAMATTN_HOST_DEVICE index_t first_tile() const { return 0; }
+  STREAMATTN_HOST_DEVICE index_t second_tile() const { return tile_tokens * pitch; }
+  // Per (token, head): softmax weight, rescale factor, running sum.
+  STREAMATTN_HOST_DEVICE index_t weights() const { return 2 * tile_tokens * pitch; }
+  STREAMATTN_HOST_DEVICE index_t rescales() const { return weights() + tile_tokens * heads; }
+  STREAMATTN_HOST_DEVICE index_t sums() const { return rescales() + tile_tokens * heads; }
+  // The tile's mask bits (1 = kept), one per token.
+  STREAMATTN_HOST_DEVICE index_t keeps() const { return sums() + tile_tokens * heads; }
+  // Two pooling states and a D-vector (q̄ or k̄ of the sequence).
+  STREAMATTN_HOST_DEVICE index_t first_state() const { return keeps() + tile_tokens; }
+  STREAMATTN_HOST_DEVICE index_t second_state() const { return first_state() + state().length(); }
+  STREAMATTN_HOST_DEVICE index_t vector() const { return second_state() + state().length(); }
+  // Merge factors per head (the per-sequence merge steps).
+  STREAMATTN_HOST_DEVICE index_t factors() const { return vector() + dim; }
+  STREAMATTN_HOST_DEVICE index_t length() const { return factors() + 2 * heads; }
+
+  STREAMATTN_HOST_DEVICE additive_state_layout state() const { return {heads, dim}; }
+};
+
+struct additive_plan {
+  index_t chunks = 0;        // per sequence; chunk c holds tokens [c * chunk_tokens, ...)
+  index_t chunk_tokens = 0;  // a multiple of tile_tokens
+  additive_smem_layout smem;
+  std::size_t shared_bytes = 0;
+  std::size_t accum_bytes = 4;  // float, or 8 for double inputs
+
+  // Workspace, in accumulator elements: per-chunk states of the first
+  // (query) and second (key) pooling, their exclusive prefixes (causal
+  // only), and the pooled q̄ and k̄ of every sequence.
+  index_t state_count = 0;  // batch * chunks
+  bool causal = false;
+  index_t batch = 0;
+
+  index_t states_length() const { return state_count * smem.state().length(); }
+  index_t query_totals() const { return 0; }
+  index_t query_carries() const { return states_length(); }
+  index_t key_totals() const { return (causal ? 2 : 1) * states_length(); }
+  index_t key_carries() const { return key_totals() + states_length(); }
+  index_t pooled_query() const { return (causal ? 4 : 2) * states_length(); }
+  index_t pooled_key() const { return pooled_query() + batch * smem.dim; }
+  index_t workspace_elements() const { return pooled_key() + batch * smem.dim; }
+  std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
+};
+
+/// Plans a call over `s` (batch, tokens, dim, heads). Throws
+/// std::invalid_argument when D is too wide for one token to fit in the
+/// device's shared memory or the batch exceeds the CUDA grid.
+inline additive_plan plan_additive(const char* function, const additive_shape& s, bool causal, std::size_t accum_bytes,
+                                   const device_limits& device) {
+  additive_plan plan;
+  plan.accum_bytes = accum_bytes;
+  plan.causal = causal;
+  plan.batch = s.batch;
+  additive_smem_layout& m = plan.smem;
+  m.heads = s.heads;
+  m.dim = s.dim;
+  m.pitch = s.dim + 1;
+  const auto bytes = [&](index_t tile) {
+    additive_smem_layout l = m;
+    l.tile_tokens = tile;
+    return static_cast<std::size_t>(l.length()) * accum_bytes;
+  };
+  m.tile_tokens = additive_max_tile_tokens;
+  while (m.tile_tokens > 1 && bytes(m.tile_tokens) > additive_default_shared_bytes) m.tile_tokens /= 2;
+  plan.shared_bytes = bytes(m.tile_tokens);
+  const std::size_t limit = std::max(device.max_shared_bytes, additive_default_shared_bytes);
+  if (plan.shared_bytes > limit)
+    fail(function, "D = ", s.dim, " with ", s.heads, " heads needs ", plan.shared_bytes,
+         " bytes of shared memory per block on the GPU, more than the device's ", limit);
+
+  // Enough chunks over the batch to give every multiprocessor a few blocks,
+  // never a chunk shorter than one tile, and at least one chunk per
+  // sequence (an empty sequence still pools to zeros).
+  const index_t target = std::max<index_t>(1, additive_blocks_per_sm * std::max(device.sm_count, 1));
+  const index_t per_sequence = ceil_div(target, std::max<index_t>(s.batch, 1));
+  const index_t tiles = std::max<index_t>(1, ceil_div(s.tokens, m.tile_tokens));
+  const index_t chunks = std::max<index_t>(1, std::min(per_sequence, tiles));
+  plan.chunk_tokens = ceil_div(tiles, chunks) * m.tile_tokens;
+  plan.chunks = std::max<index_t>(1, ceil_div(s.tokens, plan.chunk_tokens));
+
+  constexpr index_t max_grid = std::numeric_limits<std::int32_t>::max();
+  if (s.batch > max_grid / plan.chunks)
+    fail(function, "batch = ", s.batch, " exceeds the CUDA grid limit (", plan.chunks, " blocks per sequence)");
+  plan.state_count = s.batch * plan.chunks;
+  return plan;
+}
+
+}  // namespace streamattn::detail::gpu

@@ -1,0 +1,170 @@
+// The phases the additive (Fastformer) block programs are made of. A block
+// stages a tile of tokens in shared memory and
+//   1. scores every (token, head) pair,                        score_tokens
+//   2. runs each head's online softmax over the tile's tokens  scan_heads
+//      in order, leaving per token a weight p and a rescale r,
+//   3. runs each feature's accumulator over the same tokens:   scan_features
+//      acc = acc * r + p * value (and, for prefix poolings, acc / sum).
+// Step 2 is sequential in the tokens but parallel over heads, step 3 over
+// features, so the same three phases give a chunk's total state and every
+// prefix of it. Each is one team.for_each (block_team.hpp).
+#pragma once
+
+#include "../detail/additive_params.hpp"
+#include "../detail/math.hpp"
+#include "additive_plan.hpp"
+#include "block_team.hpp"
+#include "device_types.cuh"
+
+namespace streamattn::detail::gpu {
+
+/// A pooling state (additive_state_layout) at `base`.
+template <class Acc>
+struct state_ref {
+  Acc* base;
+  additive_state_layout layout;
+
+  STREAMATTN_HOST_DEVICE Acc& row_max(index_t h) const { return base[layout.max_offset() + h]; }
+  STREAMATTN_HOST_DEVICE Acc& row_sum(index_t h) const { return base[layout.sum_offset() + h]; }
+  STREAMATTN_HOST_DEVICE Acc& saw_kept(index_t h) const { return base[layout.kept_offset() + h]; }
+  STREAMATTN_HOST_DEVICE Acc& acc(index_t f) const { return base[layout.acc_offset() + f]; }
+};
+
+/// The state that has seen no token.
+template <class Acc>
+STREAMATTN_HOST_DEVICE Acc empty_state_value(const additive_state_layout& l, index_t i) {
+  return i < l.sum_offset() ? neg_inf<Acc>() : Acc(0);
+}
+
+/// Factors of one head's merge: acc = acc * mine + other_acc * theirs.
+template <class Acc>
+struct merge_factors {
+  Acc mine, theirs;
+};
+
+/// Merges one head of another state (m2, l2, kept2) into (m, l, kept) with
+/// the additive-mask bookkeeping of head_softmax_states::merge: a side that
+/// has seen only padded tokens moves to the common scale (-10000) when the
+/// other side has seen a kept one. Returns the accumulator factors.
+template <class Acc>
+STREAMATTN_HOST_DEVICE merge_factors<Acc> merge_head(Acc& m, Acc& l, Acc& kept, Acc m2, Acc l2, Acc kept2) {
+  const Acc penalty = static_cast<Acc>(additive_mask_penalty);
+  if (kept2 != Acc(0) && kept == Acc(0)) m += penalty;  // -inf stays -inf
+  if (kept != Acc(0) && kept2 == Acc(0)) m2 += penalty;
+  kept = (kept != Acc(0) || kept2 != Acc(0)) ? Acc(1) : Acc(0);
+  if (l2 == Acc(0)) return {Acc(1), Acc(0)};
+  if (l == Acc(0)) {
+    m = m2;
+    l = l2;
+    return {Acc(0), Acc(1)};
+  }
+  const Acc merged = m > m2 ? m : m2;
+  const merge_factors<Acc> f{exp_(m - merged), exp_(m2 - merged)};
+  l = l * f.mine + l2 * f.theirs;
+  m = merged;
+  return f;
+}
+
+/// Tokens [t0, t0 + n) of sequence b into tile[t * pitch + f] (accumulation
+/// type). Excluded tokens (mask false, exclude mode) load as zeros so that
+/// nothing from them, NaN padding included, reaches a pooling. `keeps`
+/// (optional) receives the tokens' mask bits as 0/1.
+template <class Acc, class S>
+STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_operand<const S>& x, index_t b,
+                                        index_t t0, index_t n, index_t dim, index_t pitch, const keep_mask_ref& mask,
+                                        Acc* tile, Acc* keeps) {
+  team.for_each(n * dim, [&](index_t i) {
+    const index_t t = i / dim, f = i % dim;
+    const bool keep = mask.keep(b, t0 + t);
+    tile[t * pitch + f] = (keep || !mask.exclude) ? load_as<Acc>(x.row(b, t0 + t) + f * x.feature_stride) : Acc(0);
+    if (keeps != nullptr && f == 0) keeps[t] = keep ? Acc(1) : Acc(0);
+  });
+  if (dim == 0 && keeps != nullptr)
+    team.for_each(n, [&](index_t t) { keeps[t] = mask.keep(b, t0 + t) ? Acc(1) : Acc(0); });
+}
+
+/// scores[t * H + h] = scale * sum_f x[t, f] * mult[t, f] * w[h, f] over
+/// head h's weight row (mult, when given, is the tile `mult` with row pitch
+/// `mult_pitch`, 0 for one vector shared by every token). Excluded tokens
+/// score -inf, which scan_heads skips.
+template <class Acc>
+STREAMATTN_HOST_DEVICE void score_tokens(const block_team& team, const Acc* x, index_t pitch, const Acc* mult,
+                                         index_t mult_pitch, const score_weights_ref<Acc>& w, const additive_shape& s,
+                                         Acc scale, const Acc* keeps, bool exclude, index_t n, Acc* scores) {
+  // t varies fastest: a warp shares one weight row and reads distinct
+  // tile rows, whose odd pitch puts them in distinct banks.
+  team.for_each(n * s.heads, [&](index_t i) {
+    const index_t h = i / n, t = i % n;
+    Acc score = neg_inf<Acc>();
+    if (!(exclude && keeps[t] == Acc(0))) {
+      const index_t offset = s.weight_offset(h), length = s.weight_length();
+      const Acc* row = x + t * pitch + offset;
+      const Acc* scaled = mult != nullptr ? mult + t * mult_pitch + offset : nullptr;
+      Acc dot = 0;
+      for (index_t f = 0; f < length; ++f) dot += (scaled != nullptr ? row[f] * scaled[f] : row[f]) * w.at(h, f);
+      score = scale * dot;
+    }
+    scores[t * s.heads + h] = score;
+  });
+}
+
+/// Per head, in token order: the online softmax of head_softmax_states::update.
+/// Turns scores[t * H + h] into the token's weight p = exp(s - m_t), writes
+/// the rescale r_t = exp(m_{t-1} - m_t) of everything before it and (when
+/// `sums` is given) the running sum l_t, and leaves the state after the tile.
+template <class Acc>
+STREAMATTN_HOST_DEVICE void scan_heads(const block_team& team, Acc* scores, Acc* rescales, Acc* sums,
+                                       const Acc* keeps, const state_ref<Acc>& state, index_t heads, index_t n) {
+  team.for_each(heads, [&](index_t h) {
+    const Acc penalty = static_cast<Acc>(additive_mask_penalty);
+    Acc m = state.row_max(h), l = state.row_sum(h);
+    bool kept = state.saw_kept(h) != Acc(0);
+    for (index_t t = 0; t < n; ++t) {
+      Acc score = scores[t * heads + h], rescale = 1, weight = 0;
+      if (score != neg_inf<Acc>()) {
+        const bool keep = keeps[t] != Acc(0);
+        if (keep && !kept) {
+          m += penalty;  // the first kept token: earlier padded ones move to the common scale
+          kept = true;
+        } else if (!keep && kept) {
+          score += penalty;
+        }
+        if (score > m) {
+          rescale = exp_(m - score);
+          m = score;
+          weight = 1;
+        } else {
+          weight = exp_(score - m);
+        }
+        l = l * rescale + weight;
+      }
+      scores[t * heads + h] = weight;
+      rescales[t * heads + h] = rescale;
+      if (sums != nullptr) sums[t * heads + h] = l;
+    }
+    state.row_max(h) = m;
+    state.row_sum(h) = l;
+    state.saw_kept(h) = kept ? Acc(1) : Acc(0);
+  });
+}
+
+/// Per feature, in token order: acc = acc * r_t + p_t * values[t, f] with the
+/// factors of the feature's head. With `prefix` (may equal `values`) also
+/// writes every prefix pooling acc / l_t (0 before any token counted).
+template <class Acc>
+STREAMATTN_HOST_DEVICE void scan_features(const block_team& team, const Acc* values, index_t pitch,
+                                          const Acc* weights, const Acc* rescales, const Acc* sums, Acc* prefix,
+                                          const state_ref<Acc>& state, const additive_shape& s, index_t n) {
+  team.for_each(s.dim, [&](index_t f) {
+    const index_t h = f / s.head_dim;
+    Acc acc = state.acc(f);
+    for (index_t t = 0; t < n; ++t) {
+      const index_t th = t * s.heads + h;
+      acc = acc * rescales[th] + weights[th] * values[t * pitch + f];
+      if (prefix != nullptr) prefix[t * pitch + f] = sums[th] == Acc(0) ? Acc(0) : acc / sums[th];
+    }
+    state.acc(f) = acc;
+  });
+}
+
+}  // namespace streamattn::detail::gpu

@@ -1,0 +1,33 @@
+// The execution model of the additive (Fastformer) kernels: a block program
+// is a sequence of data-parallel phases, each `team.for_each(n, f)` calling
+// f(i) once for every i in [0, n) and ending at a block-wide barrier.
+//
+// On the GPU the block's threads share the indices (i = threadIdx.x, + blockDim.x,
+// ...) and __syncthreads() separates the phases. Anywhere else the same
+// program runs one index after another on the host, which is how the test
+// suite checks the kernels' arithmetic, tiling, masks and merges without a
+// GPU. The contract that makes both agree: within one phase, f(i) writes only
+// locations no other index of that phase reads or writes, and everything a
+// program keeps across phases lives in shared memory (or is block-uniform).
+#pragma once
+
+#include "../config.hpp"
+
+namespace streamattn::detail::gpu {
+
+/// Threads of every additive block.
+inline constexpr int additive_block_threads = 256;
+
+struct block_team {
+  template <class F>
+  STREAMATTN_HOST_DEVICE void for_each(index_t n, F&& f) const {
+#if defined(__CUDA_ARCH__)
+    for (index_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
+    __syncthreads();
+#else
+    for (index_t i = 0; i < n; ++i) f(i);
+#endif
+  }
+};
+
+}  // namespace streamattn::detail::gpu
