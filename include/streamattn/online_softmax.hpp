@@ -19,6 +19,28 @@
 
 namespace streamattn {
 
+/// The factors that rescale two accumulators to a common maximum:
+/// merged acc = acc * mine + other_acc * theirs.
+template <class Acc>
+struct merge_scales {
+  Acc mine, theirs;
+};
+
+/// The max/sum half of merging two non-empty online-softmax states:
+/// (m, l) + (m', l') = (M, l e^(m-M) + l' e^(m'-M)) with M = max(m, m').
+/// Updates (row_max, row_sum) in place and returns the accumulator factors.
+/// Shared by online_softmax::merge and the GPU's per-head merges, which keep
+/// maxima, sums and accumulators in separate arrays.
+template <class Acc>
+STREAMATTN_HOST_DEVICE merge_scales<Acc> merge_max_and_sum(Acc& row_max, Acc& row_sum, Acc other_max,
+                                                           Acc other_sum) {
+  const Acc merged_max = row_max > other_max ? row_max : other_max;
+  const merge_scales<Acc> f{detail::exp_(row_max - merged_max), detail::exp_(other_max - merged_max)};
+  row_sum = row_sum * f.mine + other_sum * f.theirs;
+  row_max = merged_max;
+  return f;
+}
+
 /// Online softmax over one row. The accumulator (length `dim`) is owned by the
 /// caller so the state can live in registers, shared memory or a workspace.
 template <class Acc>
@@ -86,12 +108,8 @@ struct online_softmax {
       for (index_t d = 0; d < dim; ++d) acc[d] = other.acc[d];
       return;
     }
-    const Acc merged_max = row_max > other.row_max ? row_max : other.row_max;
-    const Acc mine = detail::exp_(row_max - merged_max);
-    const Acc theirs = detail::exp_(other.row_max - merged_max);
-    row_sum = row_sum * mine + other.row_sum * theirs;
-    for (index_t d = 0; d < dim; ++d) acc[d] = acc[d] * mine + other.acc[d] * theirs;
-    row_max = merged_max;
+    const merge_scales<Acc> f = merge_max_and_sum(row_max, row_sum, other.row_max, other.row_sum);
+    for (index_t d = 0; d < dim; ++d) acc[d] = acc[d] * f.mine + other.acc[d] * f.theirs;
   }
 
   /// Natural log-sum-exp of the scores seen; -inf if none was finite.

@@ -194,7 +194,7 @@ struct additive_block {
     const index_t heads = shape().heads;
     Acc* f = factors();
     team.for_each(heads, [&](index_t h) {
-      const merge_factors<Acc> m = merge_head(state.row_max(h), state.row_sum(h), state.saw_kept(h), other.row_max(h),
+      const merge_scales<Acc> m = merge_head(state.row_max(h), state.row_sum(h), state.saw_kept(h), other.row_max(h),
                                               other.row_sum(h), other.saw_kept(h));
       f[h] = m.mine;
       f[heads + h] = m.theirs;

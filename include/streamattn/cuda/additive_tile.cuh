@@ -12,6 +12,7 @@
 
 #include "../detail/additive_params.hpp"
 #include "../detail/math.hpp"
+#include "../online_softmax.hpp"
 #include "additive_plan.hpp"
 #include "block_team.hpp"
 #include "device_types.cuh"
@@ -36,18 +37,12 @@ STREAMATTN_HOST_DEVICE Acc empty_state_value(const additive_state_layout& l, ind
   return i < l.sum_offset() ? neg_inf<Acc>() : Acc(0);
 }
 
-/// Factors of one head's merge: acc = acc * mine + other_acc * theirs.
-template <class Acc>
-struct merge_factors {
-  Acc mine, theirs;
-};
-
 /// Merges one head of another state (m2, l2, kept2) into (m, l, kept) with
 /// the additive-mask bookkeeping of head_softmax_states::merge: a side that
 /// has seen only padded tokens moves to the common scale (-10000) when the
 /// other side has seen a kept one. Returns the accumulator factors.
 template <class Acc>
-STREAMATTN_HOST_DEVICE merge_factors<Acc> merge_head(Acc& m, Acc& l, Acc& kept, Acc m2, Acc l2, Acc kept2) {
+STREAMATTN_HOST_DEVICE merge_scales<Acc> merge_head(Acc& m, Acc& l, Acc& kept, Acc m2, Acc l2, Acc kept2) {
   const Acc penalty = static_cast<Acc>(additive_mask_penalty);
   if (kept2 != Acc(0) && kept == Acc(0)) m += penalty;  // -inf stays -inf
   if (kept != Acc(0) && kept2 == Acc(0)) m2 += penalty;
@@ -58,17 +53,14 @@ STREAMATTN_HOST_DEVICE merge_factors<Acc> merge_head(Acc& m, Acc& l, Acc& kept, 
     l = l2;
     return {Acc(0), Acc(1)};
   }
-  const Acc merged = m > m2 ? m : m2;
-  const merge_factors<Acc> f{exp_(m - merged), exp_(m2 - merged)};
-  l = l * f.mine + l2 * f.theirs;
-  m = merged;
-  return f;
+  return merge_max_and_sum(m, l, m2, l2);
 }
 
 /// Tokens [t0, t0 + n) of sequence b into tile[t * pitch + f] (accumulation
 /// type). Excluded tokens (mask false, exclude mode) load as zeros so that
 /// nothing from them, NaN padding included, reaches a pooling. `keeps`
-/// (optional) receives the tokens' mask bits as 0/1.
+/// (optional) receives the tokens' mask bits as 0/1 (D >= 1 here: a call
+/// with D = 0 has nothing to write and launches nothing).
 template <class Acc, class S>
 STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_operand<const S>& x, index_t b,
                                         index_t t0, index_t n, index_t dim, index_t pitch, const keep_mask_ref& mask,
@@ -79,8 +71,6 @@ STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_oper
     tile[t * pitch + f] = (keep || !mask.exclude) ? load_as<Acc>(x.row(b, t0 + t) + f * x.feature_stride) : Acc(0);
     if (keeps != nullptr && f == 0) keeps[t] = keep ? Acc(1) : Acc(0);
   });
-  if (dim == 0 && keeps != nullptr)
-    team.for_each(n, [&](index_t t) { keeps[t] = mask.keep(b, t0 + t) ? Acc(1) : Acc(0); });
 }
 
 /// scores[t * H + h] = scale * sum_f x[t, f] * mult[t, f] * w[h, f] over
