@@ -13,6 +13,7 @@
 
 #include <streamattn/cuda.cuh>
 
+#include "platform.hpp"
 #include "support/problem.hpp"
 
 namespace streamattn::testing {
@@ -121,14 +122,11 @@ struct device_problem {
   }
 };
 
-/// How a test runs the cuda backend.
-struct device_run {
-  /// Through the public attention(cuda.on(stream), ...) (plan chosen by the
-  /// library), or through detail::gpu::run_attention with `overrides`.
-  bool public_api = true;
-  detail::gpu::plan_overrides overrides{};
+/// How a test runs the cuda backend: kernel_run's choices, through the public
+/// attention(cuda.on(stream), ...) or detail::gpu::run_attention, plus what
+/// only a real device has.
+struct device_run : kernel_run {
   cudaStream_t stream = nullptr;
-  layout out_layout = layout::bshd;
   workspace scratch{};
 };
 
@@ -137,13 +135,7 @@ struct device_run {
 /// an element the kernels forget to write shows up as NaN.
 template <class Tout, class T>
 result<Tout> run_on_device(const problem<T>& p, const device_problem<T>& dp, const device_run& how = {}) {
-  result<Tout> r;
-  r.out = tensor4<Tout>({p.s.batch, p.s.nq, p.s.hq, p.s.dim_v}, how.out_layout);
-  r.out.for_each([&](index_t b, index_t s, index_t h, index_t d) {
-    r.out.v(b, s, h, d) = detail::convert<Tout>(std::numeric_limits<float>::quiet_NaN());
-  });
-  r.shape_ = {p.s.batch, p.s.hq, p.s.nq};
-  r.lse.assign(static_cast<std::size_t>(std::max<index_t>(1, p.s.batch * p.s.hq * p.s.nq)), std::nanf(""));
+  result<Tout> r = poisoned_result<Tout>(p, how.out_layout);
 
   device_copy<Tout> out_mem(r.out.storage.data(), r.out.storage.size());
   device_copy<float> lse_mem(r.lse.data(), r.lse.size());
@@ -163,5 +155,21 @@ result<Tout> run_on_device(const problem<T>& p, const device_problem<T>& dp, con
   lse_mem.copy_to(r.lse.data(), r.lse.size());
   return r;
 }
+
+/// The attention suite's platform on a real GPU (attention_suite.hpp).
+struct real_gpu {
+  static std::string unavailable() { return cuda_unavailable_reason(); }
+  static detail::gpu::device_limits limits() { return detail::gpu::query_current_device("test").limits; }
+  template <class T>
+  static device_problem<T> inputs(const problem<T>& p) {
+    return device_problem<T>(p);
+  }
+  template <class Tout, class T>
+  static result<Tout> run(const problem<T>& p, const device_problem<T>& dp, const kernel_run& how) {
+    device_run d;
+    static_cast<kernel_run&>(d) = how;
+    return run_on_device<Tout>(p, dp, d);
+  }
+};
 
 }  // namespace streamattn::testing

@@ -155,10 +155,10 @@ struct result {
   std::array<index_t, 3> shape_{};
 };
 
-/// Runs `backend` on problem `p`, writing a fresh NaN-poisoned output so an
-/// element the kernel forgets to write shows up as NaN.
-template <class Tout, class Backend, class T>
-result<Tout> run(const Backend& backend, const problem<T>& p, attention_options opts, layout out_layout = layout::bshd) {
+/// Output and lse storage for problem `p`, filled with NaN so an element a
+/// kernel forgets to write shows up.
+template <class Tout, class T>
+result<Tout> poisoned_result(const problem<T>& p, layout out_layout) {
   result<Tout> r;
   r.out = tensor4<Tout>({p.s.batch, p.s.nq, p.s.hq, p.s.dim_v}, out_layout);
   r.out.for_each([&](index_t b, index_t s, index_t h, index_t d) {
@@ -166,6 +166,13 @@ result<Tout> run(const Backend& backend, const problem<T>& p, attention_options 
   });
   r.shape_ = {p.s.batch, p.s.hq, p.s.nq};
   r.lse.assign(static_cast<std::size_t>(std::max<index_t>(1, p.s.batch * p.s.hq * p.s.nq)), std::nanf(""));
+  return r;
+}
+
+/// Runs `backend` on problem `p`, writing a fresh NaN-poisoned output.
+template <class Tout, class Backend, class T>
+result<Tout> run(const Backend& backend, const problem<T>& p, attention_options opts, layout out_layout = layout::bshd) {
+  result<Tout> r = poisoned_result<Tout>(p, out_layout);
   if (p.o.lse) opts.lse = r.lse_view();
   attention(backend, p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts);
   return r;

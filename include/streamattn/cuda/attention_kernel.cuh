@@ -50,8 +50,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
   const float minus_inf = neg_inf<float>();
 
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  S* const q_tile = reinterpret_cast<S*>(shared_bytes);
+  S* const q_tile = reinterpret_cast<S*>(dynamic_shared_memory());
   S* const k_tile = q_tile + rows * pitch;
   S* const v_tile = k_tile + keys * pitch;
 

@@ -1,8 +1,9 @@
 // Launches the planned kernels on a stream: the attention kernel the plan
-// chose, then the split-KV combine when the key axis was split. Kernel
-// templates are instantiated per input storage type only (and, for the
-// tensor-core kernel, per compiled head dim); the output type is a runtime
-// value, which keeps nvcc's work proportional to what a program uses.
+// chose, then the split-KV combine when the key axis was split, with the
+// arguments and grids of attention_launch_config.cuh. Kernel templates are
+// instantiated per input storage type only (and, for the tensor-core kernel,
+// per compiled head dim); the output type is a runtime value, which keeps
+// nvcc's work proportional to what a program uses.
 #pragma once
 
 #include <stdexcept>
@@ -10,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "attention_kernel.cuh"
+#include "attention_launch_config.cuh"
 #include "attention_plan.hpp"
 #include "attention_simt_kernel.cuh"
 #include "attention_split_kv.cuh"
@@ -19,14 +21,13 @@
 namespace streamattn::detail::gpu {
 
 template <class S, int HeadDim>
-void launch_mma_kernel(const kernel_args<S>& args, dim3 grid, cudaStream_t stream, const char* function) {
-  constexpr int shared_bytes = mma_smem_bytes(HeadDim);
+void launch_mma_kernel(const attention_launch_config<S>& c, cudaStream_t stream, const char* function) {
   // Above 48 KiB a kernel's dynamic shared memory needs an explicit opt-in,
   // which is per device; setting it on every call keeps multi-GPU programs right.
-  throw_on_error(cudaFuncSetAttribute(attention_mma_kernel<S, HeadDim>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes),
+  throw_on_error(cudaFuncSetAttribute(attention_mma_kernel<S, HeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(c.shared_bytes)),
                  function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  attention_mma_kernel<S, HeadDim><<<grid, mma_warps * 32, shared_bytes, stream>>>(args);
+  attention_mma_kernel<S, HeadDim><<<c.grid, c.threads, c.shared_bytes, stream>>>(c.args);
   throw_on_launch_error(function, "attention_mma_kernel");
 }
 
@@ -36,41 +37,22 @@ void launch_mma_kernel(const kernel_args<S>& args, dim3 grid, cudaStream_t strea
 template <class S>
 void launch_attention(kernel_args<S> args, const attention_plan& plan, void* workspace, cudaStream_t stream,
                       const char* function) {
-  using Acc = device_accum_t<S>;
   if (plan.grid_x == 0) return;
-  args.query_tiles = plan.query_tiles;
-  args.splits = plan.split.splits;
-  args.tiles_per_split = plan.split.tiles_per_split;
-  if (args.splits > 1) {
-    args.partial_out = static_cast<Acc*>(workspace);
-    args.partial_lse = reinterpret_cast<Acc*>(static_cast<unsigned char*>(workspace) + plan.workspace.lse_offset_bytes());
-  }
-  const dim3 grid(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.split.splits),
-                  static_cast<unsigned>(plan.col_chunks));
-
+  const attention_launch_config<S> c = configure_attention_launch(args, plan, workspace, function);
   if (plan.kernel.family == kernel_family::mma) {
     if constexpr (is_16bit_storage_v<S>) {
-      switch (plan.kernel.head_dim) {
-        case 32: launch_mma_kernel<S, 32>(args, grid, stream, function); break;
-        case 64: launch_mma_kernel<S, 64>(args, grid, stream, function); break;
-        case 96: launch_mma_kernel<S, 96>(args, grid, stream, function); break;
-        case 128: launch_mma_kernel<S, 128>(args, grid, stream, function); break;
-        case 256: launch_mma_kernel<S, 256>(args, grid, stream, function); break;
-        default: throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
-      }
+      with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
+        launch_mma_kernel<S, decltype(head_dim)::value>(c, stream, function);
+      });
     } else {
       throw std::logic_error("streamattn: the tensor-core kernel was planned for a 32/64-bit input");
     }
   } else {
-    attention_simt_kernel<S><<<grid, simt_warps * 32, 0, stream>>>(args);
+    attention_simt_kernel<S><<<c.grid, c.threads, 0, stream>>>(c.args);
     throw_on_launch_error(function, "attention_simt_kernel");
   }
-
-  if (args.splits > 1) {
-    const index_t rows = plan.workspace.rows;
-    const index_t blocks = (rows + combine_warps - 1) / combine_warps;
-    if (blocks > 0x7fffffff) throw std::invalid_argument(std::string(function) + ": too many rows to combine");
-    combine_splits_kernel<S><<<static_cast<unsigned>(blocks), combine_warps * 32, 0, stream>>>(args);
+  if (c.combine_blocks > 0) {
+    combine_splits_kernel<S><<<c.combine_blocks, combine_warps * 32, 0, stream>>>(c.args);
     throw_on_launch_error(function, "combine_splits_kernel");
   }
 }

@@ -6,11 +6,10 @@
 #include "../detail/attention_params.hpp"
 #include "../detail/score_terms.hpp"
 #include "kernel_args.cuh"
+#include "kernel_choice.hpp"
 #include "split_combine.hpp"
 
 namespace streamattn::detail::gpu {
-
-inline constexpr int combine_warps = 4;
 
 /// One warp per (batch, head, query) row; lanes stride over the columns.
 template <class S>

@@ -52,6 +52,9 @@ inline constexpr int simt_dim_chunk = 32;
 /// double keeps the static shared memory under 48 KiB.
 constexpr int simt_out_cols(bool double_accumulator) { return double_accumulator ? 64 : 128; }
 
+/// Split-KV combine kernel: 4 warps, one output row per warp.
+inline constexpr int combine_warps = 4;
+
 struct kernel_choice {
   kernel_family family = kernel_family::simt;
   int head_dim = 0;     // mma: the compiled head dim used; simt: 0 (any)

@@ -3,6 +3,11 @@
 // for V) and cp.async (global -> shared without a register round trip).
 // Compiled for an older architecture the kernel body is replaced by a trap;
 // the dispatcher never launches it there (kernel_choice.hpp).
+//
+// STREAMATTN_CUDA_EMULATOR: the kernels are being compiled by a host
+// compiler for the test suite's SIMT emulator (tests/cuda/emulator), which
+// declares these instructions, defined from the PTX ISA, in namespace
+// streamattn::detail::gpu::emulated before including any kernel.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +36,9 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const std::uint32_t (
 template <>
 __device__ __forceinline__ void mma_16x8x16<__half>(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
                                                     std::uint32_t b1) {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::mma_m16n8k16(c, a, b0, b1, /*bfloat16=*/false);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
@@ -43,7 +50,9 @@ __device__ __forceinline__ void mma_16x8x16<__half>(float (&c)[4], const std::ui
 template <>
 __device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const std::uint32_t (&a)[4],
                                                            std::uint32_t b0, std::uint32_t b1) {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::mma_m16n8k16(c, a, b0, b1, /*bfloat16=*/true);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
@@ -59,8 +68,20 @@ __device__ __forceinline__ std::uint32_t load_pair(const S* smem) {
   return *reinterpret_cast<const std::uint32_t*>(smem);
 }
 
+#if !defined(STREAMATTN_CUDA_EMULATOR)
 __device__ __forceinline__ unsigned shared_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+#endif
+
+/// The block's dynamic shared memory (the launch's third <<<>>> argument).
+__device__ __forceinline__ unsigned char* dynamic_shared_memory() {
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  return emulated::dynamic_shared_memory();
+#else
+  extern __shared__ __align__(16) unsigned char dynamic_shared_bytes[];
+  return dynamic_shared_bytes;
+#endif
 }
 
 /// ldmatrix.x4.trans: lanes 8m..8m+7 give the 16-byte row addresses of 8x8
@@ -68,7 +89,9 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 /// lane (g, t) gets rows 2t and 2t+1 of column g. For V stored [key][dim]
 /// this is exactly the B operand of P.V.
 __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem_row) {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::ldmatrix_x4_trans(r, smem_row);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(shared_address(smem_row)));
@@ -81,7 +104,9 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
 /// read and the destination is zero-filled (out-of-range rows and padding
 /// columns), so the address must merely be a valid one.
 __device__ __forceinline__ void copy_16_async(void* smem, const void* gmem, bool valid) {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::copy_16_async(smem, gmem, valid);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)), "l"(gmem),
                "r"(bytes)
@@ -90,7 +115,7 @@ __device__ __forceinline__ void copy_16_async(void* smem, const void* gmem, bool
 }
 
 __device__ __forceinline__ void copy_async_commit() {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if !defined(STREAMATTN_CUDA_EMULATOR) && !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
@@ -98,7 +123,9 @@ __device__ __forceinline__ void copy_async_commit() {
 /// Waits for every committed cp.async group of this thread; a __syncthreads
 /// must follow before other threads read the data.
 __device__ __forceinline__ void copy_async_wait_all() {
-#ifndef STREAMATTN_CUDA_NO_SM80
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::copy_async_wait_all();
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 #endif
 }

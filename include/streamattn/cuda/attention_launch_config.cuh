@@ -1,0 +1,88 @@
+// What launch_attention launches, worked out on the host from the plan: the
+// kernel arguments with the plan's tiling and split workspace filled in, the
+// grids, and the compiled head dim. Kept apart from the launches themselves
+// (attention_launch.cuh) so the test suite's SIMT emulator runs exactly the
+// grids a GPU gets.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include <vector_types.h>
+
+#include "attention_plan.hpp"
+#include "device_types.cuh"
+#include "kernel_args.cuh"
+#include "kernel_choice.hpp"
+
+namespace streamattn::detail::gpu {
+
+template <class S>
+struct attention_launch_config {
+  kernel_args<S> args;
+  /// The attention kernel's grid: (batch x head x query tile, key slices,
+  /// output-column chunks), threads per block and dynamic shared memory.
+  dim3 grid;
+  unsigned threads = 0;
+  std::size_t shared_bytes = 0;
+  /// Blocks of the split-KV combine kernel (combine_warps warps each); 0
+  /// when the key axis is not split.
+  unsigned combine_blocks = 0;
+};
+
+/// `args` as made by make_kernel_args; `workspace` holds at least
+/// plan.workspace_bytes() bytes of device memory, 256-byte aligned, when the
+/// plan splits the key axis. Only for plans with work (grid_x > 0).
+template <class S>
+attention_launch_config<S> configure_attention_launch(kernel_args<S> args, const attention_plan& plan, void* workspace,
+                                                      const char* function) {
+  using Acc = device_accum_t<S>;
+  attention_launch_config<S> c;
+  args.query_tiles = plan.query_tiles;
+  args.splits = plan.split.splits;
+  args.tiles_per_split = plan.split.tiles_per_split;
+  if (args.splits > 1) {
+    args.partial_out = static_cast<Acc*>(workspace);
+    args.partial_lse =
+        reinterpret_cast<Acc*>(static_cast<unsigned char*>(workspace) + plan.workspace.lse_offset_bytes());
+    const index_t blocks = (plan.workspace.rows + combine_warps - 1) / combine_warps;
+    if (blocks > 0x7fffffff) throw std::invalid_argument(std::string(function) + ": too many rows to combine");
+    c.combine_blocks = static_cast<unsigned>(blocks);
+  }
+  c.args = args;
+  c.grid = dim3(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.split.splits),
+                static_cast<unsigned>(plan.col_chunks));
+  const bool mma = plan.kernel.family == kernel_family::mma;
+  c.threads = static_cast<unsigned>((mma ? mma_warps : simt_warps) * 32);
+  c.shared_bytes = mma ? static_cast<std::size_t>(mma_smem_bytes(plan.kernel.head_dim)) : 0;
+  return c;
+}
+
+/// Calls f(std::integral_constant<int, D>{}) for the compiled tensor-core
+/// head dim D equal to `head_dim`.
+template <class F>
+void with_mma_head_dim(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      break;
+    case 64:
+      f(std::integral_constant<int, 64>{});
+      break;
+    case 96:
+      f(std::integral_constant<int, 96>{});
+      break;
+    case 128:
+      f(std::integral_constant<int, 128>{});
+      break;
+    case 256:
+      f(std::integral_constant<int, 256>{});
+      break;
+    default:
+      throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
+  }
+}
+
+}  // namespace streamattn::detail::gpu
