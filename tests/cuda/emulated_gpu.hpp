@@ -1,0 +1,81 @@
+// The attention suite's emulated platform: the cuda backend's attention
+// kernels, compiled by the host compiler, run by the SIMT emulator
+// (emulator/) over host memory, planned as for an H100 (132 SMs, sm_90,
+// 227 KiB of shared memory). The launches are those of launch_attention,
+// from the same configure_attention_launch.
+#pragma once
+
+#include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <streamattn/cuda/attention_kernel.cuh>
+#include <streamattn/cuda/attention_launch_config.cuh>
+#include <streamattn/cuda/attention_plan.hpp>
+#include <streamattn/cuda/attention_simt_kernel.cuh>
+#include <streamattn/cuda/attention_split_kv.cuh>
+#include <streamattn/cuda/kernel_args.cuh>
+#include <streamattn/streamattn.hpp>
+
+#include "attention_suite.hpp"
+
+namespace streamattn::testing {
+
+struct emulated_gpu {
+  static std::string unavailable() { return {}; }
+
+  static detail::gpu::device_limits limits() {
+    detail::gpu::device_limits l;
+    l.sm_count = 132;
+    l.compute_capability = 90;
+    l.max_shared_bytes = emulator::max_dynamic_shared_bytes;
+    return l;
+  }
+
+  /// Host memory is the emulated device's memory.
+  template <class T>
+  static const problem<T>& inputs(const problem<T>& p) {
+    return p;
+  }
+
+  template <class Tout, class T>
+  static result<Tout> run(const problem<T>& p, const problem<T>&, const kernel_run& how) {
+    namespace gpu = detail::gpu;
+    using S = gpu::storage_t<T>;
+    result<Tout> r = poisoned_result<Tout>(p, how.out_layout);
+    attention_options opts = p.opts;
+    if (p.o.lse) opts.lse = r.lse_view();
+    const auto params =
+        detail::make_attention_params<T, Tout>("emulated cuda", p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts);
+    const auto plan =
+        gpu::plan_attention("emulated cuda", gpu::element_kind_of<T>(), params.batch, params.hq, params.nq, params.nk,
+                            params.dim, params.dim_v, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
+    if (plan.grid_x == 0) return r;  // nothing to write: run_attention launches nothing either
+
+    // The split workspace starts as NaN, 256-byte aligned as run_attention's.
+    std::vector<unsigned char> workspace(plan.workspace_bytes() + 256, 0xff);
+    void* aligned = workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
+    const gpu::attention_launch_config<S> c =
+        gpu::configure_attention_launch(gpu::make_kernel_args(params), plan, aligned, "emulated cuda");
+    if (plan.kernel.family == gpu::kernel_family::mma) {
+      if constexpr (gpu::is_16bit_storage_v<S>) {
+        gpu::with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
+          emulator::launch("attention_mma_kernel", &gpu::attention_mma_kernel<S, decltype(head_dim)::value>, c.grid,
+                           dim3(c.threads), c.shared_bytes, c.args);
+        });
+      } else {
+        ADD_FAILURE() << "the tensor-core kernel was planned for a 32/64-bit input";
+      }
+    } else {
+      emulator::launch("attention_simt_kernel", &gpu::attention_simt_kernel<S>, c.grid, dim3(c.threads), 0, c.args);
+    }
+    if (c.combine_blocks > 0)
+      emulator::launch("combine_splits_kernel", &gpu::combine_splits_kernel<S>, dim3(c.combine_blocks),
+                       dim3(gpu::combine_warps * 32), 0, c.args);
+    return r;
+  }
+};
+
+}  // namespace streamattn::testing
