@@ -4,10 +4,10 @@
 // warp-wide instruction).
 //
 // An emulated warp-wide instruction costs 64 switches (32 lanes arrive, 32
-// resume), so the switch must be cheap: on x86-64 it is ten instructions of
-// our own (fiber.cpp) that save only what the ABI says a call preserves;
-// elsewhere it is POSIX ucontext, whose swapcontext also saves the signal
-// mask with a system call (correct, about 30x slower).
+// resume), so the switch must be cheap: on x86-64 it is about twenty
+// instructions of our own (fiber.cpp) that save only what the ABI says a
+// call preserves; elsewhere it is POSIX ucontext, whose swapcontext also
+// saves the signal mask with a system call (correct, about 20x slower).
 #pragma once
 
 #include <cstddef>
