@@ -49,9 +49,7 @@ struct emulated_gpu {
     if (p.o.lse) opts.lse = r.lse_view();
     const auto params =
         detail::make_attention_params<T, Tout>("emulated cuda", p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts);
-    const auto plan =
-        gpu::plan_attention("emulated cuda", gpu::element_kind_of<T>(), params.batch, params.hq, params.nq, params.nk,
-                            params.dim, params.dim_v, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
+    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
     if (plan.grid_x == 0) return r;  // nothing to write: run_attention launches nothing either
 
     // The split workspace starts as NaN, 256-byte aligned as run_attention's.

@@ -13,6 +13,7 @@
 
 #include "../detail/attention_params.hpp"
 #include "attention_launch.cuh"
+#include "attention_launch_config.cuh"
 #include "attention_plan.hpp"
 #include "backend.cuh"
 #include "current_device.cuh"
@@ -24,15 +25,6 @@
 
 namespace streamattn::detail {
 namespace gpu {
-
-inline constexpr const char* attention_function = "streamattn::attention (cuda)";
-
-template <class T, class Tout>
-attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,
-                        const plan_overrides& overrides = {}) {
-  return plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim, p.dim_v, limits,
-                        overrides);
-}
 
 /// The whole GPU call with explicit plan overrides (tests force split-KV and
 /// the FMA kernel through this; attention_impl passes none).

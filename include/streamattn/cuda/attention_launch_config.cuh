@@ -1,4 +1,4 @@
-// What launch_attention launches, worked out on the host from the plan: the
+// What launch_attention launches, worked out on the host: the plan, the
 // kernel arguments with the plan's tiling and split workspace filled in, the
 // grids, and the compiled head dim. Kept apart from the launches themselves
 // (attention_launch.cuh) so the test suite's SIMT emulator runs exactly the
@@ -6,18 +6,32 @@
 #pragma once
 
 #include <cstddef>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include <vector_types.h>
 
+#include "../detail/attention_params.hpp"
 #include "attention_plan.hpp"
 #include "device_types.cuh"
+#include "element_kind.hpp"
 #include "kernel_args.cuh"
 #include "kernel_choice.hpp"
 
 namespace streamattn::detail::gpu {
+
+inline constexpr const char* attention_function = "streamattn::attention (cuda)";
+
+/// The plan for validated params `p` on a GPU with `limits`.
+template <class T, class Tout>
+attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,
+                        const plan_overrides& overrides = {}) {
+  return plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim, p.dim_v, limits,
+                        overrides);
+}
 
 template <class S>
 struct attention_launch_config {
@@ -60,29 +74,20 @@ attention_launch_config<S> configure_attention_launch(kernel_args<S> args, const
   return c;
 }
 
+namespace launch_detail {
+template <class F, std::size_t... I>
+bool call_with_head_dim(int head_dim, F& f, std::index_sequence<I...>) {
+  return ((head_dim == mma_head_dims[I] && (f(std::integral_constant<int, mma_head_dims[I]>{}), true)) || ...);
+}
+}  // namespace launch_detail
+
 /// Calls f(std::integral_constant<int, D>{}) for the compiled tensor-core
-/// head dim D equal to `head_dim`.
+/// head dim D equal to `head_dim`; the compiled dims are kernel_choice.hpp's
+/// mma_head_dims, so a dim added there is planned and launched alike.
 template <class F>
 void with_mma_head_dim(int head_dim, F&& f) {
-  switch (head_dim) {
-    case 32:
-      f(std::integral_constant<int, 32>{});
-      break;
-    case 64:
-      f(std::integral_constant<int, 64>{});
-      break;
-    case 96:
-      f(std::integral_constant<int, 96>{});
-      break;
-    case 128:
-      f(std::integral_constant<int, 128>{});
-      break;
-    case 256:
-      f(std::integral_constant<int, 256>{});
-      break;
-    default:
-      throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
-  }
+  if (!launch_detail::call_with_head_dim(head_dim, f, std::make_index_sequence<std::size(mma_head_dims)>{}))
+    throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
 }
 
 }  // namespace streamattn::detail::gpu

@@ -11,7 +11,6 @@
 #endif
 
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 // CUDA's headers know host compilers: they define __device__, __global__,
