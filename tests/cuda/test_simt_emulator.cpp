@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <streamattn/cuda/dynamic_shared_memory.cuh>
 #include <streamattn/cuda/mma.cuh>
 
 namespace streamattn::testing::emulator {

@@ -1,6 +1,6 @@
 // The Fastformer oracle suites, written once over (backend, element type)
 // and instantiated for the CPU backends (test_fastformer.cpp) and for the
-// CUDA backend's block programs run on the host (tests/cuda). Each test
+// CUDA backend's kernel on the SIMT emulator and on a GPU (tests/cuda). Each test
 // compares against the naive oracle (support/fastformer_problem.hpp).
 #pragma once
 

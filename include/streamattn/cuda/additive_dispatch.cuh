@@ -10,7 +10,7 @@
 
 #include "../detail/additive_params.hpp"
 #include "additive_args.cuh"
-#include "additive_kernel.cuh"
+#include "additive_launch.cuh"
 #include "additive_plan.hpp"
 #include "backend.cuh"
 #include "current_device.cuh"

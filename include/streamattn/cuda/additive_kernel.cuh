@@ -1,51 +1,20 @@
 // The one kernel behind additive pooling and Fastformer on the GPU: block
 // blockIdx.x of a step (additive_programs.cuh), with the plan's dynamic
 // shared memory. One kernel per input storage type, whatever the step or
-// the output type, keeps nvcc's work small.
+// the output type, keeps nvcc's work small. Launched by additive_launch.cuh
+// (and by the test suite's SIMT emulator, which is why no launch is here).
 #pragma once
 
-#include <cuda_runtime_api.h>
-
 #include "additive_programs.cuh"
-#include "error.cuh"
+#include "dynamic_shared_memory.cuh"
 
 namespace streamattn::detail::gpu {
 
 template <class S>
 __global__ void __launch_bounds__(additive_block_threads) additive_kernel(const additive_args<S> args,
                                                                           additive_step step) {
-  extern __shared__ __align__(16) unsigned char additive_shared[];
   run_additive_block(args, step, static_cast<index_t>(blockIdx.x),
-                     reinterpret_cast<device_accum_t<S>*>(additive_shared));
-}
-
-/// Enqueues every step of the call on `stream`. `args` carries the plan and
-/// its workspace (apply_plan).
-template <class S>
-void launch_additive(const additive_args<S>& args, const additive_plan& plan, cudaStream_t stream,
-                     const char* function) {
-  const auto shared = static_cast<int>(plan.shared_bytes);
-  if (plan.shared_bytes > additive_default_shared_bytes)
-    throw_on_error(cudaFuncSetAttribute(additive_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
-                   function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  for_each_additive_step(args, [&](additive_step step, index_t blocks) {
-    if (blocks == 0) return;
-    additive_kernel<S><<<static_cast<unsigned>(blocks), additive_block_threads, shared, stream>>>(args, step);
-    throw_on_launch_error(function, "additive_kernel");
-  });
+                     reinterpret_cast<device_accum_t<S>*>(dynamic_shared_memory()));
 }
 
 }  // namespace streamattn::detail::gpu
-
-#if defined(STREAMATTN_CUDA_EXTERN_KERNELS)
-namespace streamattn::detail::gpu {
-extern template void launch_additive<float>(const additive_args<float>&, const additive_plan&, cudaStream_t,
-                                            const char*);
-extern template void launch_additive<double>(const additive_args<double>&, const additive_plan&, cudaStream_t,
-                                             const char*);
-extern template void launch_additive<__half>(const additive_args<__half>&, const additive_plan&, cudaStream_t,
-                                             const char*);
-extern template void launch_additive<__nv_bfloat16>(const additive_args<__nv_bfloat16>&, const additive_plan&,
-                                                    cudaStream_t, const char*);
-}  // namespace streamattn::detail::gpu
-#endif

@@ -20,6 +20,7 @@
 
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
+#include "dynamic_shared_memory.cuh"
 #include "kernel_args.cuh"
 #include "kernel_choice.hpp"
 #include "mma.cuh"

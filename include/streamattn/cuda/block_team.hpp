@@ -3,12 +3,15 @@
 // f(i) once for every i in [0, n) and ending at a block-wide barrier.
 //
 // On the GPU the block's threads share the indices (i = threadIdx.x, + blockDim.x,
-// ...) and __syncthreads() separates the phases. Anywhere else the same
-// program runs one index after another on the host, which is how the test
-// suite checks the kernels' arithmetic, tiling, masks and merges without a
-// GPU. The contract that makes both agree: within one phase, f(i) writes only
-// locations no other index of that phase reads or writes, and everything a
-// program keeps across phases lives in shared memory (or is block-uniform).
+// ...) and __syncthreads() separates the phases; so does the test suite's
+// SIMT emulator (STREAMATTN_CUDA_EMULATOR), whose threads run in both orders.
+// Anywhere else the same program runs one index after another on the host,
+// which is how the test suite checks the kernels' arithmetic, tiling, masks
+// and merges without a GPU. The contract that makes all three agree: within
+// one phase, f(i) writes only locations no other index of that phase reads or
+// writes, and everything a program keeps across phases lives in shared memory
+// (or is block-uniform). The host order cannot see a breach; the emulator's
+// two thread orders can.
 #pragma once
 
 #include "../config.hpp"
@@ -21,7 +24,7 @@ inline constexpr int additive_block_threads = 256;
 struct block_team {
   template <class F>
   STREAMATTN_HOST_DEVICE void for_each(index_t n, F&& f) const {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(STREAMATTN_CUDA_EMULATOR)
     for (index_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
     __syncthreads();
 #else

@@ -7,7 +7,7 @@
 //     STREAMATTN_CUDA_INSTANTIATE_KERNELS(Eigen::half)
 #pragma once
 
-#include "additive_kernel.cuh"
+#include "additive_launch.cuh"
 #include "attention_launch.cuh"
 #include "device_types.cuh"
 

@@ -74,16 +74,6 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 }
 #endif
 
-/// The block's dynamic shared memory (the launch's third <<<>>> argument).
-__device__ __forceinline__ unsigned char* dynamic_shared_memory() {
-#if defined(STREAMATTN_CUDA_EMULATOR)
-  return emulated::dynamic_shared_memory();
-#else
-  extern __shared__ __align__(16) unsigned char dynamic_shared_bytes[];
-  return dynamic_shared_bytes;
-#endif
-}
-
 /// ldmatrix.x4.trans: lanes 8m..8m+7 give the 16-byte row addresses of 8x8
 /// matrix m; r[m] receives that matrix transposed in fragment order, i.e.
 /// lane (g, t) gets rows 2t and 2t+1 of column g. For V stored [key][dim]

@@ -1,0 +1,42 @@
+// Enqueues the steps of additive pooling or Fastformer on a stream, one
+// launch of additive_kernel per step, with the plan's grid and shared memory.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "additive_kernel.cuh"
+#include "additive_plan.hpp"
+#include "error.cuh"
+
+namespace streamattn::detail::gpu {
+
+/// Enqueues every step of the call on `stream`. `args` carries the plan and
+/// its workspace (apply_plan).
+template <class S>
+void launch_additive(const additive_args<S>& args, const additive_plan& plan, cudaStream_t stream,
+                     const char* function) {
+  const auto shared = static_cast<int>(plan.shared_bytes);
+  if (plan.shared_bytes > additive_default_shared_bytes)
+    throw_on_error(cudaFuncSetAttribute(additive_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
+                   function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  for_each_additive_step(args, [&](additive_step step, index_t blocks) {
+    if (blocks == 0) return;
+    additive_kernel<S><<<static_cast<unsigned>(blocks), additive_block_threads, shared, stream>>>(args, step);
+    throw_on_launch_error(function, "additive_kernel");
+  });
+}
+
+}  // namespace streamattn::detail::gpu
+
+#if defined(STREAMATTN_CUDA_EXTERN_KERNELS)
+namespace streamattn::detail::gpu {
+extern template void launch_additive<float>(const additive_args<float>&, const additive_plan&, cudaStream_t,
+                                            const char*);
+extern template void launch_additive<double>(const additive_args<double>&, const additive_plan&, cudaStream_t,
+                                             const char*);
+extern template void launch_additive<__half>(const additive_args<__half>&, const additive_plan&, cudaStream_t,
+                                             const char*);
+extern template void launch_additive<__nv_bfloat16>(const additive_args<__nv_bfloat16>&, const additive_plan&,
+                                                    cudaStream_t, const char*);
+}  // namespace streamattn::detail::gpu
+#endif

@@ -1,0 +1,96 @@
+// Fastformer and additive pooling on the SIMT emulator: additive_kernel
+// itself, compiled by the host compiler, launched step by step as
+// launch_additive does (256 threads a block, the plan's dynamic shared
+// memory), through the whole Fastformer oracle suite, planned for a GPU
+// with 1 or 64 multiprocessors so that sequences run as one chunk or many.
+// The block's threads share each phase and odd blocks run them in reverse
+// order, so an index that reads what another index of the same phase
+// writes, or a phase that ends without its barrier, shows up as a wrong
+// result (dropping block_team's barrier fails 52 of these 62 tests).
+#include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <streamattn/cuda/additive_args.cuh>
+#include <streamattn/cuda/additive_kernel.cuh>
+#include <streamattn/streamattn.hpp>
+
+#include "support/combos.hpp"
+#include "support/fastformer_suite.hpp"
+
+namespace streamattn::testing::ff {
+
+/// The cuda backend as planned for a GPU with `SmCount` multiprocessors
+/// (an H100 otherwise), run by the SIMT emulator.
+template <int SmCount>
+struct simt_emulator_t {};
+
+template <int SmCount>
+struct prefix_runs_bitwise<simt_emulator_t<SmCount>> : std::false_type {};
+
+/// launch_additive on the emulator. The workspace starts as NaN (dynamic
+/// shared memory always does), so a step reading what no earlier step wrote
+/// shows up in the results.
+template <class S>
+void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count) {
+  namespace gpu = detail::gpu;
+  using Acc = gpu::device_accum_t<S>;
+  if (gpu::nothing_to_write(a)) return;
+  gpu::device_limits h100;
+  h100.sm_count = sm_count;
+  h100.compute_capability = 90;
+  h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
+  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100);
+  std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())),
+                             std::numeric_limits<Acc>::quiet_NaN());
+  gpu::apply_plan(a, plan, workspace.data());
+  gpu::for_each_additive_step(a, [&](gpu::additive_step step, index_t blocks) {
+    if (blocks == 0) return;
+    emulator::launch("additive_kernel", &gpu::additive_kernel<S>, dim3(static_cast<unsigned>(blocks)),
+                     dim3(gpu::additive_block_threads), plan.shared_bytes, a, step);
+  });
+}
+
+template <int SmCount, class T, class W, class Tout>
+void additive_pool_impl(simt_emulator_t<SmCount>, const detail::additive_pool_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount);
+}
+
+template <int SmCount, class T, class W, class Tout>
+void fastformer_impl(simt_emulator_t<SmCount>, const detail::fastformer_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount);
+}
+
+template <int SmCount, class T>
+struct emulated_combo {
+  using backend = simt_emulator_t<SmCount>;
+  using type = T;
+  static constexpr int sm_count = SmCount;
+};
+
+class emulated_names {
+ public:
+  template <class C>
+  static std::string GetName(int) {
+    return std::string(C::sm_count == 1 ? "few_chunks_" : "many_chunks_") + element_name<typename C::type>();
+  }
+};
+
+}  // namespace streamattn::testing::ff
+
+namespace {
+
+using namespace streamattn::testing::ff;
+
+using EmulatedCombos =
+    ::testing::Types<emulated_combo<1, float>, emulated_combo<1, double>, emulated_combo<1, Eigen::half>,
+                     emulated_combo<1, Eigen::bfloat16>, emulated_combo<64, float>, emulated_combo<64, double>,
+                     emulated_combo<64, Eigen::half>, emulated_combo<64, Eigen::bfloat16>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(SimtEmulator, FastformerSuite, EmulatedCombos, emulated_names);
+
+using EmulatedBackends = ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(SimtEmulator, FastformerMaskSuite, EmulatedBackends);
+
+}  // namespace
