@@ -3,7 +3,9 @@
 torch.nn.functional.scaled_dot_product_attention on the same shapes in the
 same run, then prints both and the ratio (streamattn / SDPA, higher is better).
 
-    python3 bench/cuda/compare_sdpa.py build/bench/bench/cuda/streamattn_bench_cuda
+    python3 bench/cuda/compare_sdpa.py build/bench/bench/cuda/streamattn_bench_cuda [benchmark flags]
+
+(--benchmark_out=PATH among the flags keeps the benchmark's JSON there.)
 
 Shapes are read back from the benchmark names (attention/cuda/<type>/B.._Nq.._Nk.._Hq..[_Hk..]_D..[_causal]),
 so the two sides always measure the same thing. Both sides use [B, H, N, D]
@@ -23,15 +25,19 @@ NAME = re.compile(r"attention/cuda/(?P<type>\w+)/B(?P<B>\d+)_Nq(?P<Nq>\d+)_Nk(?P
 
 
 def run_streamattn(binary, extra):
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        proc = subprocess.run([binary, f"--benchmark_out={out.name}", "--benchmark_out_format=json", *extra],
+    # A --benchmark_out=PATH of the caller's keeps the JSON there; else a temporary file holds it.
+    kept = [a.split("=", 1)[1] for a in extra if a.startswith("--benchmark_out=")]
+    extra = [a for a in extra if not a.startswith(("--benchmark_out=", "--benchmark_out_format="))]
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        path = kept[-1] if kept else tmp.name
+        proc = subprocess.run([binary, f"--benchmark_out={path}", "--benchmark_out_format=json", *extra],
                               stdout=subprocess.PIPE, text=True)
         sys.stdout.write(proc.stdout)
         if proc.returncode != 0:
             sys.exit(proc.returncode)
         if "no CUDA device" in proc.stdout:
             return []
-        with open(out.name) as f:
+        with open(path) as f:
             return json.load(f).get("benchmarks", [])
 
 
