@@ -3,7 +3,8 @@
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
 // split-KV decode case in GB/s of K/V read; Fastformer (B = 1, D = 256,
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
-// and U written (3 N D elements, as on the CPU); and the card's
+// and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
+// traffic its passes cannot avoid (4 N D, causal 6 N D); and the card's
 // device-to-device copy bandwidth, the yardstick of the bandwidth-bound
 // kernels. Times come
 // from CUDA events around each call (manual time). Without a CUDA device it
@@ -149,6 +150,16 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     time_calls(state, [&] { fastformer_attention(cuda, qv, kv, fw, ov, opts); });
     state.counters["GB/s"] = benchmark::Counter(3.0 * static_cast<double>(elems) * sizeof(T) / 1e9,
                                                 benchmark::Counter::kIsIterationInvariantRate);
+    // What the kernels themselves move: each pass reads its operand again
+    // (q̄, k̄ and the outputs depend on whole sequences), so the non-causal
+    // passes read Q, K, then Q again as V and write U (4 N D); causal ones
+    // read Q, then Q and K for the key totals, then Q and K again and write
+    // U (6 N D). Set against the copy bandwidth, this is how close the
+    // kernels run to the memory; the must-move GB/s above cannot exceed 3/4
+    // of it.
+    const double passes = c.causal ? 6.0 : 4.0;
+    state.counters["moved_GB/s"] = benchmark::Counter(passes * static_cast<double>(elems) * sizeof(T) / 1e9,
+                                                      benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
