@@ -32,8 +32,12 @@ namespace streamattn::detail::gpu {
 
 // At head dim 256 the float accumulator alone takes 128 registers per
 // thread; telling ptxas one block per multiprocessor is enough lets it use
-// all 255 and (on sm_90) spill nothing. Smaller head dims keep ptxas's own
-// choice, which leaves room for more resident blocks.
+// all 255. Even so it spills there (CUDA 13.0 ptxas -v: bf16 none on sm_90,
+// 36 bytes on sm_80; fp16 60 bytes on sm_90, 152 on sm_80); halving the key
+// tile to 16 only brings fp16 to 20 bytes, at twice the rescaling per key,
+// so that waits for a GPU to weigh. Head dims up to 128 do not spill. Smaller
+// head dims keep ptxas's own choice, which leaves room for more resident
+// blocks.
 template <class S, int HeadDim>
 __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     attention_mma_kernel(const kernel_args<S> args) {
