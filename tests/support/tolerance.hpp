@@ -15,7 +15,7 @@
 
 namespace streamattn::testing {
 
-/// Unit roundoff of a storage type.
+/// Machine epsilon of a storage type (twice its unit roundoff).
 template <class T>
 double epsilon() {
   return static_cast<double>(Eigen::NumTraits<T>::epsilon());
