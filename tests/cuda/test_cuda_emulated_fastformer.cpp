@@ -6,7 +6,7 @@
 // The block's threads share each phase and odd blocks run them in reverse
 // order, so an index that reads what another index of the same phase
 // writes, or a phase that ends without its barrier, shows up as a wrong
-// result (dropping block_team's barrier fails 52 of these 62 tests).
+// result (dropping block_team's barrier fails 52 of these 54 tests).
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
 
 #include <limits>
@@ -88,9 +88,9 @@ using EmulatedCombos =
     ::testing::Types<emulated_combo<1, float>, emulated_combo<1, double>, emulated_combo<1, Eigen::half>,
                      emulated_combo<1, Eigen::bfloat16>, emulated_combo<64, float>, emulated_combo<64, double>,
                      emulated_combo<64, Eigen::half>, emulated_combo<64, Eigen::bfloat16>>;
-INSTANTIATE_TYPED_TEST_SUITE_P(SimtEmulator, FastformerSuite, EmulatedCombos, emulated_names);
+INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerSuite, EmulatedCombos, emulated_names);
 
 using EmulatedBackends = ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>>;
-INSTANTIATE_TYPED_TEST_SUITE_P(SimtEmulator, FastformerMaskSuite, EmulatedBackends);
+INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerMaskSuite, EmulatedBackends);
 
 }  // namespace

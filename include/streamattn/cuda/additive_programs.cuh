@@ -1,8 +1,8 @@
 // The block programs of additive pooling and Fastformer on the GPU, and the
 // order they run in. Every program is a function of (args, block index,
 // shared memory) built from the phases of additive_tile.cuh, so it runs the
-// same on the GPU (additive_kernel.cuh), on the host one index after another
-// and on the test suite's SIMT emulator (the tests).
+// same on the GPU (additive_kernel.cuh) and on the test suite's SIMT
+// emulator (test_cuda_emulated_fastformer.cpp).
 //
 // Non-causal (per sequence: the three passes of the scalar backend, each
 // pooling split into chunks whose states merge in a fixed order):

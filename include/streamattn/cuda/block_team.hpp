@@ -5,13 +5,13 @@
 // On the GPU the block's threads share the indices (i = threadIdx.x, + blockDim.x,
 // ...) and __syncthreads() separates the phases; so does the test suite's
 // SIMT emulator (STREAMATTN_CUDA_EMULATOR), whose threads run in both orders.
-// Anywhere else the same program runs one index after another on the host,
-// which is how the test suite checks the kernels' arithmetic, tiling, masks
-// and merges without a GPU. The contract that makes all three agree: within
-// one phase, f(i) writes only locations no other index of that phase reads or
-// writes, and everything a program keeps across phases lives in shared memory
-// (or is block-uniform). The host order cannot see a breach; the emulator's
-// two thread orders can.
+// Host code (nvcc's host pass of these __host__ __device__ programs) runs
+// one index after another, which keeps a program callable on the host, e.g.
+// to step through it in a debugger. The contract that makes all of them
+// agree: within one phase, f(i) writes only locations no other index of that
+// phase reads or writes, and everything a program keeps across phases lives
+// in shared memory (or is block-uniform). One index after another cannot see
+// a breach; the emulator's two thread orders can.
 #pragma once
 
 #include "../config.hpp"

@@ -54,7 +54,7 @@ template <class Acc>
 __host__ __device__ __forceinline__ Acc load_as(const __nv_bfloat16* p) { return static_cast<Acc>(__bfloat162float(*p)); }
 
 // load_as / store_as are host functions too: the additive kernels' block
-// programs also run on the host (see block_team.hpp).
+// programs are __host__ __device__ (see block_team.hpp).
 
 /// Stores `value` converted to the output's element type. The kind is the
 /// same for the whole launch, so the switch is a uniform branch. 16-bit

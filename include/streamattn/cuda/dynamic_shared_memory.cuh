@@ -1,7 +1,8 @@
 // The block's dynamic shared memory (the launch's third <<<>>> argument),
 // reached through one function so that every kernel declares it the same way
-// and the test suite's SIMT emulator (STREAMATTN_CUDA_EMULATOR, see mma.cuh)
-// can hand out its own.
+// and the test suite's SIMT emulator can hand out its own: under
+// STREAMATTN_CUDA_EMULATOR, tests/cuda/emulator/cuda_builtins.hpp must come
+// first, declaring emulated::dynamic_shared_memory (as for mma.cuh).
 #pragma once
 
 namespace streamattn::detail::gpu {
