@@ -1,21 +1,19 @@
 // The attention suite's emulated platform: the cuda backend's attention
 // kernels, compiled by the host compiler, run by the SIMT emulator
 // (emulator/) over host memory, planned as for an H100 (132 SMs, sm_90,
-// 227 KiB of shared memory). The launches are those of launch_attention,
-// from the same configure_attention_launch.
+// 227 KiB of shared memory). The launches are those of launch_attention:
+// the same configure_attention_launch and for_each_attention_kernel.
 #pragma once
 
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <streamattn/cuda/attention_kernel.cuh>
 #include <streamattn/cuda/attention_launch_config.cuh>
 #include <streamattn/cuda/attention_plan.hpp>
-#include <streamattn/cuda/attention_simt_kernel.cuh>
-#include <streamattn/cuda/attention_split_kv.cuh>
 #include <streamattn/cuda/kernel_args.cuh>
 #include <streamattn/streamattn.hpp>
 
@@ -57,21 +55,11 @@ struct emulated_gpu {
     void* aligned = workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
     const gpu::attention_launch_config<S> c =
         gpu::configure_attention_launch(gpu::make_kernel_args(params), plan, aligned, "emulated cuda");
-    if (plan.kernel.family == gpu::kernel_family::mma) {
-      if constexpr (gpu::is_16bit_storage_v<S>) {
-        gpu::with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
-          emulator::launch("attention_mma_kernel", &gpu::attention_mma_kernel<S, decltype(head_dim)::value>, c.grid,
-                           dim3(c.threads), c.shared_bytes, c.args);
+    gpu::for_each_attention_kernel(
+        c, plan,
+        [&](const char* name, gpu::attention_kernel_fn<S> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
+          emulator::launch(name, kernel, grid, block, shared_bytes, c.args);
         });
-      } else {
-        ADD_FAILURE() << "the tensor-core kernel was planned for a 32/64-bit input";
-      }
-    } else {
-      emulator::launch("attention_simt_kernel", &gpu::attention_simt_kernel<S>, c.grid, dim3(c.threads), 0, c.args);
-    }
-    if (c.combine_blocks > 0)
-      emulator::launch("combine_splits_kernel", &gpu::combine_splits_kernel<S>, dim3(c.combine_blocks),
-                       dim3(gpu::combine_warps * 32), 0, c.args);
     return r;
   }
 };

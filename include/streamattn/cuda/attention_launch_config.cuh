@@ -1,8 +1,8 @@
 // What launch_attention launches, worked out on the host: the plan, the
 // kernel arguments with the plan's tiling and split workspace filled in, the
-// grids, and the compiled head dim. Kept apart from the launches themselves
-// (attention_launch.cuh) so the test suite's SIMT emulator runs exactly the
-// grids a GPU gets.
+// grids, the compiled head dim and the sequence of kernels. Kept apart from
+// the launches themselves (attention_launch.cuh) so the test suite's SIMT
+// emulator runs exactly the kernels and grids a GPU gets.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +15,10 @@
 #include <vector_types.h>
 
 #include "../detail/attention_params.hpp"
+#include "attention_kernel.cuh"
 #include "attention_plan.hpp"
+#include "attention_simt_kernel.cuh"
+#include "attention_split_kv.cuh"
 #include "device_types.cuh"
 #include "element_kind.hpp"
 #include "kernel_args.cuh"
@@ -88,6 +91,34 @@ template <class F>
 void with_mma_head_dim(int head_dim, F&& f) {
   if (!launch_detail::call_with_head_dim(head_dim, f, std::make_index_sequence<std::size(mma_head_dims)>{}))
     throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
+}
+
+/// Every kernel of one attention call, all taking the same kernel_args<S>.
+template <class S>
+using attention_kernel_fn = void (*)(kernel_args<S>);
+
+/// Calls launch(name, kernel, grid, block, dynamic_shared_bytes) for every
+/// kernel configuration `c` runs, in order: the attention kernel the plan
+/// chose, then the split-KV combine when the key axis is split. The one
+/// sequence behind launch_attention and the test suite's emulated launches.
+template <class S, class Launch>
+void for_each_attention_kernel(const attention_launch_config<S>& c, const attention_plan& plan, Launch&& launch) {
+  if (plan.kernel.family == kernel_family::mma) {
+    if constexpr (is_16bit_storage_v<S>) {
+      with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
+        launch("attention_mma_kernel", attention_kernel_fn<S>{&attention_mma_kernel<S, decltype(head_dim)::value>},
+               c.grid, dim3(c.threads), c.shared_bytes);
+      });
+    } else {
+      throw std::logic_error("streamattn: the tensor-core kernel was planned for a 32/64-bit input");
+    }
+  } else {
+    launch("attention_simt_kernel", attention_kernel_fn<S>{&attention_simt_kernel<S>}, c.grid, dim3(c.threads),
+           std::size_t{0});
+  }
+  if (c.combine_blocks > 0)
+    launch("combine_splits_kernel", attention_kernel_fn<S>{&combine_splits_kernel<S>}, dim3(c.combine_blocks),
+           dim3(combine_warps * 32), std::size_t{0});
 }
 
 }  // namespace streamattn::detail::gpu
