@@ -207,6 +207,8 @@ template <class Acc>
 tensor4<double> logit_rounding_error(const detail::attention_params<double, double>& p, const tensor4<double>& out) {
   tensor4<double> err({p.batch, p.nq, p.hq, p.dim_v});
   const double u = epsilon<Acc>() / 2;
+  // Per key: the exact logit, its softmax weight (unnormalised), and the
+  // weight's relative error (first only the dot product's part, over u).
   std::vector<double> s(static_cast<std::size_t>(p.nk)), w(s.size()), rel(s.size());
   auto at = [](const double* base, index_t row_stride, index_t col_stride, index_t row, index_t col) {
     return base[row * row_stride + col * col_stride];
@@ -233,8 +235,7 @@ tensor4<double> logit_rounding_error(const detail::attention_params<double, doub
           const double x = static_cast<double>(p.scale) * dot;
           const double slope = terms.softcap > 0 ? 1 - std::pow(std::tanh(x / terms.softcap), 2) : 1.0;
           s[static_cast<std::size_t>(j)] = terms.apply(x, j);
-          const double dot_error = 2 * slope * std::abs(static_cast<double>(p.scale)) * q_norm * std::sqrt(k_norm);
-          rel[static_cast<std::size_t>(j)] = dot_error;
+          rel[static_cast<std::size_t>(j)] = 2 * slope * std::abs(static_cast<double>(p.scale)) * q_norm * std::sqrt(k_norm);
           m = std::max(m, s[static_cast<std::size_t>(j)]);
         }
         double sum = 0;
@@ -270,9 +271,8 @@ oracle<T> make_oracle(const problem<T>& p) {
   opts.lse = o.exact.lse_view();
   attention(naive, qd.cv(), kd.cv(), vd.cv(), o.exact.out.v, opts);
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    tensor4<double> unused({p.s.batch, p.s.nq, p.s.hq, p.s.dim_v});
     const auto exact =
-        detail::make_attention_params<double, double>("oracle", qd.cv(), kd.cv(), vd.cv(), unused.v, p.opts);
+        detail::make_attention_params<double, double>("oracle", qd.cv(), kd.cv(), vd.cv(), o.exact.out.v, p.opts);
     o.logit_error = logit_rounding_error<detail::accum_t<T>>(exact, o.exact.out);
   }
 
@@ -282,6 +282,11 @@ oracle<T> make_oracle(const problem<T>& p) {
   const auto params = detail::make_attention_params<Acc, Acc>("oracle", qa.cv(), ka.cv(), va.cv(), o.baseline.out.v, p.opts);
   detail::naive_attention<Acc>(params);
   return o;
+}
+
+/// "(b,s,h,d)", for failure messages.
+inline std::string position(index_t b, index_t s, index_t h, index_t d) {
+  return "(" + std::to_string(b) + "," + std::to_string(s) + "," + std::to_string(h) + "," + std::to_string(d) + ")";
 }
 
 /// Checks a backend's result against the oracle with tolerances from the
@@ -304,13 +309,11 @@ void expect_matches(const problem<T>& p, const oracle<T>& o, const result<Tout>&
     std::string where;
     got.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
       const double x = detail::convert<double>(got.out.v(b, i, h, d)), y = o.exact.out.v(b, i, h, d);
-      double error = std::abs(x - y);
-      if (std::isnan(x) || std::isnan(y)) error = std::isnan(x) == std::isnan(y) ? 0.0 : HUGE_VAL;
+      const double error = element_error(x, y);
       const double allowed = std::max(4.0 * base.max_abs_error, o.logit_error.v(b, i, h, d)) + floor;
       if (error / allowed > worst_ratio) {
         worst_ratio = error / allowed, worst_error = error, worst_allowed = allowed;
-        where = "(" + std::to_string(b) + "," + std::to_string(i) + "," + std::to_string(h) + "," +
-                std::to_string(d) + ")";
+        where = position(b, i, h, d);
       }
     });
     EXPECT_LE(worst_error, worst_allowed)
@@ -327,8 +330,7 @@ void expect_matches(const problem<T>& p, const oracle<T>& o, const result<Tout>&
       const double rel = std::abs(x - y) / (std::abs(y) + 1e-2 * out_diff.max_reference + 1e-30);
       if (!(rel <= worst)) {
         worst = rel;
-        where = "(" + std::to_string(b) + "," + std::to_string(s) + "," + std::to_string(h) + "," + std::to_string(d) +
-                ") got " + std::to_string(x) + " expected " + std::to_string(y);
+        where = position(b, s, h, d) + " got " + std::to_string(x) + " expected " + std::to_string(y);
       }
     });
     EXPECT_LE(worst, 1e-2) << context << "\n  " << p.describe() << "\n  worst relative error at " << where;

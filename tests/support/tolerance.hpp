@@ -31,6 +31,16 @@ double reduction_tolerance(index_t n) {
   return 4.0 * epsilon<Acc>() * (2.0 + std::sqrt(static_cast<double>(std::max<index_t>(n, 1))));
 }
 
+/// |x - y| between a result and its reference: NaN on one side only counts
+/// as an infinite error, NaN on both sides or equal infinities (matching
+/// -inf lse entries) as none.
+inline double element_error(double x, double y) {
+  if (std::isnan(x) || std::isnan(y))
+    return std::isnan(x) == std::isnan(y) ? 0.0 : std::numeric_limits<double>::infinity();
+  if (std::isinf(x) && std::isinf(y) && x == y) return 0.0;
+  return std::abs(x - y);
+}
+
 /// Largest |a - b| over the elements of two views of equal shape, the largest
 /// |b|, and where the difference peaks. NaN anywhere counts as an infinite error.
 struct difference {
@@ -59,10 +69,7 @@ difference compare(const view<A, R>& a, const view<B, R>& b) {
     }
     const double x = detail::convert<double>(a.data[off_a]);
     const double y = detail::convert<double>(b.data[off_b]);
-    double err = std::abs(x - y);
-    if (std::isnan(x) != std::isnan(y)) err = std::numeric_limits<double>::infinity();
-    if (std::isinf(x) && std::isinf(y) && x == y) err = 0;  // matching -inf lse entries
-    if (std::isnan(x) && std::isnan(y)) err = 0;
+    const double err = element_error(x, y);
     diff.max_reference = std::max(diff.max_reference, std::isfinite(y) ? std::abs(y) : 0.0);
     if (err > diff.max_abs_error || (std::isnan(err) && !std::isnan(diff.max_abs_error))) {
       diff.max_abs_error = err;
