@@ -73,6 +73,32 @@ TYPED_TEST(Attention, StridedLayouts) {
   }
 }
 
+// The simd decode path (blocks of at most 8 rows) takes every K/V head of a
+// batch together, chunk by chunk, in sweeps of a few keys across the heads:
+// 1, 5, 6 and 8 rows per block, key counts and chunks that are not multiples
+// of a sweep, K/V read in place (bshd, bhsd) or staged (padded).
+TYPED_TEST(Attention, DecodeSweepsAcrossHeads) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const std::vector<shape> shapes = {
+      {2, 1, 37, 3, 3, 40, 24}, {1, 1, 53, 15, 3, 64, 64}, {1, 3, 45, 6, 3, 16, 33}, {1, 2, 61, 12, 3, 9, 7}};
+  for (const shape& s : shapes) {
+    for (layout l : {layout::bshd, layout::bhsd, layout::padded}) {
+      for (const auto& os : {options_named("plain"), options_named("everything")}) {
+        const problem<T> p(s, os, rng, l);
+        const auto o = make_oracle(p);
+        for (index_t kc : {0, 7, 8, 9, 20}) {
+          attention_options opts = p.opts;
+          opts.kv_chunk = kc;
+          expect_matches(p, o, run<T>(backend, p, opts, l),
+                         std::string(name_of(l)) + " " + os.name + " kv_chunk=" + std::to_string(kc));
+        }
+      }
+    }
+  }
+}
+
 TYPED_TEST(Attention, ExtremeLogitsStayFinite) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;

@@ -73,6 +73,8 @@ struct block {
     const index_t part = plan.heads_per_item > 1 ? kv_head : 0;
     return reinterpret_cast<U*>(slab + plan.shared_bytes + static_cast<std::size_t>(part) * plan.head_bytes + offset);
   }
+  /// The score tile: one per item on the wide path, one per K/V head on the decode path.
+  Acc* scores() const { return plan.decode ? head_buffer<Acc>(plan.s_off) : buffer<Acc>(plan.s_off); }
   Acc* row_max() const { return head_buffer<Acc>(plan.stats_off); }
   Acc* row_sum() const { return row_max() + (plan.decode ? plan.block_rows : plan.cols); }
   Acc* rescale() const { return row_sum() + (plan.decode ? plan.block_rows : plan.cols); }

@@ -52,8 +52,9 @@ struct simd_plan {
   bool stage_v = false;     // likewise V
   int workers = 1;
 
-  // A worker's slab: a shared part (scores, staged K/V chunks) and one part
-  // per K/V head of the item (queries, accumulators, softmax state).
+  // A worker's slab: a shared part (staged K/V chunks; the wide path's
+  // scores) and one part per K/V head of the item (queries, accumulators,
+  // softmax state; the decode path's scores). block::scores() resolves s_off.
   std::size_t s_off = 0, k_off = 0, v_off = 0, shared_bytes = 0;  // from the slab
   std::size_t q_off = 0, o_off = 0, stats_off = 0, terms_off = 0, head_bytes = 0;  // from a head part
   std::size_t slab_bytes = 0;
@@ -109,8 +110,8 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // streams 8 K rows at once, runs at about half speed. The copy costs about
   // 1/(block rows) of the arithmetic. V is read one row per step, which has no
   // such conflict, so the wide path reads it in place whenever its type
-  // allows. The decode path loads K and V rows as packets (one row at a time,
-  // prefetched ahead) and only needs them contiguous.
+  // allows. The decode path loads K and V rows as packets (a few rows at a
+  // time) and only needs them contiguous.
   const bool same_type = std::is_same_v<T, Acc>;
   plan.stage_k = !same_type || p.k_stride.dim != 1 || (!plan.decode && p.k_stride.seq != p.dim);
   plan.stage_v = !same_type || (plan.decode && p.v_stride.dim != 1);
@@ -118,12 +119,16 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   const auto bytes = [](index_t n) { return align_up(static_cast<std::size_t>(n) * sizeof(Acc)); };
   const index_t rows = plan.decode ? plan.block_rows : plan.cols;
   const index_t kv_cols = plan.decode ? round_up(plan.kv_chunk, W) : plan.kv_chunk;
+  // The wide path scores one block at a time; the decode path scores a
+  // chunk for every head of its item before any head's softmax (see
+  // decode_block.hpp), so there each head has its own scores.
   std::size_t at = 0;
-  plan.s_off = at, at += bytes(rows * kv_cols);
+  if (!plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
   plan.k_off = at, at += plan.stage_k ? bytes(plan.kv_chunk * p.dim) : 0;
   plan.v_off = at, at += plan.stage_v ? bytes(plan.kv_chunk * p.dim_v) : 0;
   plan.shared_bytes = at;
   at = 0;
+  if (plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
   plan.q_off = at, at += bytes(rows * p.dim);
   plan.o_off = at, at += bytes(rows * round_up(p.dim_v, W));
   plan.stats_off = at, at += 3 * bytes(rows);  // running max, running sum, rescale factor

@@ -28,7 +28,7 @@ void run_wide_block(const block<Acc, T, Tout>& blk) {
   const index_t cols = blk.plan.cols;  // query columns, padded to whole packets
   const panels<Acc> qt{blk.template head_buffer<Acc>(blk.plan.q_off), p.dim, cols};
   const panels<Acc> ot{blk.template head_buffer<Acc>(blk.plan.o_off), p.dim_v, cols};
-  Acc* const s_data = blk.template buffer<Acc>(blk.plan.s_off);
+  Acc* const s_data = blk.scores();
   Acc* row_max = blk.row_max();
   Acc* row_sum = blk.row_sum();
   Acc* rescale = blk.rescale();
