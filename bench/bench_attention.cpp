@@ -112,7 +112,10 @@ void register_attention_benchmarks(workload w) {
     add({"naive", 1, 16384, 16384, 1, 1, 64, false, 1});
     add({"simd", 1, 16384, 16384, 1, 1, 64, false, 1});
     add({"simd", 1, 16384, 16384, 8, 8, 128, false, 2});
-    for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, 8, 128, false, t});
+    // Decoding one token: grouped-query (4 query heads per K/V head) and
+    // multi-head, the shape of the reference ggml figure.
+    for (index_t hk : {8, 32})
+      for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, hk, 128, false, t});
     return;
   }
   // full: the whole grid of the attention issue.
@@ -126,8 +129,10 @@ void register_attention_benchmarks(workload w) {
               if (!slow) add({be, 1, n, n, h, h, d, causal, t});
             }
   for (int t : {1, 2}) {
-    add({"scalar", 1, 1, 32768, 32, 8, 128, false, t});
-    add({"simd", 1, 1, 32768, 32, 8, 128, false, t});
+    for (index_t hk : {8, 32}) {
+      add({"scalar", 1, 1, 32768, 32, hk, 128, false, t});
+      add({"simd", 1, 1, 32768, 32, hk, 128, false, t});
+    }
   }
 }
 
