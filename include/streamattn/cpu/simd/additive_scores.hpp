@@ -30,22 +30,6 @@
 
 STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
-// Full unrolling of the small fixed-trip loops over a micro-kernel's
-// register tile. Without it GCC keeps `P acc[Rows][Packs]` in memory and
-// every multiply-add goes through the stack (measured 1.35x slower). In
-// translation units compiled by nvcc (which defines __GNUC__ too) neither
-// nvcc's front end nor its host compiler takes both spellings, so there is
-// none: the CPU kernels are meant to be compiled by the host compiler.
-#if defined(__CUDACC__)
-#define STREAMATTN_UNROLL_REGISTER_TILE
-#elif defined(__clang__)
-#define STREAMATTN_UNROLL_REGISTER_TILE _Pragma("unroll")
-#elif defined(__GNUC__)
-#define STREAMATTN_UNROLL_REGISTER_TILE _Pragma("GCC unroll 16")
-#else
-#define STREAMATTN_UNROLL_REGISTER_TILE
-#endif
-
 namespace streamattn::detail::simd_additive {
 
 namespace ei = Eigen::internal;

@@ -51,18 +51,25 @@ EIGEN_STRONG_INLINE void score_key_group(const Acc* q, index_t dim, strided_oper
   const Acc* rows[G];
   for (int g = 0; g < G; ++g) rows[g] = k.data + (j + g) * k.row_stride;
   P acc[R][G];
-  STREAMATTN_UNROLL for (int r = 0; r < R; ++r)
-    STREAMATTN_UNROLL for (int g = 0; g < G; ++g) acc[r][g] = ei::pzero(P());
+  STREAMATTN_UNROLL_REGISTER_TILE
+  for (int r = 0; r < R; ++r)
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int g = 0; g < G; ++g) acc[r][g] = ei::pzero(P());
   for (index_t d = 0; d < vec_dim; d += W) {
     P kv[G];
-    STREAMATTN_UNROLL for (int g = 0; g < G; ++g) kv[g] = ei::ploadu<P>(rows[g] + d);
-    STREAMATTN_UNROLL for (int r = 0; r < R; ++r) {
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int g = 0; g < G; ++g) kv[g] = ei::ploadu<P>(rows[g] + d);
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int r = 0; r < R; ++r) {
       const P qv = ei::ploadu<P>(q + r * dim + d);
-      STREAMATTN_UNROLL for (int g = 0; g < G; ++g) acc[r][g] = ei::pmadd(qv, kv[g], acc[r][g]);
+      STREAMATTN_UNROLL_REGISTER_TILE
+      for (int g = 0; g < G; ++g) acc[r][g] = ei::pmadd(qv, kv[g], acc[r][g]);
     }
   }
-  STREAMATTN_UNROLL for (int r = 0; r < R; ++r) {
-    STREAMATTN_UNROLL for (int g = 0; g < G; ++g) {
+  STREAMATTN_UNROLL_REGISTER_TILE
+  for (int r = 0; r < R; ++r) {
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int g = 0; g < G; ++g) {
       Acc dot = ei::predux(acc[r][g]);
       for (index_t d = vec_dim; d < dim; ++d) dot += q[r * dim + d] * rows[g][d];
       scores[r * ld + j + g] = dot;
@@ -91,21 +98,28 @@ index_t accumulate_columns(const Acc* w, index_t ldw, strided_operand<Acc> v, in
   constexpr index_t W = packet_size<Acc>;
   for (; d + C * W <= dim_v; d += C * W) {
     P acc[R][C];
-    STREAMATTN_UNROLL for (int r = 0; r < R; ++r) {
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int r = 0; r < R; ++r) {
       const P a = ei::pset1<P>(alpha != nullptr ? alpha[r] : Acc(1));
-      STREAMATTN_UNROLL for (int c = 0; c < C; ++c) acc[r][c] = ei::pmul(ei::ploadu<P>(o + r * ldo + d + c * W), a);
+      STREAMATTN_UNROLL_REGISTER_TILE
+      for (int c = 0; c < C; ++c) acc[r][c] = ei::pmul(ei::ploadu<P>(o + r * ldo + d + c * W), a);
     }
     for (index_t j = 0; j < n; ++j) {
       const Acc* vj = v.data + j * v.row_stride + d;
       P vv[C];
-      STREAMATTN_UNROLL for (int c = 0; c < C; ++c) vv[c] = ei::ploadu<P>(vj + c * W);
-      STREAMATTN_UNROLL for (int r = 0; r < R; ++r) {
+      STREAMATTN_UNROLL_REGISTER_TILE
+      for (int c = 0; c < C; ++c) vv[c] = ei::ploadu<P>(vj + c * W);
+      STREAMATTN_UNROLL_REGISTER_TILE
+      for (int r = 0; r < R; ++r) {
         const P wr = ei::pset1<P>(w[r * ldw + j]);
-        STREAMATTN_UNROLL for (int c = 0; c < C; ++c) acc[r][c] = ei::pmadd(wr, vv[c], acc[r][c]);
+        STREAMATTN_UNROLL_REGISTER_TILE
+        for (int c = 0; c < C; ++c) acc[r][c] = ei::pmadd(wr, vv[c], acc[r][c]);
       }
     }
-    STREAMATTN_UNROLL for (int r = 0; r < R; ++r)
-      STREAMATTN_UNROLL for (int c = 0; c < C; ++c) ei::pstoreu(o + r * ldo + d + c * W, acc[r][c]);
+    STREAMATTN_UNROLL_REGISTER_TILE
+    for (int r = 0; r < R; ++r)
+      STREAMATTN_UNROLL_REGISTER_TILE
+      for (int c = 0; c < C; ++c) ei::pstoreu(o + r * ldo + d + c * W, acc[r][c]);
   }
   if constexpr (C > 1) return accumulate_columns<Acc, R, C / 2>(w, ldw, v, n, d, dim_v, alpha, o, ldo);
   return d;
