@@ -38,7 +38,7 @@ inline constexpr int decode_accumulators = vector_registers >= 32 ? 16 : 12;
 
 /// Keys scored at once for R rows, and packets of columns accumulated at once.
 template <int R>
-inline constexpr int decode_fan = R >= decode_accumulators ? 1 : decode_accumulators / R;
+inline constexpr int decode_fan = std::max(1, decode_accumulators / R);
 
 /// scores[r * ld + j + g] = q_r . k_{j+g} for R rows and the G keys from j:
 /// R x G chains, each query packet loaded once for the G keys.
@@ -141,7 +141,6 @@ void decode_accumulate(const Acc* w, index_t ldw, strided_operand<Acc> v, index_
   }
 }
 
-
 /// The online softmax step of one head's chunk (scores in, weights out):
 /// per row, the new running max and sum, and the rescale of what came before.
 template <class Acc, int R, class T, class Tout>
@@ -190,6 +189,8 @@ void decode_chunk(const block<Acc, T, Tout>& item, index_t first, index_t n) {
   const index_t heads = item.plan.heads_per_item;
   const index_t ld = round_up(item.plan.kv_chunk, packet_size<Acc>);
   const index_t ldo = round_up(p.dim_v, packet_size<Acc>);
+  // One head has nothing to interleave, and every sweep reloads and stores
+  // its accumulators: it takes the chunk whole.
   const index_t sweep = heads == 1 ? n : decode_sweep_keys;
   const auto for_each_sweep = [&](auto&& step) {
     for (index_t j = 0; j < n; j += sweep)
