@@ -75,14 +75,17 @@ TYPED_TEST(Attention, StridedLayouts) {
 
 // The simd decode path (blocks of at most 8 rows) takes every K/V head of a
 // batch together, chunk by chunk, in sweeps of a few keys across the heads:
-// 1, 5, 6 and 8 rows per block, key counts and chunks that are not multiples
-// of a sweep, K/V read in place (bshd, bhsd) or staged (padded).
+// 1 to 6 and 8 rows per block (each its own register tile, with key groups of
+// up to 8 and narrower groups for the keys left over), key counts and chunks
+// that are not multiples of a sweep or a group, K/V read in place (bshd,
+// bhsd) or staged (padded).
 TYPED_TEST(Attention, DecodeSweepsAcrossHeads) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;
   auto rng = test_rng();
   const std::vector<shape> shapes = {
-      {2, 1, 37, 3, 3, 40, 24}, {1, 1, 53, 15, 3, 64, 64}, {1, 3, 45, 6, 3, 16, 33}, {1, 2, 61, 12, 3, 9, 7}};
+      {2, 1, 37, 3, 3, 40, 24}, {2, 2, 31, 3, 3, 32, 8},  {1, 1, 33, 9, 3, 24, 17}, {1, 1, 29, 12, 3, 48, 40},
+      {1, 1, 53, 15, 3, 64, 64}, {1, 3, 45, 6, 3, 16, 33}, {1, 2, 61, 12, 3, 9, 7}};
   for (const shape& s : shapes) {
     for (layout l : {layout::bshd, layout::bhsd, layout::padded}) {
       for (const auto& os : {options_named("plain"), options_named("everything")}) {

@@ -36,9 +36,23 @@ inline constexpr index_t decode_sweep_keys = 8;
 /// faster than 8 (in L1; about 4% on a whole grouped-query decode).
 inline constexpr int decode_accumulators = vector_registers >= 32 ? 16 : 12;
 
-/// Keys scored at once for R rows, and packets of columns accumulated at once.
+/// Keys scored at once for R rows, and packets of columns accumulated at once:
+/// the widest fan G whose R x G accumulators fit the budget and whose tile
+/// fits the register file with one register to spare. With several rows the
+/// G shared packets (key rows, or V columns) are pinned in registers
+/// (`keep_in_register`), one row's packet is loaded at a time, so a tile
+/// holds (R + 1) G + 1 registers; a single row keeps only its own packet and
+/// streams the G others from memory. A tile that does not fit spills: R = 4
+/// with G = 3 (all 16 AVX2 registers) accumulated at 62 GFLOP/s in L1 on
+/// the EPYC VM, G = 2 at 75.
 template <int R>
-inline constexpr int decode_fan = std::max(1, decode_accumulators / R);
+constexpr int decode_fan_for() {
+  int g = 1;
+  while (R * (g + 1) <= decode_accumulators && (R == 1 || (R + 1) * (g + 1) + 1 <= vector_registers - 1)) ++g;
+  return g;
+}
+template <int R>
+inline constexpr int decode_fan = decode_fan_for<R>();
 
 /// scores[r * ld + j + g] = q_r . k_{j+g} for R rows and the G keys from j:
 /// R x G chains, each query packet loaded once for the G keys.
@@ -58,10 +72,14 @@ EIGEN_STRONG_INLINE void score_key_group(const Acc* q, index_t dim, strided_oper
   for (index_t d = 0; d < vec_dim; d += W) {
     P kv[G];
     STREAMATTN_UNROLL_REGISTER_TILE
-    for (int g = 0; g < G; ++g) kv[g] = ei::ploadu<P>(rows[g] + d);
+    for (int g = 0; g < G; ++g) {
+      kv[g] = ei::ploadu<P>(rows[g] + d);
+      if constexpr (R > 1) keep_in_register(kv[g]);
+    }
     STREAMATTN_UNROLL_REGISTER_TILE
     for (int r = 0; r < R; ++r) {
-      const P qv = ei::ploadu<P>(q + r * dim + d);
+      P qv = ei::ploadu<P>(q + r * dim + d);
+      if constexpr (G > 1) keep_in_register(qv);
       STREAMATTN_UNROLL_REGISTER_TILE
       for (int g = 0; g < G; ++g) acc[r][g] = ei::pmadd(qv, kv[g], acc[r][g]);
     }
@@ -78,14 +96,16 @@ EIGEN_STRONG_INLINE void score_key_group(const Acc* q, index_t dim, strided_oper
 }
 
 /// scores[r * ld + j] = q_r . k_j for R rows and n keys (rows contiguous in
-/// D). Every dot product sums its packets in the same order whatever the
-/// group, so the grouping does not change results.
-template <class Acc, int R>
-void decode_scores(const Acc* q, index_t dim, strided_operand<Acc> k, index_t n, Acc* scores, index_t ld) {
-  constexpr int G = std::min<int>(decode_fan<R>, decode_sweep_keys);
-  index_t j = 0;
+/// D), in groups of G keys and the keys left over in one narrower group.
+/// Every dot product sums its packets in the same order whatever the group,
+/// so the grouping does not change results.
+template <class Acc, int R, int G = std::min<int>(decode_fan<R>, decode_sweep_keys)>
+void decode_scores(const Acc* q, index_t dim, strided_operand<Acc> k, index_t n, Acc* scores, index_t ld,
+                   index_t j = 0) {
   for (; j + G <= n; j += G) score_key_group<Acc, R, G>(q, dim, k, j, scores, ld);
-  for (; j < n; ++j) score_key_group<Acc, R, 1>(q, dim, k, j, scores, ld);
+  if constexpr (G > 1) {
+    if (j < n) decode_scores<Acc, R, G - 1>(q, dim, k, n, scores, ld, j);
+  }
 }
 
 /// Columns [d, ...) of o_r = alpha_r o_r + sum_j w[r][j] v_j in steps of C
@@ -108,7 +128,10 @@ index_t accumulate_columns(const Acc* w, index_t ldw, strided_operand<Acc> v, in
       const Acc* vj = v.data + j * v.row_stride + d;
       P vv[C];
       STREAMATTN_UNROLL_REGISTER_TILE
-      for (int c = 0; c < C; ++c) vv[c] = ei::ploadu<P>(vj + c * W);
+      for (int c = 0; c < C; ++c) {
+        vv[c] = ei::ploadu<P>(vj + c * W);
+        if constexpr (R > 1) keep_in_register(vv[c]);
+      }
       STREAMATTN_UNROLL_REGISTER_TILE
       for (int r = 0; r < R; ++r) {
         const P wr = ei::pset1<P>(w[r * ldw + j]);

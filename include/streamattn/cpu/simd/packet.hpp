@@ -124,6 +124,22 @@ EIGEN_STRONG_INLINE void stream_fence() {
 #endif
 }
 
+/// Makes the compiler hold `v` in a vector register from here on (an empty
+/// asm that claims to change it). GCC otherwise folds the loads of a
+/// register tile's shared operand into every FMA that uses it, reloading it
+/// once per row or column, and a tile meant to need one load per FMA pair
+/// needs two loads per FMA: the load ports, not the FMA units, set the pace.
+template <class P>
+EIGEN_STRONG_INLINE void keep_in_register(P& v) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  if constexpr (sizeof(P) >= 16) __asm__("" : "+v"(v));
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+  if constexpr (sizeof(P) >= 16) __asm__("" : "+w"(v));
+#else
+  (void)v;
+#endif
+}
+
 /// Asks for the cache line holding `p` (a hint; free where the compiler has
 /// no prefetch builtin).
 EIGEN_STRONG_INLINE void prefetch_line(const void* p) {
