@@ -42,9 +42,10 @@ inline constexpr int decode_accumulators = vector_registers >= 32 ? 16 : 12;
 /// G shared packets (key rows, or V columns) are pinned in registers
 /// (`keep_in_register`), one row's packet is loaded at a time, so a tile
 /// holds (R + 1) G + 1 registers; a single row keeps only its own packet and
-/// streams the G others from memory. A tile that does not fit spills: R = 4
-/// with G = 3 (all 16 AVX2 registers) accumulated at 62 GFLOP/s in L1 on
-/// the EPYC VM, G = 2 at 75.
+/// streams the G others from memory. A tile that takes the whole register
+/// file leaves the compiler no room and runs slower: R = 4 with G = 3 (all
+/// 16 AVX2 registers) accumulated at 62 GFLOP/s in L1 on the EPYC VM, G = 2
+/// at 75.
 template <int R>
 constexpr int decode_fan_for() {
   int g = 1;
@@ -99,13 +100,17 @@ EIGEN_STRONG_INLINE void score_key_group(const Acc* q, index_t dim, strided_oper
 /// D), in groups of G keys and the keys left over in one narrower group.
 /// Every dot product sums its packets in the same order whatever the group,
 /// so the grouping does not change results.
-template <class Acc, int R, int G = std::min<int>(decode_fan<R>, decode_sweep_keys)>
-void decode_scores(const Acc* q, index_t dim, strided_operand<Acc> k, index_t n, Acc* scores, index_t ld,
-                   index_t j = 0) {
+template <class Acc, int R, int G>
+void score_key_groups(const Acc* q, index_t dim, strided_operand<Acc> k, index_t j, index_t n, Acc* scores,
+                      index_t ld) {
   for (; j + G <= n; j += G) score_key_group<Acc, R, G>(q, dim, k, j, scores, ld);
   if constexpr (G > 1) {
-    if (j < n) decode_scores<Acc, R, G - 1>(q, dim, k, n, scores, ld, j);
+    if (j < n) score_key_groups<Acc, R, G - 1>(q, dim, k, j, n, scores, ld);
   }
+}
+template <class Acc, int R>
+void decode_scores(const Acc* q, index_t dim, strided_operand<Acc> k, index_t n, Acc* scores, index_t ld) {
+  score_key_groups<Acc, R, std::min<int>(decode_fan<R>, decode_sweep_keys)>(q, dim, k, 0, n, scores, ld);
 }
 
 /// Columns [d, ...) of o_r = alpha_r o_r + sum_j w[r][j] v_j in steps of C

@@ -129,12 +129,16 @@ EIGEN_STRONG_INLINE void stream_fence() {
 /// register tile's shared operand into every FMA that uses it, reloading it
 /// once per row or column, and a tile meant to need one load per FMA pair
 /// needs two loads per FMA: the load ports, not the FMA units, set the pace.
+/// Only real vector packets (more than one lane) take the asm; scalar
+/// "packets" (no vectorisation, nvcc) and other targets leave it out.
 template <class P>
 EIGEN_STRONG_INLINE void keep_in_register(P& v) {
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-  if constexpr (sizeof(P) >= 16) __asm__("" : "+v"(v));
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
-  if constexpr (sizeof(P) >= 16) __asm__("" : "+w"(v));
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    defined(EIGEN_VECTORIZE_SSE)
+  if constexpr (ei::unpacket_traits<P>::size > 1) __asm__("" : "+v"(v));
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__) && defined(EIGEN_VECTORIZE_NEON) && \
+    !defined(EIGEN_VECTORIZE_SVE)
+  if constexpr (ei::unpacket_traits<P>::size > 1) __asm__("" : "+w"(v));
 #else
   (void)v;
 #endif
