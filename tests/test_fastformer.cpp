@@ -109,6 +109,63 @@ TEST(FastformerSimd, ThreadCountNeverChangesABit) {
   }
 }
 
+template <class T>
+void expect_split_scan_equals_sequential(std::mt19937_64& rng) {
+  // A causal call with fewer sequences than threads splits each scan by
+  // leaves (three passes per leaf, carries relayed between threads); one
+  // thread scans whole sequences. Same operations, so the same bits, for
+  // every variant. The last sequence's mask pads its first leaf and a half
+  // (the carry has seen no kept token when kept ones arrive); the last leaf
+  // holds one token. (Sizes are large enough for the work to be given the
+  // threads asked for.)
+  struct config {
+    shape3 s;
+    std::vector<int> threads;
+  };
+  for (const config& c : {config{{1, 9217, 4, 16}, {2, 3}}, config{{3, 9217, 4, 16}, {7}}}) {
+    for (const variant& var : all_variants(true)) {
+      problem<T> p(c.s, var, rng);
+      const index_t last = (p.s.batch - 1) * p.s.tokens;
+      if (p.mask)
+        for (index_t j = 0; j < p.s.tokens; ++j) p.mask[static_cast<std::size_t>(last + j)] = j >= 1536 && j % 3 != 0;
+      fastformer_options opts = p.opts;
+      opts.threads = 1;
+      const auto sequential = run<T>(simd, p, opts);
+      for (int t : c.threads) {
+        opts.threads = t;
+        EXPECT_TRUE(bitwise_equal(run<T>(simd, p, opts), sequential))
+            << var.name << " " << p.s.describe() << " threads=" << t;
+      }
+    }
+  }
+  for (additive_mask_mode mode : {additive_mask_mode::additive, additive_mask_mode::exclude}) {
+    variant var;
+    var.mask = true;
+    problem<T> p({1, 20000, 4, 16}, var, rng);
+    for (index_t j = 0; j < p.s.tokens; ++j) p.mask[static_cast<std::size_t>(j)] = j >= 2000 && j % 5 != 0;
+    additive_pool_options opts;
+    opts.mask = p.opts.mask;
+    opts.mask_mode = mode;
+    const view<const float, 2> w{p.w.query_att.data(), {p.s.heads, p.s.dim()}, {p.s.dim(), 1}};
+    const view<const float, 1> bias{p.w.query_bias.data(), {p.s.heads}, {1}};
+    tensor3<T> sequential({p.s.batch, p.s.tokens, p.s.dim()}), split({p.s.batch, p.s.tokens, p.s.dim()});
+    opts.threads = 1;
+    additive_prefix_pool(simd, p.q.cv(), w, bias, sequential.v, opts);
+    for (int t : {2, 3}) {
+      opts.threads = t;
+      additive_prefix_pool(simd, p.q.cv(), w, bias, split.v, opts);
+      EXPECT_TRUE(bitwise_equal(split, sequential))
+          << "prefix pool, mode=" << static_cast<int>(mode) << " threads=" << t;
+    }
+  }
+}
+
+TEST(FastformerSimd, SplitCausalScanEqualsTheSequentialScan) {
+  auto rng = test_rng();
+  expect_split_scan_equals_sequential<float>(rng);
+  expect_split_scan_equals_sequential<Eigen::half>(rng);  // rows converted, not read in place
+}
+
 TEST(FastformerSimd, StreamedLargeOutputsEqualCachedStores) {
   // Outputs of 64 MiB and more are written with streaming stores (aligned
   // packets, a scalar prologue up to the alignment). The values must be the

@@ -69,7 +69,7 @@ class causal_engine {
     const index_t dim = s_.dim, count = q.count;
     score_rows(query_weights_, q, scores_.data(), lanes_);
     for (index_t r = 0; r < count; ++r) {
-      take_row(query_leaf_, scores_.data() + r * lanes_, keep[r], q.row(r));
+      take_token(query_leaf_, scores_.data() + r * lanes_, keep[r], exclude_, q.row(r), scratch_);
       Acc* qbar = keys_ ? query_.data() : results + r * dim;
       finalize_pair(query_carry_, query_leaf_, qbar, scratch_);
       if (!keys_) continue;
@@ -82,7 +82,8 @@ class causal_engine {
       const row_tile<Acc> keyed{keyed_.data(), dim, count};
       score_rows(key_weights_, keyed, scores_.data(), lanes_);
       for (index_t r = 0; r < count; ++r) {
-        take_row(key_leaf_, scores_.data() + r * lanes_, keep[r], pool_raw_keys_ ? k.row(r) : keyed.row(r));
+        take_token(key_leaf_, scores_.data() + r * lanes_, keep[r], exclude_, pool_raw_keys_ ? k.row(r) : keyed.row(r),
+                   scratch_);
         finalize_pair(key_carry_, key_leaf_, results + r * dim, scratch_);
       }
     }
@@ -90,19 +91,6 @@ class causal_engine {
   }
 
  private:
-  /// One token into a leaf state, with the mask's rules (see
-  /// detail/additive_state.hpp for the additive mask's level shift).
-  void take_row(pool_state<Acc>& state, Acc* scores, bool keep, const Acc* row) {
-    if (!keep) {
-      if (exclude_) return;
-      if (state.saw_kept)
-        for (index_t h = 0; h < lanes_; ++h) scores[h] += static_cast<Acc>(additive_mask_penalty);
-    } else if (!state.saw_kept) {
-      state.shift_to_common_scale();
-    }
-    accumulate_row(state, scores, row, scratch_);
-  }
-
   additive_shape s_;
   bool exclude_, pool_raw_keys_, keys_;
   index_t lanes_ = 0;

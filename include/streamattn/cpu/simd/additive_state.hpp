@@ -274,6 +274,23 @@ EIGEN_STRONG_INLINE void accumulate_row(pool_state<Acc>& state, const Acc* score
                  state.head_dim);
 }
 
+/// One token of a causal scan into `state`, with the mask's rules: in
+/// exclude mode a padded token is skipped; in the official additive mode it
+/// joins with its scores lowered by 10000 once a kept token has been seen
+/// (see detail/additive_state.hpp for the level shift). May change `scores`.
+template <class Acc>
+EIGEN_STRONG_INLINE void take_token(pool_state<Acc>& state, Acc* scores, bool keep, bool exclude, const Acc* row,
+                                    row_scratch<Acc>& scratch) {
+  if (!keep) {
+    if (exclude) return;
+    if (state.saw_kept)
+      for (index_t h = 0; h < state.lane_heads; ++h) scores[h] += static_cast<Acc>(additive_mask_penalty);
+  } else if (!state.saw_kept) {
+    state.shift_to_common_scale();
+  }
+  accumulate_row(state, scores, row, scratch);
+}
+
 /// Writes the pooling of carry ⊕ leaf (two states over consecutive token
 /// ranges) to `out` (D) without changing either: the prefix result of the
 /// causal scan.
