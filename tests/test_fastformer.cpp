@@ -116,13 +116,17 @@ void expect_split_scan_equals_sequential(std::mt19937_64& rng) {
   // thread scans whole sequences. Same operations, so the same bits, for
   // every variant. The last sequence's mask pads its first leaf and a half
   // (the carry has seen no kept token when kept ones arrive); the last leaf
-  // holds one token. (Sizes are large enough for the work to be given the
-  // threads asked for.)
+  // holds one token; a head dim of 13 leaves packet tails. (The work is
+  // large enough for every variant to be given 3 threads at B = 1 and 6 at
+  // B = 3, and the split to be chosen; a deleted carry merge fails every
+  // case.)
+  using W = detail::accum_t<T>;
   struct config {
     shape3 s;
     std::vector<int> threads;
   };
-  for (const config& c : {config{{1, 9217, 4, 16}, {2, 3}}, config{{3, 9217, 4, 16}, {7}}}) {
+  for (const config& c : {config{{1, 17409, 4, 16}, {2, 3}}, config{{3, 9217, 4, 16}, {7}},
+                          config{{1, 9217, 5, 13}, {2}}}) {
     for (const variant& var : all_variants(true)) {
       problem<T> p(c.s, var, rng);
       const index_t last = (p.s.batch - 1) * p.s.tokens;
@@ -146,8 +150,8 @@ void expect_split_scan_equals_sequential(std::mt19937_64& rng) {
     additive_pool_options opts;
     opts.mask = p.opts.mask;
     opts.mask_mode = mode;
-    const view<const float, 2> w{p.w.query_att.data(), {p.s.heads, p.s.dim()}, {p.s.dim(), 1}};
-    const view<const float, 1> bias{p.w.query_bias.data(), {p.s.heads}, {1}};
+    const view<const W, 2> w{p.w.query_att.data(), {p.s.heads, p.s.dim()}, {p.s.dim(), 1}};
+    const view<const W, 1> bias{p.w.query_bias.data(), {p.s.heads}, {1}};
     tensor3<T> sequential({p.s.batch, p.s.tokens, p.s.dim()}), split({p.s.batch, p.s.tokens, p.s.dim()});
     opts.threads = 1;
     additive_prefix_pool(simd, p.q.cv(), w, bias, sequential.v, opts);
@@ -164,6 +168,7 @@ TEST(FastformerSimd, SplitCausalScanEqualsTheSequentialScan) {
   auto rng = test_rng();
   expect_split_scan_equals_sequential<float>(rng);
   expect_split_scan_equals_sequential<Eigen::half>(rng);  // rows converted, not read in place
+  expect_split_scan_equals_sequential<double>(rng);
 }
 
 TEST(FastformerSimd, StreamedLargeOutputsEqualCachedStores) {

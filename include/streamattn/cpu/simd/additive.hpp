@@ -15,8 +15,9 @@
 // Results are bitwise identical for every thread count. Extra memory per
 // thread: a tile of rows and scores, the packed weights (H x D), one tree
 // state per level (log2 of the number of leaves), one output tile; a split
-// causal scan holds one leaf of rows and scores instead (1024 x (D + 2 H)
-// numbers); nothing grows with N.
+// causal scan holds one leaf of rows and scores (1024 x (D + 2 H') numbers,
+// H' = H rounded up to whole packets) in place of the tree states; nothing
+// grows with N.
 #pragma once
 
 #include <algorithm>
@@ -147,15 +148,21 @@ inline bool split_sequences(const additive_shape& s, int threads) {
 }
 
 /// The same choice for the causal scan, whose split costs about a third
-/// more work than scanning whole sequences (measured: one 1M-token sequence
-/// on 2 threads ran at 1.5x one thread, two sequences side by side at 1.8x):
-/// split only where whole sequences would leave threads idle for longer,
-/// i.e. when ceil(B / T) rounds of whole scans take longer than B / T
-/// split scans.
+/// more work than scanning whole sequences (measured on 2 cores: one
+/// 1M-token sequence split over 2 threads ran at 1.2-1.7x one thread, two
+/// sequences side by side at about 1.8x). Split only where the split scans
+/// finish first: B sequences, each ceil(L / T) rounds of its L leaves at
+/// 4/3 the work, against ceil(B / T) rounds of whole sequences.
 inline bool split_causal_sequences(const additive_shape& s, int threads) {
-  if (threads <= 1 || leaf_count(s.tokens) < 4) return false;
-  const index_t t = threads, rounds = (s.batch + t - 1) / t;
-  return 3 * rounds * t > 4 * s.batch;
+  const index_t leaves = leaf_count(s.tokens), t = threads;
+  if (t <= 1 || leaves < 4) return false;
+  const index_t whole_rounds = (s.batch + t - 1) / t, leaf_rounds = (leaves + t - 1) / t;
+  return 3 * whole_rounds * leaves > 4 * s.batch * leaf_rounds;
+}
+
+/// Threads of a split causal scan: never more than a sequence has leaves.
+inline int causal_split_threads(const additive_shape& s, int threads) {
+  return static_cast<int>(std::min<index_t>(threads, leaf_count(s.tokens)));
 }
 
 template <class Acc, class T, class W, class Tout>
@@ -202,7 +209,7 @@ void additive_pool_simd(const additive_pool_params<T, W, Tout>& p) {
   weights.reshape(s);
   weights.fill(p.w, scale);
   if (p.causal) {
-    split_causal_scan<Acc, T> scan({s, &weights, nullptr, p.mask, false}, p.x, p.x, most);
+    split_causal_scan<Acc, T> scan({s, &weights, nullptr, p.mask, false}, p.x, p.x, causal_split_threads(s, most));
     for (index_t b = 0; b < s.batch; ++b)
       scan.run(b, [&](int, index_t first, index_t count, const Acc* rows) {
         for (index_t r = 0; r < count; ++r)
@@ -297,8 +304,9 @@ void fastformer_simd(const fastformer_params<T, W, Tout>& p) {
   key_weights.reshape(s);
   key_weights.fill(p.key_att, scale);
   if (p.causal) {
-    split_causal_scan<Acc, T> scan({s, &query_weights, &key_weights, p.mask, p.pool_raw_keys}, p.q, p.k, most);
-    std::vector<output_writer<Acc, T, Tout>> writers(static_cast<std::size_t>(most));
+    const int threads = causal_split_threads(s, most);
+    split_causal_scan<Acc, T> scan({s, &query_weights, &key_weights, p.mask, p.pool_raw_keys}, p.q, p.k, threads);
+    std::vector<output_writer<Acc, T, Tout>> writers(static_cast<std::size_t>(threads));
     for (auto& w : writers) w.reshape(p);
     for (index_t b = 0; b < s.batch; ++b)
       scan.run(b, [&](int worker, index_t first, index_t count, const Acc* kbar) {

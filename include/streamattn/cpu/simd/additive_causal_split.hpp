@@ -13,11 +13,12 @@
 //      pooling (kept) and sum its total; hand it down the second relay;
 //   3. replay the second pooling, reading k̄_t off its carry (written over
 //      P_t), and hand the rows to the output.
-// Every score is computed once, as in the sequential scan; the replays cost
-// O(D) per token against the scores' O(H·D). A relay waits only for leaves
-// handed out earlier, which are being worked on, so it cannot deadlock. The
-// extra memory per thread is one leaf of P rows and scores: it depends on D
-// and H, never on N.
+// Every score is computed once, as in the sequential scan; the extra work is
+// the replays, O(D) per token against the scores' O(H·D), and a second read
+// of the leaf's tokens (Q; K too with pool_raw_keys). A relay waits only for
+// leaves handed out earlier, which are being worked on, so it cannot
+// deadlock. The extra memory per thread is one leaf of P rows and scores
+// (plus the caller's output tile): it depends on D and H, never on N.
 #pragma once
 
 #include <algorithm>
@@ -102,7 +103,7 @@ template <class Acc, class T>
 class leaf_scanner {
  public:
   leaf_scanner(const split_scan_setup<Acc>& setup, const token_operand<const T>& q, const token_operand<const T>& k)
-      : setup_(setup), queries_(q, setup.shape.dim, tile_tokens), keys_(k, setup.shape.dim, tile_tokens) {
+      : setup_(setup), queries_(q, setup.shape.dim, tile_tokens) {
     const additive_shape& s = setup.shape;
     lanes_ = round_up_to_packets<Acc>(s.heads);
     const std::size_t leaf = static_cast<std::size_t>(additive_leaf_tokens);
@@ -113,6 +114,7 @@ class leaf_scanner {
     for (pool_state<Acc>* st : {&first_leaf_, &first_carry_, &second_leaf_, &second_carry_}) st->reshape(s);
     scratch_.reshape(s);
     if (setup.key_weights) {
+      keys_.reshape(k, s.dim, tile_tokens);
       key_scores_.resize(query_scores_.size());
       query_.resize(static_cast<std::size_t>(s.dim));
     }
@@ -230,7 +232,8 @@ class split_causal_scan {
       : setup_(setup), threads_(threads) {
     first_relay_.reshape(setup.shape);
     second_relay_.reshape(setup.shape);
-    for (int t = 0; t < threads; ++t) scanners_.emplace_back(new leaf_scanner<Acc, T>(setup_, q, k));
+    scanners_.reserve(static_cast<std::size_t>(threads));
+    for (int t = 0; t < threads; ++t) scanners_.push_back(std::make_unique<leaf_scanner<Acc, T>>(setup_, q, k));
   }
   split_causal_scan(const split_causal_scan&) = delete;
   split_causal_scan& operator=(const split_causal_scan&) = delete;
