@@ -111,9 +111,9 @@ TEST(FastformerSimd, ThreadCountNeverChangesABit) {
 
 template <class T>
 void expect_split_scan_equals_sequential(std::mt19937_64& rng) {
-  // A causal call with fewer sequences than threads splits each scan by
-  // leaves (three passes per leaf, carries relayed between threads); one
-  // thread scans whole sequences. Same operations, so the same bits, for
+  // A causal call with too few sequences to keep its threads busy splits
+  // each scan by leaves (three passes per leaf, carries relayed between
+  // threads); one thread scans whole sequences. Same operations, so the same bits, for
   // every variant. The last sequence's mask pads its first leaf and a half
   // (the carry has seen no kept token when kept ones arrive); the last leaf
   // holds one token; a head dim of 13 leaves packet tails. (The work is
