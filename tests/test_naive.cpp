@@ -3,9 +3,12 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <streamattn/streamattn.hpp>
+
+#include "support/seed.hpp"
 
 namespace {
 
@@ -105,6 +108,58 @@ TEST(Naive, GroupedQueryReadsSharedHead) {
   attention(naive, bshd(q, 1, 1, 2, 1), bshd(k, 1, 2, 1, 1), bshd(v, 1, 2, 1, 1), bshd(out, 1, 1, 2, 1), opts);
   EXPECT_NEAR(out[0], std::exp(1.0) / (1 + std::exp(1.0)), 1e-6);
   EXPECT_NEAR(out[1], std::exp(-1.0) / (1 + std::exp(-1.0)), 1e-6);
+}
+
+// key_lengths means "each batch item called alone with k and v cut to its
+// length": causal/window alignment, ALiBi distance and the bias columns all
+// follow. Lengths longer and shorter than Nq (rows that see nothing), zero
+// and Nk; the rows past a length hold NaN, which must never be read.
+TEST(Naive, KeyLengthsEqualEachItemCutToItsLength) {
+  auto rng = streamattn::testing::test_rng();
+  std::uniform_real_distribution<double> dist(-1.5, 1.5);
+  const index_t B = 4, Nq = 5, Nk = 11, Hq = 4, Hk = 2, D = 6, Dv = 5;
+  std::vector<double> q(B * Nq * Hq * D), k(B * Nk * Hk * D), v(B * Nk * Hk * Dv), out(B * Nq * Hq * Dv);
+  std::vector<float> bias(B * Hq * Nq * Nk), slopes = {0.5f, 0.25f, 0.125f, 0.0625f}, lse(B * Hq * Nq);
+  for (auto* x : {&q, &k, &v})
+    for (double& e : *x) e = dist(rng);
+  for (float& e : bias) e = static_cast<float>(dist(rng));
+  const std::vector<index_t> lengths = {Nk, 4, 0, 8};
+  for (index_t b = 0; b < B; ++b)
+    for (index_t j = lengths[b]; j < Nk; ++j) {
+      for (index_t e = 0; e < Hk * D; ++e) k[(b * Nk + j) * Hk * D + e] = std::nan("");
+      for (index_t e = 0; e < Hk * Dv; ++e) v[(b * Nk + j) * Hk * Dv + e] = std::nan("");
+    }
+
+  attention_options opts;
+  opts.causal = true;
+  opts.window_left = 3;
+  opts.alibi_slopes = view<const float, 1>{slopes.data(), {Hq}, {1}};
+  opts.bias = view<const float, 4>{bias.data(), {B, Hq, Nq, Nk}, {Hq * Nq * Nk, Nq * Nk, Nk, 1}};
+  opts.lse = view<float, 3>{lse.data(), {B, Hq, Nq}, {Hq * Nq, Nq, 1}};
+  opts.key_lengths = view<const index_t, 1>{lengths.data(), {B}, {1}};
+  attention(naive, bshd(q.data(), B, Nq, Hq, D), bshd(k.data(), B, Nk, Hk, D), bshd(v.data(), B, Nk, Hk, Dv),
+            bshd(out.data(), B, Nq, Hq, Dv), opts);
+
+  for (index_t b = 0; b < B; ++b) {
+    const index_t n = lengths[b];
+    std::vector<double> out1(Nq * Hq * Dv);
+    std::vector<float> lse1(Hq * Nq);
+    attention_options one = opts;
+    one.key_lengths = {};
+    one.bias = view<const float, 4>{bias.data() + b * Hq * Nq * Nk, {1, Hq, Nq, n}, {0, Nq * Nk, Nk, 1}};
+    one.lse = view<float, 3>{lse1.data(), {1, Hq, Nq}, {0, Nq, 1}};
+    const auto cut = [&](const std::vector<double>& x, index_t h, index_t d) {
+      return view<const double, 4>{x.data() + b * Nk * h * d, {1, n, h, d}, {0, h * d, d, 1}};
+    };
+    attention(naive, bshd(q.data() + b * Nq * Hq * D, 1, Nq, Hq, D), cut(k, Hk, D), cut(v, Hk, Dv),
+              bshd(out1.data(), 1, Nq, Hq, Dv), one);
+    for (index_t e = 0; e < Nq * Hq * Dv; ++e)
+      EXPECT_NEAR(out[b * Nq * Hq * Dv + e], out1[e], 1e-12) << "batch " << b << " element " << e;
+    for (index_t e = 0; e < Hq * Nq; ++e) EXPECT_EQ(lse[b * Hq * Nq + e], lse1[e]) << "batch " << b << " lse " << e;
+  }
+  // Row 0 of item 1 (4 keys, 5 queries) sees no key under causal alignment.
+  EXPECT_EQ(out[1 * Nq * Hq * Dv], 0.0);
+  EXPECT_EQ(lse[1 * Hq * Nq], -std::numeric_limits<float>::infinity());
 }
 
 TEST(Naive, EmptySequences) {

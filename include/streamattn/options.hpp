@@ -32,8 +32,8 @@ struct workspace {
 /// FlashAttention >= 2.1: with `offset = Nk - Nq`, query i sees key j iff
 /// `i + offset - window_left <= j <= i + offset + window_right` and, when
 /// causal, `j <= i + offset`. (PyTorch's `is_causal` aligns top-left instead;
-/// the two agree when Nq == Nk.) A row that sees no key returns zeros and
-/// lse = -inf.
+/// the two agree when Nq == Nk.) With `key_lengths`, Nk is batch item b's
+/// own length. A row that sees no key returns zeros and lse = -inf.
 struct attention_options {
   /// Multiplier of q.k; defaults to 1/sqrt(D).
   std::optional<float> scale;
@@ -52,6 +52,16 @@ struct attention_options {
   view<const bool, 4> mask{};
   /// One ALiBi slope per query head.
   view<const float, 1> alibi_slopes{};
+  /// Optional number of valid keys of each batch item (B values in [0, Nk]):
+  /// a KV cache filled to a different length per sequence. Batch item b uses
+  /// keys [0, key_lengths(b)) only; the rows past it are never read (they may
+  /// hold anything). Everything that counts from Nk counts from
+  /// key_lengths(b) instead: the causal/window diagonal is
+  /// i + key_lengths(b) - Nq and so is ALiBi's distance, exactly as if the
+  /// item had been called alone with k and v cut to its length. On the CPU
+  /// backends a value outside [0, Nk] throws; the cuda backend reads the
+  /// lengths on the device, where such a value is clamped to [0, Nk].
+  view<const index_t, 1> key_lengths{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};

@@ -94,6 +94,7 @@ struct device_problem {
   device_copy<T> q_mem, k_mem, v_mem;
   device_copy<float> bias_mem, slopes_mem;
   device_copy<bool> mask_mem;
+  device_copy<index_t> lengths_mem;
   view<const T, 4> q, k, v;
   attention_options opts;
 
@@ -118,6 +119,11 @@ struct device_problem {
       auto [mem, sv] = to_device(p.opts.alibi_slopes);
       slopes_mem = mem;
       opts.alibi_slopes = sv;
+    }
+    if (!p.opts.key_lengths.empty()) {
+      auto [mem, lv] = to_device(p.opts.key_lengths);
+      lengths_mem = mem;
+      opts.key_lengths = lv;
     }
   }
 };

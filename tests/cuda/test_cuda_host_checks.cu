@@ -96,4 +96,22 @@ TEST(CudaHostChecks, ValidCallWithoutDeviceThrowsCudaErrorOrRejectsHostMemory) {
   }
 }
 
+// Operands on the device but key_lengths left in host memory: the lengths
+// are read by the kernels, so they must be device-readable too.
+TEST(CudaHostChecks, KeyLengthsInHostMemoryAreRejected) {
+  STREAMATTN_REQUIRE_CUDA_DEVICE();
+  const std::vector<float> host(2 * 4 * 1 * 8, 0.5f);
+  const streamattn::testing::device_copy<float> q(host.data(), host.size()), out(nullptr, host.size());
+  const std::vector<index_t> lengths = {4, 2};
+  attention_options opts;
+  opts.key_lengths = view<const index_t, 1>{lengths.data(), {2}, {1}};
+  try {
+    attention(cuda, bshd<const float>(q.data, 2, 4, 1, 8), bshd<const float>(q.data, 2, 4, 1, 8),
+              bshd<const float>(q.data, 2, 4, 1, 8), bshd(out.data, 2, 4, 1, 8), opts);
+    FAIL() << "host key_lengths were accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("key_lengths points to ordinary host memory"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace

@@ -41,6 +41,8 @@ struct option_set {
   enum class bias_kind { none, full, broadcast } bias = bias_kind::none;
   enum class mask_kind { none, full, broadcast } mask = mask_kind::none;
   bool alibi = false;
+  /// Per-batch key lengths; the K/V rows past each length hold NaN.
+  bool key_lengths = false;
   bool lse = true;
 };
 
@@ -68,9 +70,12 @@ inline std::vector<option_set> all_option_sets() {
   add("mask", [&](option_set& s) { s.mask = M::full; });
   add("mask_broadcast", [&](option_set& s) { s.mask = M::broadcast; });
   add("alibi", [](option_set& s) { s.alibi = true; });
+  add("key_lengths", [](option_set& s) { s.key_lengths = true; });
+  // Causal alignment and ALiBi distances count from each item's own length.
+  add("causal_key_lengths", [](option_set& s) { s.causal = true, s.alibi = true, s.key_lengths = true; });
   add("everything", [&](option_set& s) {
     s.causal = true, s.window_left = 40, s.window_right = 0, s.softcap = 3.0f, s.scale = 2.0f;
-    s.bias = B::full, s.mask = M::full, s.alibi = true;
+    s.bias = B::full, s.mask = M::full, s.alibi = true, s.key_lengths = true;
   });
   add("window_bias_mask", [&](option_set& s) {
     s.window_left = 6, s.window_right = 6, s.bias = B::broadcast, s.mask = M::broadcast, s.alibi = true;
@@ -94,6 +99,7 @@ struct problem {
   std::vector<float> bias;
   std::unique_ptr<bool[]> mask;
   std::vector<float> slopes;
+  std::vector<index_t> lengths;
   attention_options opts;
 
   template <class Rng>
@@ -141,6 +147,21 @@ struct problem {
     if (os.alibi) {
       for (index_t h = 0; h < s.hq; ++h) slopes.push_back(std::pow(2.0f, -8.0f * (h + 1) / s.hq));
       opts.alibi_slopes = view<const float, 1>{slopes.data(), {s.hq}, {1}};
+    }
+    if (os.key_lengths) {
+      // Mostly the upper half (the rows still see keys), every third item any
+      // length, every third none. The rows past a length are NaN: a kernel
+      // that reads one turns its output rows into NaN.
+      std::uniform_int_distribution<index_t> upper(s.nk / 2, s.nk), any(0, s.nk);
+      for (index_t b = 0; b < s.batch; ++b) lengths.push_back(b % 3 == 0 ? upper(rng) : b % 3 == 1 ? any(rng) : 0);
+      const T nan = detail::convert<T>(std::numeric_limits<float>::quiet_NaN());
+      for (index_t b = 0; b < s.batch; ++b)
+        for (index_t j = lengths[static_cast<std::size_t>(b)]; j < s.nk; ++j)
+          for (index_t h = 0; h < s.hk; ++h) {
+            for (index_t d = 0; d < s.dim; ++d) k.v(b, j, h, d) = nan;
+            for (index_t d = 0; d < s.dim_v; ++d) v.v(b, j, h, d) = nan;
+          }
+      opts.key_lengths = view<const index_t, 1>{lengths.data(), {s.batch}, {1}};
     }
   }
 
@@ -221,7 +242,7 @@ tensor4<double> logit_rounding_error(const detail::attention_params<double, doub
       const double* v = p.v + b * p.v_stride.batch + kvh * p.v_stride.head;
       for (index_t i = 0; i < p.nq; ++i) {
         const detail::score_row<double> terms = detail::make_score_row<double>(p, b, h, i);
-        const detail::key_range visible = p.visible.keys_of(i);
+        const detail::key_range visible = p.visible_in(b).keys_of(i);
         double q_norm = 0, m = -std::numeric_limits<double>::infinity();
         for (index_t d = 0; d < p.dim; ++d) q_norm += std::pow(at(q, p.q_stride.seq, p.q_stride.dim, i, d), 2);
         q_norm = std::sqrt(q_norm);

@@ -13,6 +13,7 @@
 #include "../detail/element.hpp"
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
+#include "../detail/validate_attention.hpp"
 
 namespace streamattn::detail {
 
@@ -24,13 +25,19 @@ void naive_attention(const attention_params<T, Tout>& p) {
   matrix q(p.nq, p.dim), k(p.nk, p.dim), v(p.nk, p.dim_v), scores(p.nq, p.nk), out(p.nq, p.dim_v);
 
   for (index_t b = 0; b < p.batch; ++b) {
+    // With key_lengths, keys from `keys` on are not this item's: their rows
+    // stay zero (never read) and their scores are masked below.
+    const index_t keys = p.keys_in(b);
+    const visibility visible_keys = p.visible_in(b);
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
       for (index_t i = 0; i < p.nq; ++i)
         for (index_t d = 0; d < p.dim; ++d)
           q(i, d) = convert<A>(p.q[b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head +
                                    d * p.q_stride.dim]);
-      for (index_t j = 0; j < p.nk; ++j) {
+      k.setZero();
+      v.setZero();
+      for (index_t j = 0; j < keys; ++j) {
         for (index_t d = 0; d < p.dim; ++d)
           k(j, d) = convert<A>(p.k[b * p.k_stride.batch + j * p.k_stride.seq + kvh * p.k_stride.head +
                                    d * p.k_stride.dim]);
@@ -42,7 +49,7 @@ void naive_attention(const attention_params<T, Tout>& p) {
 
       for (index_t i = 0; i < p.nq; ++i) {
         const score_row<A> terms = make_score_row<A>(p, b, h, i);
-        const key_range visible = p.visible.keys_of(i);
+        const key_range visible = visible_keys.keys_of(i);
         A row_max = neg_inf<A>();
         for (index_t j = 0; j < p.nk; ++j) {
           A s = neg_inf<A>();
@@ -72,6 +79,7 @@ void naive_attention(const attention_params<T, Tout>& p) {
 
 template <class T, class Tout>
 void attention_impl(naive_t, const attention_params<T, Tout>& p) {
+  check_key_length_values("streamattn::attention", p);
   naive_attention<oracle_accum_t<T>>(p);
 }
 

@@ -10,6 +10,7 @@
 #include "../detail/attention_params.hpp"
 #include "../detail/element.hpp"
 #include "../detail/score_terms.hpp"
+#include "../detail/validate_attention.hpp"
 #include "../online_softmax.hpp"
 
 namespace streamattn::detail {
@@ -17,9 +18,11 @@ namespace streamattn::detail {
 template <class T, class Tout>
 void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
   using Acc = accum_t<T>;
+  check_key_length_values("streamattn::attention", p);
   std::vector<Acc> accumulator(static_cast<std::size_t>(p.dim_v));
 
   for (index_t b = 0; b < p.batch; ++b) {
+    const visibility visible = p.visible_in(b);  // aligned to this item's keys
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
       const T* k_head = p.k + b * p.k_stride.batch + kvh * p.k_stride.head;
@@ -30,7 +33,7 @@ void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
         const bool plain = !p.has_score_terms();
         online_softmax<Acc> state(accumulator.data(), p.dim_v);
 
-        const key_range keys = p.visible.keys_of(i);
+        const key_range keys = visible.keys_of(i);
         for (index_t j = keys.begin; j < keys.end; ++j) {
           const T* k_row = k_head + j * p.k_stride.seq;
           // Summed in blocks of 32 terms: a long sequential float sum loses

@@ -67,6 +67,10 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const index_t head = (block / args.query_tiles) % p.hq;
   const index_t batch = block / args.query_tiles / p.hq;
   const index_t kv_head = p.kv_head_of(head);
+  // This batch item's keys (key_lengths) and the causal/window ranges aligned
+  // to them; loads stop at `nk`, so keys past it are never read.
+  const visibility vis = p.visible_in(batch);
+  const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
@@ -80,13 +84,13 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
   const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
-  const tile_span tiles = key_tiles_of(p.visible, row0, rows, keys, split_first, split_last);
+  const tile_span tiles = key_tiles_of(vis, row0, rows, keys, split_first, split_last);
 
   load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_head, p.q_stride.seq, p.q_stride.dim, row0, p.nq, p.dim,
                                               args.vector_q);
   if (!tiles.empty())
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, tiles.first * keys,
-                                                p.nk, p.dim, args.vector_k);
+                                                nk, p.dim, args.vector_k);
   copy_async_commit();
 
   // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
@@ -96,7 +100,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     my_row[i] = row0 + warp * 16 + fragment::c_row(lane, 2 * i);
-    my_keys[i] = my_row[i] < p.nq ? p.visible.keys_of(my_row[i]) : key_range{0, 0};
+    my_keys[i] = my_row[i] < p.nq ? vis.keys_of(my_row[i]) : key_range{0, 0};
   }
 
   float acc[out_frags][4];
@@ -112,7 +116,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     const index_t key0 = t * keys;
     copy_async_wait_all();
     __syncthreads();  // K tile t (and Q) landed; every warp is done with V tile t - 1
-    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_head, p.v_stride.seq, p.v_stride.dim, key0, p.nk, p.dim_v,
+    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_head, p.v_stride.seq, p.v_stride.dim, key0, nk, p.dim_v,
                                                 args.vector_v);
     copy_async_commit();
 
@@ -137,7 +141,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 
     // Scores in log2 units; invisible keys (outside the band, past Nk, rows
     // past Nq) become -inf so they weigh exactly 0.
-    if (!tile_needs_mask(p.visible, row0, rows, key0, keys, args.has_terms)) {
+    if (!tile_needs_mask(vis, row0, rows, key0, keys, args.has_terms)) {
 #pragma unroll
       for (int n = 0; n < key_frags; ++n)
 #pragma unroll
@@ -205,7 +209,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     copy_async_wait_all();
     __syncthreads();  // V tile t landed; every warp is done with K tile t
     if (t + 1 < tiles.last)
-      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, key0 + keys, p.nk,
+      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, key0 + keys, nk,
                                                   p.dim, args.vector_k);
     copy_async_commit();
 

@@ -53,6 +53,10 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const index_t head = (block / args.query_tiles) % p.hq;
   const index_t batch = block / args.query_tiles / p.hq;
   const index_t kv_head = p.kv_head_of(head);
+  // This batch item's keys (key_lengths) and the causal/window ranges aligned
+  // to them; loads stop at `nk`, so keys past it are never read.
+  const visibility vis = p.visible_in(batch);
+  const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
   const index_t col0 = static_cast<index_t>(blockIdx.z) * out_cols;
 
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
   const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
-  const tile_span tiles = key_tiles_of(p.visible, row0, rows, keys, split_first, split_last);
+  const tile_span tiles = key_tiles_of(vis, row0, rows, keys, split_first, split_last);
 
   index_t my_row[rows_per_warp];
   key_range my_keys[rows_per_warp];
@@ -77,7 +81,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
 #pragma unroll
   for (int r = 0; r < rows_per_warp; ++r) {
     my_row[r] = row0 + warp * rows_per_warp + r;
-    my_keys[r] = my_row[r] < p.nq ? p.visible.keys_of(my_row[r]) : key_range{0, 0};
+    my_keys[r] = my_row[r] < p.nq ? vis.keys_of(my_row[r]) : key_range{0, 0};
     row_max[r] = minus_inf;
     row_sum[r] = Acc(0);
 #pragma unroll
@@ -103,7 +107,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
       for (int i = tid; i < keys * chunk; i += threads) {
         const int j = i / chunk, c = i % chunk;
         const index_t kr = key0 + j, d = d0 + c;
-        k_chunk[j][c] = (kr < p.nk && d < p.dim) ? load_as<Acc>(k_head + kr * p.k_stride.seq + d * p.k_stride.dim)
+        k_chunk[j][c] = (kr < nk && d < p.dim) ? load_as<Acc>(k_head + kr * p.k_stride.seq + d * p.k_stride.dim)
                                                  : Acc(0);
       }
       __syncthreads();
@@ -152,7 +156,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
     for (int i = tid; i < keys * out_cols; i += threads) {
       const int j = i / out_cols, c = i % out_cols;
       const index_t kr = key0 + j, col = col0 + c;
-      v_tile[j][c] = (kr < p.nk && col < p.dim_v) ? load_as<Acc>(v_head + kr * p.v_stride.seq + col * p.v_stride.dim)
+      v_tile[j][c] = (kr < nk && col < p.dim_v) ? load_as<Acc>(v_head + kr * p.v_stride.seq + col * p.v_stride.dim)
                                                   : Acc(0);
     }
     __syncthreads();

@@ -71,6 +71,8 @@ kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
   d.mask_stride = p.mask_stride;
   d.alibi_slopes = p.alibi_slopes;
   d.alibi_stride = p.alibi_stride;
+  d.key_lengths = p.key_lengths;
+  d.key_lengths_stride = p.key_lengths_stride;
   d.lse = p.lse;
   d.lse_stride_batch = p.lse_stride_batch;
   d.lse_stride_head = p.lse_stride_head;

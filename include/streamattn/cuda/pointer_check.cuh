@@ -45,6 +45,7 @@ void check_operands_on_device(const char* function, const attention_params<T, To
   check_device_readable(function, "bias", p.bias, device);
   check_device_readable(function, "mask", p.mask, device);
   check_device_readable(function, "alibi_slopes", p.alibi_slopes, device);
+  check_device_readable(function, "key_lengths", p.key_lengths, device);
   check_device_readable(function, "lse", p.lse, device);
 }
 

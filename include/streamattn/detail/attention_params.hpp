@@ -42,6 +42,8 @@ struct attention_params {
   bhqk_strides mask_stride;
   const float* alibi_slopes = nullptr;
   index_t alibi_stride = 0;
+  const index_t* key_lengths = nullptr;  // per batch item, or null: every item has nk keys
+  index_t key_lengths_stride = 0;
 
   float* lse = nullptr;
   index_t lse_stride_batch = 0, lse_stride_head = 0, lse_stride_query = 0;
@@ -51,6 +53,20 @@ struct attention_params {
   workspace scratch;
 
   STREAMATTN_HOST_DEVICE index_t group_size() const { return hq / hk; }
+  /// Keys of batch item b: nk, or its key_lengths entry clamped to [0, nk]
+  /// (validated on the host where the host can read it; clamped so that no
+  /// value ever makes a kernel read outside k and v).
+  STREAMATTN_HOST_DEVICE index_t keys_in(index_t b) const {
+    if (!key_lengths) return nk;
+    const index_t n = key_lengths[b * key_lengths_stride];
+    return n < 0 ? 0 : n > nk ? nk : n;
+  }
+  /// The causal/window visibility of batch item b: aligned to its own keys.
+  STREAMATTN_HOST_DEVICE visibility visible_in(index_t b) const {
+    visibility v = visible;
+    v.nk = keys_in(b);
+    return v;
+  }
   STREAMATTN_HOST_DEVICE index_t kv_head_of(index_t query_head) const { return query_head / group_size(); }
   /// True when some score needs more than `scale * q.k` and the causal/window range.
   STREAMATTN_HOST_DEVICE bool has_score_terms() const {

@@ -49,7 +49,7 @@ STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, T
     r.mask_key_stride = p.mask_stride.key;
   }
   if (p.alibi_slopes) r.alibi_slope = static_cast<Acc>(p.alibi_slopes[h * p.alibi_stride]);
-  r.diagonal = p.visible.diagonal(i);
+  r.diagonal = p.visible_in(b).diagonal(i);
   return r;
 }
 

@@ -108,6 +108,13 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     p.alibi_slopes = opts.alibi_slopes.data;
     p.alibi_stride = opts.alibi_slopes.stride(0);
   }
+  if (!opts.key_lengths.empty()) {
+    check_shape(fn, "key_lengths", opts.key_lengths, {p.batch}, "(batch) =");
+    p.key_lengths = opts.key_lengths.data;
+    p.key_lengths_stride = opts.key_lengths.stride(0);
+  } else if (opts.key_lengths.size() != 0) {
+    check_view(fn, "key_lengths", opts.key_lengths);
+  }
   if (!opts.lse.empty()) {
     check_shape(fn, "lse", opts.lse, {p.batch, p.hq, p.nq}, "(batch, heads, queries) =");
     check_no_alias(fn, "lse", opts.lse, "q", q);
@@ -122,6 +129,10 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     check_view(fn, "lse", opts.lse);
   }
   if (!opts.bias.empty()) check_no_alias(fn, "out", out, "bias", opts.bias);
+  if (!opts.key_lengths.empty()) {
+    check_no_alias(fn, "out", out, "key_lengths", opts.key_lengths);
+    if (!opts.lse.empty()) check_no_alias(fn, "lse", opts.lse, "key_lengths", opts.key_lengths);
+  }
 
   if (opts.q_chunk < 0) fail(fn, "q_chunk must be >= 0 (0 = automatic), got ", opts.q_chunk);
   if (opts.kv_chunk < 0) fail(fn, "kv_chunk must be >= 0 (0 = automatic), got ", opts.kv_chunk);
@@ -133,6 +144,19 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   if (p.scratch.bytes != 0 && p.scratch.data == nullptr)
     fail(fn, "scratch has ", p.scratch.bytes, " bytes but null data");
   return p;
+}
+
+/// The values of `key_lengths`, for backends whose host code can read them
+/// (the CPU ones): each must lie in [0, Nk]. The kernels clamp regardless, so
+/// a value is never a reason to read outside k and v.
+template <class T, class Tout>
+void check_key_length_values(const char* fn, const attention_params<T, Tout>& p) {
+  if (!p.key_lengths) return;
+  for (index_t b = 0; b < p.batch; ++b) {
+    const index_t n = p.key_lengths[b * p.key_lengths_stride];
+    if (n < 0 || n > p.nk)
+      fail(fn, "key_lengths(", b, ") is ", n, ", outside [0, ", p.nk, "] (k and v have ", p.nk, " keys)");
+  }
 }
 
 }  // namespace streamattn::detail

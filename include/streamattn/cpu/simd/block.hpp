@@ -33,6 +33,7 @@ struct block {
   index_t batch = 0, kv_head = 0, row_block = 0;
   index_t row_begin = 0, rows = 0;  // head rows [row_begin, row_begin + rows)
   index_t split = 0;                // key segment (split-KV), 0 without splitting
+  visibility visible;               // causal/window ranges of this batch item (its own key count)
   std::byte* slab;
   Acc* partials = nullptr;          // split-KV: every block's partial states, else null
 
@@ -48,6 +49,7 @@ struct block {
     row_block = unit % plan.row_blocks;
     row_begin = row_block * plan.block_rows;
     rows = std::min(plan.block_rows, plan.head_rows - row_begin);
+    visible = p.visible_in(batch);
   }
 
   /// The same rows and key segment for another K/V head of a decode item.
@@ -90,7 +92,7 @@ struct block {
   /// outside it (above the causal diagonal, beyond a window) are never touched.
   /// With split-KV, only this item's segment of that range.
   key_range keys() const {
-    key_range r = p.visible.keys_of_rows(first_query(), last_query());
+    key_range r = visible.keys_of_rows(first_query(), last_query());
     r.begin = std::max(r.begin, split * plan.segment);
     r.end = std::min(r.end, (split + 1) * plan.segment);
     return r;
@@ -114,13 +116,13 @@ struct block {
   /// Whether chunk [first, first + n) needs per-element work: a mask edge
   /// crosses it, or a score term applies.
   bool needs_element_pass(index_t first, index_t n) const {
-    return p.has_score_terms() || !p.visible.tile_fully_visible(first_query(), last_query(), first, first + n);
+    return p.has_score_terms() || !visible.tile_fully_visible(first_query(), last_query(), first, first + n);
   }
 
   /// The final score of row r against key j from the scaled dot product.
   Acc element_score(index_t r, index_t j, Acc scaled_dot) const {
-    const key_range visible = p.visible.keys_of(query_of(r));
-    if (j < visible.begin || j >= visible.end) return neg_inf<Acc>();
+    const key_range keys = visible.keys_of(query_of(r));
+    if (j < keys.begin || j >= keys.end) return neg_inf<Acc>();
     return p.has_score_terms() ? terms()[r].apply(scaled_dot, j) : scaled_dot;
   }
 
