@@ -2,6 +2,8 @@
 // heads, causal masking and threads, plus a decode case.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,12 +16,22 @@
 namespace streamattn::bench {
 namespace {
 
+/// A KV cache filled to a different length per batch item: item b holds
+/// Nk >> (2b) keys (all, a quarter, ...), told to the call either as
+/// `key_lengths` or as the (B, 1, 1, Nk) keep-mask a user would otherwise pass.
+enum class ragged { none, key_lengths, mask };
+
 struct attention_case {
   const char* backend;  // "naive", "scalar", "simd"
   index_t batch, nq, nk, hq, hk, dim;
   bool causal;
   int threads;
+  ragged cache = ragged::none;
 };
+
+index_t keys_of_item(const attention_case& c, index_t b) {
+  return c.cache == ragged::none ? c.nk : std::max<index_t>(1, c.nk >> (2 * b));
+}
 
 std::string name_of(const attention_case& c) {
   std::string n = std::string("attention/") + c.backend + "/B" + std::to_string(c.batch) + "_Nq" +
@@ -27,19 +39,29 @@ std::string name_of(const attention_case& c) {
   if (c.hk != c.hq) n += "_Hk" + std::to_string(c.hk);
   n += "_D" + std::to_string(c.dim);
   if (c.causal) n += "_causal";
+  if (c.cache == ragged::key_lengths) n += "_ragged_key_lengths";
+  if (c.cache == ragged::mask) n += "_ragged_mask";
   return n + "/threads:" + std::to_string(c.threads);
 }
 
 /// Multiply-adds of QK^T and PV, counted as 2 flops each: 4 Nq Nk D per head,
-/// over the visible (query, key) pairs only.
+/// over the visible (query, key) pairs only (a ragged cache: each item's keys).
 double attention_flops(const attention_case& c) {
-  double pairs = static_cast<double>(c.nq) * static_cast<double>(c.nk);
-  if (c.causal) {
+  double pairs = 0;
+  for (index_t b = 0; b < c.batch; ++b) {
+    const index_t nk = keys_of_item(c, b);
     // Bottom-right aligned: row i sees i + Nk - Nq + 1 keys (clipped to [0, Nk]).
-    pairs = 0;
-    for (index_t i = 0; i < c.nq; ++i) pairs += static_cast<double>(std::min(c.nk, std::max<index_t>(0, i + c.nk - c.nq + 1)));
+    for (index_t i = 0; i < c.nq; ++i)
+      pairs += static_cast<double>(c.causal ? std::min(nk, std::max<index_t>(0, i + nk - c.nq + 1)) : nk);
   }
-  return 4.0 * pairs * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
+  return 4.0 * pairs * static_cast<double>(c.dim) * static_cast<double>(c.hq);
+}
+
+/// K and V bytes the call needs: every item's valid keys.
+double kv_bytes(const attention_case& c) {
+  double keys = 0;
+  for (index_t b = 0; b < c.batch; ++b) keys += static_cast<double>(keys_of_item(c, b));
+  return 2.0 * 4.0 * keys * static_cast<double>(c.hk * c.dim);
 }
 
 template <class Backend>
@@ -58,6 +80,14 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
   attention_options opts;
   opts.causal = c.causal;
   opts.threads = c.threads;
+  std::vector<index_t> lengths;
+  std::unique_ptr<bool[]> keep(new bool[static_cast<std::size_t>(c.batch * c.nk)]);
+  for (index_t b = 0; b < c.batch; ++b) {
+    lengths.push_back(keys_of_item(c, b));
+    for (index_t j = 0; j < c.nk; ++j) keep[static_cast<std::size_t>(b * c.nk + j)] = j < lengths.back();
+  }
+  if (c.cache == ragged::key_lengths) opts.key_lengths = view<const index_t, 1>{lengths.data(), {c.batch}, {1}};
+  if (c.cache == ragged::mask) opts.mask = view<const bool, 4>{keep.get(), {c.batch, 1, 1, c.nk}, {c.nk, 0, 0, 1}};
 
   reset_heap_peak();
   for (auto _ : state) {
@@ -66,7 +96,7 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  const double bytes = 4.0 * static_cast<double>(q.size() + k.size() + v.size() + out.size());
+  const double bytes = 4.0 * static_cast<double>(q.size() + out.size()) + kv_bytes(c);
   state.counters["GFLOP/s"] = benchmark::Counter(attention_flops(c) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_extra_bytes"] = static_cast<double>(heap_peak_since_reset());
@@ -101,6 +131,8 @@ void register_attention_benchmarks(workload w) {
     add({"simd", 1, 4096, 4096, 1, 1, 64, true, 1});
     add({"simd", 1, 4096, 4096, 8, 8, 64, false, 2});
     add({"simd", 1, 1, 32768, 32, 8, 128, false, 2});
+    // A batch of decodes over a ragged KV cache (32K, 8K, 2K, 512 keys).
+    for (ragged r : {ragged::key_lengths, ragged::mask}) add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, r});
     return;
   }
   if (w == workload::targets) {
@@ -116,6 +148,10 @@ void register_attention_benchmarks(workload w) {
     // multi-head, the shape of the reference ggml figure.
     for (index_t hk : {8, 32})
       for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, hk, 128, false, t});
+    // Four decodes over a ragged KV cache (32K, 8K, 2K, 512 keys): key_lengths
+    // against the keep-mask a user would otherwise pass.
+    for (ragged r : {ragged::key_lengths, ragged::mask})
+      for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, r});
     return;
   }
   // full: the whole grid of the attention issue.
