@@ -97,12 +97,12 @@ TEST(Validation, OptionErrors) {
   expect_invalid([&] { attention(simd, o.qv(), o.kv(), o.vv(), o.ov(), opts); }, {"lse", "(2, 3, 4)", "(2, 4, 3)"});
 
   // key_lengths: one per batch item, each in [0, Nk], on every CPU backend.
-  std::vector<index_t> lengths = {5, 3, 1};
+  index_t lengths[3] = {5, 3, 1};
   opts = {};
-  opts.key_lengths = view<const index_t, 1>{lengths.data(), {3}, {1}};
+  opts.key_lengths = view<const index_t, 1>{lengths, {3}, {1}};
   expect_invalid([&] { attention(simd, o.qv(), o.kv(), o.vv(), o.ov(), opts); }, {"key_lengths", "(3)", "(2)"});
-  lengths = {5, 6};
-  opts.key_lengths = view<const index_t, 1>{lengths.data(), {2}, {1}};
+  lengths[0] = 5, lengths[1] = 6;
+  opts.key_lengths = view<const index_t, 1>{lengths, {2}, {1}};
   for (auto run : {+[](const operands& x, view<float, 4> out, const attention_options& op) {
                      attention(naive, x.qv(), x.kv(), x.vv(), out, op);
                    },
@@ -113,9 +113,9 @@ TEST(Validation, OptionErrors) {
                      attention(simd, x.qv(), x.kv(), x.vv(), out, op);
                    }})
     expect_invalid([&] { run(o, o.ov(), opts); }, {"key_lengths(1)", "6", "[0, 5]"});
-  lengths = {-1, 2};
+  lengths[0] = -1, lengths[1] = 2;
   expect_invalid([&] { attention(simd, o.qv(), o.kv(), o.vv(), o.ov(), opts); }, {"key_lengths(0)", "-1"});
-  lengths = {0, 5};
+  lengths[0] = 0, lengths[1] = 5;
   EXPECT_NO_THROW(attention(simd, o.qv(), o.kv(), o.vv(), o.ov(), opts));
   // The output written over the lengths it is still reading.
   std::vector<float> out_and_lengths(o.out.size() + 8);

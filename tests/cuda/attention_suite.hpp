@@ -192,8 +192,43 @@ TYPED_TEST_P(AttentionKernels, WiderOutputType) {
   }
 }
 
+// The kernels read key_lengths on the device, where the host cannot check
+// them: a value below 0 or above Nk must act as 0 or Nk, never read outside
+// k and v. Tensor-core and FMA kernels, with and without split-KV.
+TYPED_TEST_P(AttentionKernels, KeyLengthsOutsideTheKeysAreClamped) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  for (const shape& s : {shape{2, 9, 70, 2, 1, 64, 64}, shape{2, 1, 300, 4, 2, 32, 40}}) {
+    problem<T> p(s, options_named("causal_key_lengths"), rng);
+    // Item 1 gets every key: its rows past the drawn length become finite again.
+    std::uniform_real_distribution<double> dist(-1, 1);
+    for (index_t j = p.lengths[1]; j < s.nk; ++j)
+      for (index_t h = 0; h < s.hk; ++h) {
+        for (index_t d = 0; d < s.dim; ++d) p.k.v(1, j, h, d) = detail::convert<T>(dist(rng));
+        for (index_t d = 0; d < s.dim_v; ++d) p.v.v(1, j, h, d) = detail::convert<T>(dist(rng));
+      }
+    p.lengths[0] = 0, p.lengths[1] = s.nk;
+    const auto o = make_oracle(p);
+    p.lengths[0] = -3, p.lengths[1] = s.nk + 5;  // opts.key_lengths points at these
+    const auto& inputs = P::inputs(p);
+    for (int splits : {0, 3}) {
+      for (bool simt : {false, true}) {
+        kernel_run how;
+        how.public_api = false;
+        how.overrides.splits = splits;
+        how.overrides.simt_only = simt;
+        expect_matches(p, o, P::template run<T>(p, inputs, how),
+                       std::string("lengths -3 and Nk + 5, ") + (simt ? "FMA" : "default") +
+                           " kernel, splits=" + std::to_string(splits));
+      }
+    }
+  }
+}
+
 REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, SplitKvSlicesMatchTheOracle,
                             DecodeSplitsByDefault, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
-                            EmptySequences, WiderOutputType);
+                            EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped);
 
 }  // namespace streamattn::testing

@@ -149,11 +149,14 @@ struct problem {
       opts.alibi_slopes = view<const float, 1>{slopes.data(), {s.hq}, {1}};
     }
     if (os.key_lengths) {
-      // Mostly the upper half (the rows still see keys), every third item any
-      // length, every third none. The rows past a length are NaN: a kernel
-      // that reads one turns its output rows into NaN.
-      std::uniform_int_distribution<index_t> upper(s.nk / 2, s.nk), any(0, s.nk);
-      for (index_t b = 0; b < s.batch; ++b) lengths.push_back(b % 3 == 0 ? upper(rng) : b % 3 == 1 ? any(rng) : 0);
+      // Item 0 mostly in the upper half (its rows still see keys), else any
+      // length; then no keys (so every two-item batch has an empty item), then
+      // any length. The V rows past a length are NaN: a kernel that reads one
+      // turns its output rows into NaN. (K is NaN there too, but a score past
+      // the length is masked whatever it is.)
+      std::uniform_int_distribution<index_t> upper(s.nk / 2, s.nk), any(0, s.nk), quarter(0, 3);
+      for (index_t b = 0; b < s.batch; ++b)
+        lengths.push_back(b % 3 == 1 ? 0 : b % 3 == 2 || quarter(rng) == 0 ? any(rng) : upper(rng));
       const T nan = detail::convert<T>(std::numeric_limits<float>::quiet_NaN());
       for (index_t b = 0; b < s.batch; ++b)
         for (index_t j = lengths[static_cast<std::size_t>(b)]; j < s.nk; ++j)
