@@ -81,13 +81,17 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
   opts.causal = c.causal;
   opts.threads = c.threads;
   std::vector<index_t> lengths;
-  std::unique_ptr<bool[]> keep(new bool[static_cast<std::size_t>(c.batch * c.nk)]);
-  for (index_t b = 0; b < c.batch; ++b) {
-    lengths.push_back(keys_of_item(c, b));
-    for (index_t j = 0; j < c.nk; ++j) keep[static_cast<std::size_t>(b * c.nk + j)] = j < lengths.back();
-  }
+  for (index_t b = 0; b < c.batch; ++b) lengths.push_back(keys_of_item(c, b));
+  std::unique_ptr<bool[]> keep;
   if (c.cache == ragged::key_lengths) opts.key_lengths = view<const index_t, 1>{lengths.data(), {c.batch}, {1}};
-  if (c.cache == ragged::mask) opts.mask = view<const bool, 4>{keep.get(), {c.batch, 1, 1, c.nk}, {c.nk, 0, 0, 1}};
+  if (c.cache == ragged::mask) {
+    keep.reset(new bool[static_cast<std::size_t>(c.batch * c.nk)]);
+    for (index_t b = 0; b < c.batch; ++b) {
+      const index_t n = lengths[static_cast<std::size_t>(b)];
+      for (index_t j = 0; j < c.nk; ++j) keep[static_cast<std::size_t>(b * c.nk + j)] = j < n;
+    }
+    opts.mask = view<const bool, 4>{keep.get(), {c.batch, 1, 1, c.nk}, {c.nk, 0, 0, 1}};
+  }
 
   reset_heap_peak();
   for (auto _ : state) {

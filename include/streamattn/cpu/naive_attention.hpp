@@ -27,8 +27,8 @@ void naive_attention(const attention_params<T, Tout>& p) {
   for (index_t b = 0; b < p.batch; ++b) {
     // With key_lengths, keys from `keys` on are not this item's: their rows
     // stay zero (never read) and their scores are masked below.
-    const index_t keys = p.keys_in(b);
     const visibility visible_keys = p.visible_in(b);
+    const index_t keys = visible_keys.nk;
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
       for (index_t i = 0; i < p.nq; ++i)
