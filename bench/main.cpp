@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   if (!heap_counting_available()) std::printf("note: heap counting unavailable here; peak extra reads 0\n");
 
   register_attention_benchmarks(w);
+  register_attention_backward_benchmarks(w);
   register_fastformer_benchmarks(w);
 
   table_reporter table;

@@ -8,6 +8,8 @@
 #include "options.hpp"
 #include "online_softmax.hpp"
 #include "attention.hpp"
+#include "attention_gradients.hpp"
+#include "attention_backward.hpp"
 #include "fastformer_weights.hpp"
 #include "additive.hpp"
 #include "fastformer_decode.hpp"

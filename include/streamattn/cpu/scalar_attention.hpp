@@ -3,11 +3,11 @@
 // state, so nothing grows with the sequence length. Single-threaded.
 #pragma once
 
-#include <algorithm>
 #include <vector>
 
 #include "../backend.hpp"
 #include "../detail/attention_params.hpp"
+#include "../detail/blocked_dot.hpp"
 #include "../detail/element.hpp"
 #include "../detail/score_terms.hpp"
 #include "../detail/validate_attention.hpp"
@@ -35,17 +35,7 @@ void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
 
         const key_range keys = visible.keys_of(i);
         for (index_t j = keys.begin; j < keys.end; ++j) {
-          const T* k_row = k_head + j * p.k_stride.seq;
-          // Summed in blocks of 32 terms: a long sequential float sum loses
-          // several bits at D = 256; blocking keeps the error near that of a
-          // well-implemented GEMM.
-          Acc dot = 0;
-          for (index_t d0 = 0; d0 < p.dim; d0 += 32) {
-            Acc partial = 0;
-            for (index_t d = d0; d < std::min<index_t>(d0 + 32, p.dim); ++d)
-              partial += convert<Acc>(q_row[d * p.q_stride.dim]) * convert<Acc>(k_row[d * p.k_stride.dim]);
-            dot += partial;
-          }
+          const Acc dot = blocked_dot<Acc>(q_row, p.q_stride.dim, k_head + j * p.k_stride.seq, p.k_stride.dim, p.dim);
           const Acc score = static_cast<Acc>(p.scale) * dot;
           state.update(plain ? score : terms.apply(score, j), v_head + j * p.v_stride.seq, p.v_stride.dim);
         }

@@ -25,6 +25,25 @@ struct score_row {
   /// Final score of key j from the scaled dot product `s`.
   STREAMATTN_HOST_DEVICE Acc apply(Acc s, index_t j) const {
     if (softcap > Acc(0)) s = softcap * std::tanh(s / softcap);
+    return add_terms(s, j);
+  }
+
+  /// `apply`, also giving d(final score)/d(s) in `slope`: softcap's
+  /// 1 - tanh^2, or 1 without softcap (bias and ALiBi only shift the score).
+  /// The backward pass needs it to carry a score's gradient back to q.k.
+  STREAMATTN_HOST_DEVICE Acc apply(Acc s, index_t j, Acc& slope) const {
+    slope = Acc(1);
+    if (softcap > Acc(0)) {
+      const Acc t = std::tanh(s / softcap);
+      s = softcap * t;
+      slope = Acc(1) - t * t;
+    }
+    return add_terms(s, j);
+  }
+
+ private:
+  // The terms after softcap, which act on the capped score.
+  STREAMATTN_HOST_DEVICE Acc add_terms(Acc s, index_t j) const {
     if (bias) s += static_cast<Acc>(bias[j * bias_key_stride]);
     if (alibi_slope != Acc(0)) {
       const index_t distance = diagonal > j ? diagonal - j : j - diagonal;

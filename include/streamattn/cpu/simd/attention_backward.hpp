@@ -1,0 +1,250 @@
+// The simd backend's backward pass: the scalar backend's two passes over
+// tiles, with the five tile products done by Eigen's vectorised GEMM and the
+// exponentials by its vectorised exp, on worker threads.
+//
+//   pass 1, one work item per (batch item, key/value head, key block):
+//     for every query tile that sees the block, of every head of the group:
+//       P = exp(S - lse), dS = P * (dO V^T - delta); dV += P^T dO, dK += dS^T Q
+//   pass 2, one work item per (batch item, head, query tile):
+//     for every key block the tile sees: dQ += dS K (and the bias gradient)
+//
+// Each gradient element is owned by one work item and summed in a fixed
+// order, so the result does not depend on the thread count. When the bias
+// gradient sums over batch items, heads or queries (a broadcast bias), the
+// items that would add into the same elements are merged into one.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../../backend.hpp"
+#include "../../detail/attention_backward_params.hpp"
+#include "../../detail/blocked_dot.hpp"
+#include "../../detail/element.hpp"
+#include "../../detail/math.hpp"
+#include "../../detail/parallel.hpp"
+#include "../../detail/score_terms.hpp"
+#include "../../detail/validate_attention.hpp"
+#include "../scalar_attention_backward.hpp"
+
+namespace streamattn::detail {
+namespace simd_backward {
+
+template <class Acc>
+using tile = Eigen::Map<Eigen::Matrix<Acc, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <class Acc>
+using column = Eigen::Map<Eigen::Matrix<Acc, Eigen::Dynamic, 1>>;
+
+/// Storage of a tile, aligned to Eigen's largest packet: Eigen computes an
+/// unaligned head of an expression with scalar code and the rest with
+/// packets (whose exp rounds differently), so every worker's tiles must be
+/// aligned alike for the result not to depend on which worker ran an item.
+template <class Acc>
+using tile_storage = std::vector<Acc, Eigen::aligned_allocator<Acc>>;
+
+/// One worker's tiles, allocated once per call: O(tile sizes), not O(N).
+template <class Acc>
+struct worker_tiles {
+  index_t q_tile, kv_block;
+  tile_storage<Acc> q, dout, k, v, weights, d_dot, slopes, lse, delta, dk, dv, dq;
+  worker_tiles(index_t q_rows, index_t kv_rows, index_t dim, index_t dim_v)
+      : q_tile(q_rows),
+        kv_block(kv_rows),
+        q(static_cast<std::size_t>(q_rows * dim)),
+        dout(static_cast<std::size_t>(q_rows * dim_v)),
+        k(static_cast<std::size_t>(kv_rows * dim)),
+        v(static_cast<std::size_t>(kv_rows * dim_v)),
+        weights(static_cast<std::size_t>(q_rows * kv_rows)),
+        d_dot(weights.size()),
+        slopes(weights.size()),
+        lse(static_cast<std::size_t>(q_rows)),
+        delta(lse.size()),
+        dk(k.size()),
+        dv(v.size()),
+        dq(q.size()) {}
+};
+
+/// Copies rows [first, first + rows) of one head of a (batch, seq, head, dim)
+/// tensor into a dense row-major tile, widened to Acc.
+template <class Acc, class E>
+void load_rows(Acc* tile_data, const E* head, bshd_strides s, index_t first, index_t rows, index_t dim) {
+  for (index_t r = 0; r < rows; ++r) {
+    const E* row = head + (first + r) * s.seq;
+    for (index_t d = 0; d < dim; ++d) tile_data[r * dim + d] = convert<Acc>(row[d * s.dim]);
+  }
+}
+
+/// The query-side tiles of rows [i0, i0 + rows) of head h: q, dout, and each
+/// row's lse and delta = dout.out (0 and lse = -inf for a row that saw no key).
+template <class Acc, class T, class To, class G>
+void load_query_tile(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
+                     index_t i0, index_t rows) {
+  const auto& p = g.fwd;
+  load_rows(w.q.data(), p.q + b * p.q_stride.batch + h * p.q_stride.head, p.q_stride, i0, rows, p.dim);
+  load_rows(w.dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, i0, rows, p.dim_v);
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t i = i0 + r;
+    w.lse[static_cast<std::size_t>(r)] = static_cast<Acc>(*lse_at(p, b, h, i));
+    const To* out_row = p.out + b * p.out_stride.batch + i * p.out_stride.seq + h * p.out_stride.head;
+    w.delta[static_cast<std::size_t>(r)] =
+        blocked_dot<Acc>(g.dout + g.dout_offset(b, i, h), g.dout_stride.dim, out_row, p.out_stride.dim, p.dim_v);
+  }
+}
+
+/// For the loaded query tile (rows i0..) and key block (keys j0..): the
+/// weights P and dL/d(q.k) of every pair, 0 where a key is hidden; adds the
+/// score gradients into the bias gradient when `with_bias` (pass 2 only, so
+/// each is added once).
+template <class Acc, class T, class To, class G>
+void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
+                    index_t i0, index_t rows, index_t j0, index_t cols, bool with_bias) {
+  const auto& p = g.fwd;
+  tile<Acc> q(w.q.data(), rows, p.dim), k(w.k.data(), cols, p.dim), dout(w.dout.data(), rows, p.dim_v),
+      v(w.v.data(), cols, p.dim_v), weights(w.weights.data(), rows, cols), d_dot(w.d_dot.data(), rows, cols),
+      slopes(w.slopes.data(), rows, cols);
+  const visibility visible = p.visible_in(b);
+  const bool softcap = p.softcap > 0.0f;
+
+  weights.noalias() = q * k.transpose();
+  weights *= static_cast<Acc>(p.scale);
+  // Final scores, -inf where hidden; the exp below then gives 0 there (and is
+  // zeroed again, whatever the vectorised exp makes of -inf).
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t i = i0 + r;
+    const key_range keys = visible.keys_of(i);
+    const Acc row_lse = w.lse[static_cast<std::size_t>(r)];
+    const bool terms_needed = p.has_score_terms();
+    const score_row<Acc> terms = terms_needed ? make_score_row<Acc>(p, b, h, i) : score_row<Acc>{};
+    for (index_t c = 0; c < cols; ++c) {
+      const index_t j = j0 + c;
+      Acc s = neg_inf<Acc>(), slope = Acc(1);
+      if (row_lse != neg_inf<Acc>() && j >= keys.begin && j < keys.end)
+        s = terms_needed ? terms.apply(weights(r, c), j, slope) : weights(r, c);
+      weights(r, c) = s == neg_inf<Acc>() ? neg_inf<Acc>() : s - row_lse;
+      if (softcap) slopes(r, c) = slope;
+    }
+  }
+  // Hidden pairs hold -inf; remember them before the exp.
+  d_dot.array() = (weights.array() == neg_inf<Acc>()).template cast<Acc>();
+  weights = weights.array().max(Acc(-1000)).exp().matrix();
+  weights.array() *= (Acc(1) - d_dot.array());
+
+  d_dot.noalias() = dout * v.transpose();  // dP
+  const column<Acc> delta(w.delta.data(), rows);
+  d_dot.array() = weights.array() * (d_dot.array().colwise() - delta.array());  // dS: the score gradients
+  if (with_bias && g.dbias.data)
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c)
+        if (weights(r, c) != Acc(0)) g.dbias_at(b, h, i0 + r, j0 + c) += static_cast<float>(d_dot(r, c));
+  if (softcap) d_dot.array() *= slopes.array();
+  d_dot *= static_cast<Acc>(p.scale);
+}
+
+/// Rows of a tile converted into a (batch, seq, head, dim) gradient.
+template <class G, class Acc>
+void store_rows(G* head, bshd_strides s, const Acc* tile_data, index_t first, index_t rows, index_t dim) {
+  for (index_t r = 0; r < rows; ++r) {
+    G* row = head + (first + r) * s.seq;
+    for (index_t d = 0; d < dim; ++d) row[d * s.dim] = convert<G>(tile_data[r * dim + d]);
+  }
+}
+
+template <class Acc, class T, class To, class G>
+void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t kvh,
+                    index_t j0) {
+  const auto& p = g.fwd;
+  const index_t j1 = std::min(j0 + w.kv_block, p.nk);
+  tile<Acc> dk(w.dk.data(), j1 - j0, p.dim), dv(w.dv.data(), j1 - j0, p.dim_v);
+  dk.setZero();
+  dv.setZero();
+  // Keys past the item's length are never loaded; their gradients stay 0.
+  const visibility visible = p.visible_in(b);
+  const index_t cols = std::max<index_t>(0, std::min(j1, visible.nk) - j0);
+  if (cols > 0) {
+    load_rows(w.k.data(), p.k + b * p.k_stride.batch + kvh * p.k_stride.head, p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), p.v + b * p.v_stride.batch + kvh * p.v_stride.head, p.v_stride, j0, cols, p.dim_v);
+    for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h)
+      for (index_t i0 = 0; i0 < p.nq; i0 += w.q_tile) {
+        const index_t rows = std::min(w.q_tile, p.nq - i0);
+        const key_range seen = visible.keys_of_rows(i0, i0 + rows - 1);
+        if (seen.end <= j0 || seen.begin >= j0 + cols || seen.empty()) continue;
+        load_query_tile(g, w, b, h, i0, rows);
+        pair_gradients(g, w, b, h, i0, rows, j0, cols, false);
+        const tile<Acc> weights(w.weights.data(), rows, cols), d_dot(w.d_dot.data(), rows, cols),
+            q(w.q.data(), rows, p.dim), dout(w.dout.data(), rows, p.dim_v);
+        dv.topRows(cols).noalias() += weights.transpose() * dout;
+        dk.topRows(cols).noalias() += d_dot.transpose() * q;
+      }
+  }
+  store_rows(g.dk + b * g.dk_stride.batch + kvh * g.dk_stride.head, g.dk_stride, w.dk.data(), j0, j1 - j0, p.dim);
+  store_rows(g.dv + b * g.dv_stride.batch + kvh * g.dv_stride.head, g.dv_stride, w.dv.data(), j0, j1 - j0, p.dim_v);
+}
+
+template <class Acc, class T, class To, class G>
+void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
+                     index_t i0) {
+  const auto& p = g.fwd;
+  const index_t rows = std::min(w.q_tile, p.nq - i0);
+  tile<Acc> dq(w.dq.data(), rows, p.dim);
+  dq.setZero();
+  load_query_tile(g, w, b, h, i0, rows);
+  const index_t kvh = p.kv_head_of(h);
+  const key_range seen = p.visible_in(b).keys_of_rows(i0, i0 + rows - 1);
+  for (index_t j0 = seen.begin; j0 < seen.end; j0 += w.kv_block) {
+    const index_t cols = std::min(w.kv_block, seen.end - j0);
+    load_rows(w.k.data(), p.k + b * p.k_stride.batch + kvh * p.k_stride.head, p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), p.v + b * p.v_stride.batch + kvh * p.v_stride.head, p.v_stride, j0, cols, p.dim_v);
+    pair_gradients(g, w, b, h, i0, rows, j0, cols, true);
+    const tile<Acc> d_dot(w.d_dot.data(), rows, cols), k(w.k.data(), cols, p.dim);
+    dq.noalias() += d_dot * k;
+  }
+  store_rows(g.dq + b * g.dq_stride.batch + h * g.dq_stride.head, g.dq_stride, w.dq.data(), i0, rows, p.dim);
+}
+
+}  // namespace simd_backward
+
+template <class T, class To, class G>
+void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& g) {
+  using Acc = accum_t<T>;
+  const auto& p = g.fwd;
+  check_key_length_values("streamattn::attention_backward", p);
+  if (g.dbias.data) zero_bias_gradient(g.dbias);
+  const index_t q_tile = p.q_chunk > 0 ? p.q_chunk : 64;
+  const index_t kv_block = p.kv_chunk > 0 ? p.kv_chunk : 64;
+  const index_t key_blocks = (p.nk + kv_block - 1) / kv_block;
+  const index_t query_tiles = (p.nq + q_tile - 1) / q_tile;
+  // Seven (Nq x Nk x D)-sized products over both passes.
+  const double work = 7.0 * 2.0 * static_cast<double>(p.batch * p.hq) * static_cast<double>(p.nq) *
+                      static_cast<double>(p.nk) * static_cast<double>(std::max(p.dim, p.dim_v));
+
+  const index_t pass1_items = p.batch * p.hk * key_blocks;
+  const int workers1 = plan_threads(p.threads, pass1_items, work / 2);
+  std::vector<simd_backward::worker_tiles<Acc>> tiles;
+  const int workers = std::max(workers1, 1);
+  for (int t = 0; t < workers; ++t) tiles.emplace_back(q_tile, kv_block, p.dim, p.dim_v);
+  parallel_for(pass1_items, workers1, [&](index_t item, int worker) {
+    const index_t block = item % key_blocks, kvh = (item / key_blocks) % p.hk, b = item / (key_blocks * p.hk);
+    simd_backward::key_block_item(g, tiles[static_cast<std::size_t>(worker)], b, kvh, block * kv_block);
+  });
+
+  // Pass 2's items: one per (batch item, head, query tile), except along the
+  // axes the bias gradient sums over, which stay inside one item.
+  const bool sum_batch = g.dbias.data && g.dbias_stride.batch == 0 && p.batch > 1;
+  const bool sum_head = g.dbias.data && g.dbias_stride.head == 0 && p.hq > 1;
+  const bool sum_query = g.dbias.data && g.dbias_stride.query == 0 && query_tiles > 1;
+  const index_t items_b = sum_batch ? 1 : p.batch, items_h = sum_head ? 1 : p.hq, items_t = sum_query ? 1 : query_tiles;
+  const index_t pass2_items = items_b * items_h * items_t;
+  const int workers2 = std::min(plan_threads(p.threads, pass2_items, work / 2), workers);
+  parallel_for(pass2_items, workers2, [&](index_t item, int worker) {
+    const index_t t = item % items_t, h = (item / items_t) % items_h, b = item / (items_t * items_h);
+    auto& w = tiles[static_cast<std::size_t>(worker)];
+    for (index_t bb = sum_batch ? 0 : b; bb < (sum_batch ? p.batch : b + 1); ++bb)
+      for (index_t hh = sum_head ? 0 : h; hh < (sum_head ? p.hq : h + 1); ++hh)
+        for (index_t tt = sum_query ? 0 : t; tt < (sum_query ? query_tiles : t + 1); ++tt)
+          simd_backward::query_tile_item(g, w, bb, hh, tt * q_tile);
+  });
+}
+
+}  // namespace streamattn::detail
