@@ -109,31 +109,41 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
 
   weights.noalias() = q * k.transpose();
   weights *= static_cast<Acc>(p.scale);
-  // Final scores, -inf where hidden; the exp below then gives 0 there (and is
-  // zeroed again, whatever the vectorised exp makes of -inf).
-  for (index_t r = 0; r < rows; ++r) {
-    const index_t i = i0 + r;
-    const key_range keys = visible.keys_of(i);
-    const Acc row_lse = w.lse[static_cast<std::size_t>(r)];
-    const bool terms_needed = p.has_score_terms();
-    const score_row<Acc> terms = terms_needed ? make_score_row<Acc>(p, b, h, i) : score_row<Acc>{};
-    for (index_t c = 0; c < cols; ++c) {
-      const index_t j = j0 + c;
-      Acc s = neg_inf<Acc>(), slope = Acc(1);
-      if (row_lse != neg_inf<Acc>() && j >= keys.begin && j < keys.end)
-        s = terms_needed ? terms.apply(weights(r, c), j, slope) : weights(r, c);
-      weights(r, c) = s == neg_inf<Acc>() ? neg_inf<Acc>() : s - row_lse;
-      if (softcap) slopes(r, c) = slope;
+  const column<Acc> lse(w.lse.data(), rows);
+  if (!p.has_score_terms() && visible.tile_fully_visible(i0, i0 + rows - 1, j0, j0 + cols) &&
+      (lse.array() != neg_inf<Acc>()).all()) {
+    // Every pair visible and plainly scored (most tiles of most calls): one
+    // vectorised pass. Row by row: Eigen evaluates a broadcast of a column
+    // across a row-major tile one scalar (and one scalar expf) at a time.
+    for (index_t r = 0; r < rows; ++r) weights.row(r).array() = (weights.row(r).array() - lse(r)).exp();
+  } else {
+    // Final scores, -inf where hidden; the exp below then gives 0 there (and
+    // is zeroed again, whatever the vectorised exp makes of -inf).
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t i = i0 + r;
+      const key_range keys = visible.keys_of(i);
+      const Acc row_lse = lse(r);
+      const bool terms_needed = p.has_score_terms();
+      const score_row<Acc> terms = terms_needed ? make_score_row<Acc>(p, b, h, i) : score_row<Acc>{};
+      for (index_t c = 0; c < cols; ++c) {
+        const index_t j = j0 + c;
+        Acc s = neg_inf<Acc>(), slope = Acc(1);
+        if (row_lse != neg_inf<Acc>() && j >= keys.begin && j < keys.end)
+          s = terms_needed ? terms.apply(weights(r, c), j, slope) : weights(r, c);
+        weights(r, c) = s == neg_inf<Acc>() ? neg_inf<Acc>() : s - row_lse;
+        if (softcap) slopes(r, c) = slope;
+      }
     }
+    // Hidden pairs hold -inf; remember them before the exp.
+    d_dot.array() = (weights.array() == neg_inf<Acc>()).template cast<Acc>();
+    weights = weights.array().max(Acc(-1000)).exp().matrix();
+    weights.array() *= (Acc(1) - d_dot.array());
   }
-  // Hidden pairs hold -inf; remember them before the exp.
-  d_dot.array() = (weights.array() == neg_inf<Acc>()).template cast<Acc>();
-  weights = weights.array().max(Acc(-1000)).exp().matrix();
-  weights.array() *= (Acc(1) - d_dot.array());
 
   d_dot.noalias() = dout * v.transpose();  // dP
   const column<Acc> delta(w.delta.data(), rows);
-  d_dot.array() = weights.array() * (d_dot.array().colwise() - delta.array());  // dS: the score gradients
+  for (index_t r = 0; r < rows; ++r)  // dS: the score gradients
+    d_dot.row(r).array() = weights.row(r).array() * (d_dot.row(r).array() - delta(r));
   if (with_bias && g.dbias.data)
     for (index_t r = 0; r < rows; ++r)
       for (index_t c = 0; c < cols; ++c)
