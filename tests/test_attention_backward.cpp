@@ -169,8 +169,18 @@ TYPED_TEST_SUITE(AttentionBackward, backend_element_combos, combo_names);
 // 1, 7, key blocks of 64 +- 1, primes, Nq != Nk both ways, D != Dv, grouped
 // and multi-query heads, decode (Nq = 1) over many keys.
 const std::vector<shape> kShapes = {
-    {1, 1, 1, 1, 1, 1, 1},   {1, 7, 7, 1, 1, 7, 7},     {2, 9, 65, 2, 1, 16, 8}, {1, 65, 64, 4, 2, 16, 24},
-    {2, 13, 63, 3, 3, 5, 3}, {1, 3, 130, 2, 1, 32, 32}, {3, 31, 17, 2, 2, 8, 5}, {1, 1, 200, 4, 1, 64, 64},
+    {1, 1, 1, 1, 1, 1, 1},
+    {1, 7, 7, 1, 1, 7, 7},
+    {2, 9, 65, 2, 1, 16, 8},
+    {1, 65, 64, 4, 2, 16, 24},
+    {2, 13, 63, 3, 3, 5, 3},
+    {1, 3, 130, 2, 1, 32, 32},
+    {3, 31, 17, 2, 2, 8, 5},
+    {1, 1, 200, 4, 1, 64, 64},
+    // Empty: no queries (dK, dV are zeros), no keys (everything zero), no batch.
+    {2, 0, 9, 2, 1, 4, 4},
+    {2, 6, 0, 2, 2, 4, 3},
+    {0, 3, 4, 2, 1, 4, 4},
 };
 
 TYPED_TEST(AttentionBackward, EveryOptionOverAwkwardShapes) {
@@ -236,6 +246,33 @@ TYPED_TEST(AttentionBackward, TileSizes) {
   }
 }
 
+// Every way a bias broadcasts, each with its own summing in dbias and its
+// own grouping of the simd backend's pass 2, on several threads.
+TYPED_TEST(AttentionBackward, BiasBroadcastShapes) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const index_t B = 2, Nq = 70, Nk = 45, H = 3;
+  std::uniform_real_distribution<float> dist(-2, 2);
+  const std::vector<std::array<index_t, 4>> extents = {{1, 1, 1, Nk},  {B, 1, 1, Nk}, {1, H, 1, Nk}, {B, 1, Nq, 1},
+                                                       {1, H, Nq, Nk}, {B, H, Nq, 1}, {1, 1, 1, 1}};
+  for (const auto& ext : extents)
+    for (const char* name : {"bias", "everything"}) {
+      problem<T> p({B, Nq, Nk, H, H, 8, 6}, options_named(name), rng);
+      std::vector<float> bias(static_cast<std::size_t>(ext[0] * ext[1] * ext[2] * ext[3]));
+      for (float& b : bias) b = dist(rng);
+      p.opts.bias = contiguous(static_cast<const float*>(bias.data()), ext);
+      backward_case<T> c(p, rng);
+      for (int threads : {1, 3}) {
+        attention_options opts = c.opts;
+        opts.threads = threads;
+        expect_gradients_match(
+            backend, c, opts,
+            std::string(name) + " bias " + detail::shape_string(p.opts.bias) + " threads=" + std::to_string(threads));
+      }
+    }
+}
+
 // Inputs and gradients in the PyTorch [B, H, S, D] layout and in a padded
 // layout with gaps (NaN) after every axis.
 TYPED_TEST(AttentionBackward, StridedLayouts) {
@@ -248,6 +285,30 @@ TYPED_TEST(AttentionBackward, StridedLayouts) {
       backward_case<T> c(p, rng);
       expect_gradients_match(backend, c, c.opts, std::string(name_of(l)) + " " + name, l);
     }
+}
+
+// out and dout in float beside 16-bit q, k, v, and float gradients: the
+// three element types are independent.
+template <class Backend>
+void check_mixed_element_types(const Backend& backend) {
+  auto rng = test_rng();
+  for (const char* name : {"everything", "window_bias_mask"}) {
+    const problem<Eigen::half> p({2, 21, 34, 4, 2, 16, 8}, options_named(name), rng);
+    backward_case<Eigen::half> c(p, rng);
+    const auto out = c.out.as<float>(), dout = c.dout.as<float>();
+    gradients<float> got(p, layout::bshd);
+    attention_backward(backend, p.q.cv(), p.k.cv(), p.v.cv(), out.cv(), dout.cv(), got.views(), c.opts);
+    // The bounds for half gradients hold for float ones a fortiori.
+    EXPECT_LE(bounded_compare(got.dq, c.exact.dq, c.dq_bound).worst_ratio, 1.0) << name;
+    EXPECT_LE(bounded_compare(got.dk, c.exact.dk, c.dk_bound).worst_ratio, 1.0) << name;
+    EXPECT_LE(bounded_compare(got.dv, c.exact.dv, c.dv_bound).worst_ratio, 1.0) << name;
+  }
+}
+TEST(AttentionBackward, MixedElementTypesScalar) {
+  check_mixed_element_types(scalar);
+}
+TEST(AttentionBackward, MixedElementTypesSimd) {
+  check_mixed_element_types(simd);
 }
 
 TEST(AttentionBackwardValidation, BadArgumentsAreNamed) {
@@ -272,6 +333,9 @@ TEST(AttentionBackwardValidation, BadArgumentsAreNamed) {
   bad.dq.strides[1] = 0;
   expect_invalid(call(bad, opts, t(dout)), {"dq", "stride 0", "extent 4"});
   bad = grads;
+  bad.dq.strides = {N * H * D, H * D, 1, 1};  // heads and dims interleave
+  expect_invalid(call(bad, opts, t(dout)), {"dq", "strides", "overlaps"});
+  bad = grads;
   bad.dv = t(q);
   expect_invalid(call(bad, opts, t(dout)), {"dv", "overlaps", "q"});
   bad = grads;
@@ -290,6 +354,10 @@ TEST(AttentionBackwardValidation, BadArgumentsAreNamed) {
   attention_options bad_window = opts;
   bad_window.window_left = -2;
   expect_invalid(call(grads, bad_window, t(dout)), {"window_left", "-2"});
+  // No query rows: nothing reads lse, so it may be absent.
+  attention_backward(scalar, bshd(q.data(), B, 0, H, D), t(k), t(v), bshd(out.data(), B, 0, H, D),
+                     bshd(dout.data(), B, 0, H, D),
+                     attention_gradients<float>{bshd(dq.data(), B, 0, H, D), t(dk), t(dv)}, no_lse);
   std::vector<index_t> lengths = {5};
   attention_options too_long = opts;
   too_long.key_lengths = view<const index_t, 1>{lengths.data(), {1}, {1}};

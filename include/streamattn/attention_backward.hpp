@@ -20,8 +20,7 @@ namespace streamattn {
 namespace detail {
 
 // Backends provide `attention_backward_impl(tag, params)`, found by
-// argument-dependent lookup like `attention_impl`. simd_t derives from
-// scalar_t, so it runs the scalar passes until it has its own.
+// argument-dependent lookup like `attention_impl`.
 template <class Backend, class = void>
 struct has_attention_backward : std::false_type {};
 template <class Backend>

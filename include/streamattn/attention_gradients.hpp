@@ -18,8 +18,10 @@ struct attention_gradients {
   /// (B, Nk, Hk, Dv), like v.
   view<G, 4> dv;
   /// Optional: the gradient of `opts.bias`, with the bias's extents. Along an
-  /// axis where the bias broadcasts (extent 1) it sums over the problem's
-  /// batch items, heads, queries or keys. A masked score gets 0.
+  /// axis where the bias broadcasts with extent 1 it sums over the problem's
+  /// batch items, heads, queries or keys; a bias that broadcasts with stride 0
+  /// at full extent gets one gradient per position (sum them yourself). A
+  /// masked score gets 0. Accumulated in float whatever the element type.
   view<float, 4> dbias{};
 };
 

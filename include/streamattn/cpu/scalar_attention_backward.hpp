@@ -92,7 +92,7 @@ void attention_backward_impl(scalar_t, const attention_backward_params<T, To, G>
   check_key_length_values("streamattn::attention_backward", p);
   if (g.dbias.data) zero_bias_gradient(g.dbias);
 
-  const index_t block = p.kv_chunk > 0 ? p.kv_chunk : 64;
+  const index_t block = std::min<index_t>(p.kv_chunk > 0 ? p.kv_chunk : 64, std::max<index_t>(p.nk, 1));
   std::vector<Acc> dk(static_cast<std::size_t>(block * p.dim)), dv(static_cast<std::size_t>(block * p.dim_v));
   for (index_t b = 0; b < p.batch; ++b)
     for (index_t kvh = 0; kvh < p.hk; ++kvh)

@@ -221,23 +221,15 @@ void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& 
   const auto& p = g.fwd;
   check_key_length_values("streamattn::attention_backward", p);
   if (g.dbias.data) zero_bias_gradient(g.dbias);
-  const index_t q_tile = p.q_chunk > 0 ? p.q_chunk : 64;
-  const index_t kv_block = p.kv_chunk > 0 ? p.kv_chunk : 64;
+  // Tiles never larger than the problem: the worker buffers hold
+  // q_tile x kv_block scores.
+  const index_t q_tile = std::min<index_t>(p.q_chunk > 0 ? p.q_chunk : 64, std::max<index_t>(p.nq, 1));
+  const index_t kv_block = std::min<index_t>(p.kv_chunk > 0 ? p.kv_chunk : 64, std::max<index_t>(p.nk, 1));
   const index_t key_blocks = (p.nk + kv_block - 1) / kv_block;
   const index_t query_tiles = (p.nq + q_tile - 1) / q_tile;
   // Seven (Nq x Nk x D)-sized products over both passes.
   const double work = 7.0 * 2.0 * static_cast<double>(p.batch * p.hq) * static_cast<double>(p.nq) *
                       static_cast<double>(p.nk) * static_cast<double>(std::max(p.dim, p.dim_v));
-
-  const index_t pass1_items = p.batch * p.hk * key_blocks;
-  const int workers1 = plan_threads(p.threads, pass1_items, work / 2);
-  std::vector<simd_backward::worker_tiles<Acc>> tiles;
-  const int workers = std::max(workers1, 1);
-  for (int t = 0; t < workers; ++t) tiles.emplace_back(q_tile, kv_block, p.dim, p.dim_v);
-  parallel_for(pass1_items, workers1, [&](index_t item, int worker) {
-    const index_t block = item % key_blocks, kvh = (item / key_blocks) % p.hk, b = item / (key_blocks * p.hk);
-    simd_backward::key_block_item(g, tiles[static_cast<std::size_t>(worker)], b, kvh, block * kv_block);
-  });
 
   // Pass 2's items: one per (batch item, head, query tile), except along the
   // axes the bias gradient sums over, which stay inside one item.
@@ -245,8 +237,16 @@ void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& 
   const bool sum_head = g.dbias.data && g.dbias_stride.head == 0 && p.hq > 1;
   const bool sum_query = g.dbias.data && g.dbias_stride.query == 0 && query_tiles > 1;
   const index_t items_b = sum_batch ? 1 : p.batch, items_h = sum_head ? 1 : p.hq, items_t = sum_query ? 1 : query_tiles;
-  const index_t pass2_items = items_b * items_h * items_t;
-  const int workers2 = std::min(plan_threads(p.threads, pass2_items, work / 2), workers);
+  const index_t pass1_items = p.batch * p.hk * key_blocks, pass2_items = items_b * items_h * items_t;
+  const int workers1 = plan_threads(p.threads, pass1_items, work / 2);
+  const int workers2 = plan_threads(p.threads, pass2_items, work / 2);
+  std::vector<simd_backward::worker_tiles<Acc>> tiles;
+  for (int t = 0; t < std::max(workers1, workers2); ++t) tiles.emplace_back(q_tile, kv_block, p.dim, p.dim_v);
+  parallel_for(pass1_items, workers1, [&](index_t item, int worker) {
+    const index_t block = item % key_blocks, kvh = (item / key_blocks) % p.hk, b = item / (key_blocks * p.hk);
+    simd_backward::key_block_item(g, tiles[static_cast<std::size_t>(worker)], b, kvh, block * kv_block);
+  });
+
   parallel_for(pass2_items, workers2, [&](index_t item, int worker) {
     const index_t t = item % items_t, h = (item / items_t) % items_h, b = item / (items_t * items_h);
     auto& w = tiles[static_cast<std::size_t>(worker)];
