@@ -60,7 +60,9 @@ void attention_backward(const Backend& backend, view<Q, 4> q, view<K, 4> k, view
   const auto params = detail::make_attention_backward_params<T, To, G>(
       "streamattn::attention_backward", view<const T, 4>(q), view<const T, 4>(k), view<const T, 4>(v),
       view<const To, 4>(out), view<const To, 4>(dout), grads, opts);
-  attention_backward_impl(backend, params);
+  // Guarded so that a backend without a backward pass stops at the sentence
+  // above instead of adding a failed overload resolution to it.
+  if constexpr (detail::has_attention_backward<Backend>::value) attention_backward_impl(backend, params);
 }
 
 }  // namespace streamattn
