@@ -208,12 +208,10 @@ TYPED_TEST(AttentionBackward, ThreadsDoNotChangeTheResult) {
       attention_options opts = c.opts;
       opts.kv_chunk = kv_chunk;
       opts.threads = 1;
-      gradients<T> reference(p, layout::bshd);
-      attention_backward(backend, p.q.cv(), p.k.cv(), p.v.cv(), c.out.cv(), c.dout.cv(), reference.views(), opts);
+      const gradients<T> reference = run_backward(backend, c, opts);
       for (int threads : {2, 3}) {
         opts.threads = threads;
-        gradients<T> got(p, layout::bshd);
-        attention_backward(backend, p.q.cv(), p.k.cv(), p.v.cv(), c.out.cv(), c.dout.cv(), got.views(), opts);
+        const gradients<T> got = run_backward(backend, c, opts);
         const std::string what =
             std::string(name) + " kv_chunk=" + std::to_string(kv_chunk) + " threads=" + std::to_string(threads);
         EXPECT_EQ(compare(got.dq.cv(), reference.dq.cv()).max_abs_error, 0.0) << what << " dq";

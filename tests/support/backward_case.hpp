@@ -263,13 +263,22 @@ bounded_difference bounded_compare(const tensor4<G>& got, const tensor4<double>&
   return diff;
 }
 
+/// `backend`'s gradients for case `c` with options `opts`, in fresh
+/// NaN-poisoned storage.
+template <class Backend, class T>
+gradients<T> run_backward(const Backend& backend, backward_case<T>& c, const attention_options& opts,
+                          layout grad_layout = layout::bshd) {
+  gradients<T> got(c.p, grad_layout);
+  attention_backward(backend, c.p.q.cv(), c.p.k.cv(), c.p.v.cv(), c.out.cv(), c.dout.cv(), got.views(), opts);
+  return got;
+}
+
 /// Runs `backend`'s backward pass on case `c` with options `opts` and checks
 /// every gradient against the oracle within its bound.
 template <class Backend, class T>
 void expect_gradients_match(const Backend& backend, backward_case<T>& c, const attention_options& opts,
                             const std::string& context, layout grad_layout = layout::bshd) {
-  gradients<T> got(c.p, grad_layout);
-  attention_backward(backend, c.p.q.cv(), c.p.k.cv(), c.p.v.cv(), c.out.cv(), c.dout.cv(), got.views(), opts);
+  const gradients<T> got = run_backward(backend, c, opts, grad_layout);
   const std::string what = context + "\n  " + c.p.describe();
   const bounded_difference dq = bounded_compare(got.dq, c.exact.dq, c.dq_bound);
   const bounded_difference dk = bounded_compare(got.dk, c.exact.dk, c.dk_bound);

@@ -11,11 +11,41 @@
 #include "../backend.hpp"
 #include "../detail/attention_params.hpp"
 #include "../detail/element.hpp"
+#include "../detail/head_rows.hpp"
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
 #include "../detail/validate_attention.hpp"
 
 namespace streamattn::detail {
+
+/// Row i of `scores` holds the scaled dot products scale * q_i.k_j; turns it
+/// into the row's softmax weights (all zero for a row that sees no key) and
+/// returns its log-sum-exp (-inf for such a row). With `slopes`, also stores
+/// d(final score)/d(scaled dot product) of each key there (softcap's slope).
+/// Shared by the naive forward and backward, so both see the same weights.
+template <class A, class Matrix, class T, class Tout>
+A naive_softmax_row(const attention_params<T, Tout>& p, index_t b, index_t h, index_t i, Matrix& scores,
+                    Matrix* slopes = nullptr) {
+  const score_row<A> terms = make_score_row<A>(p, b, h, i);
+  const key_range visible = p.visible_in(b).keys_of(i);
+  A row_max = neg_inf<A>();
+  for (index_t j = 0; j < p.nk; ++j) {
+    A s = neg_inf<A>(), slope = A(1);
+    if (j >= visible.begin && j < visible.end) s = terms.apply(scores(i, j), j, slope);
+    scores(i, j) = s;
+    if (slopes) (*slopes)(i, j) = slope;
+    if (s > row_max) row_max = s;
+  }
+  A row_sum = 0;
+  for (index_t j = 0; j < p.nk; ++j) {
+    // exp(-inf - finite) is exactly 0; a row with no finite score keeps
+    // all-zero weights instead of computing (-inf) - (-inf) = NaN.
+    scores(i, j) = row_max == neg_inf<A>() ? A(0) : exp_(scores(i, j) - row_max);
+    row_sum += scores(i, j);
+  }
+  if (row_sum > A(0)) scores.row(i) /= row_sum;
+  return row_sum > A(0) ? row_max + log_(row_sum) : row_max;
+}
 
 /// The naive algorithm computing in precision `A`. Tests also run it with
 /// A = float as "the float32 computation a user would write".
@@ -26,53 +56,22 @@ void naive_attention(const attention_params<T, Tout>& p) {
 
   for (index_t b = 0; b < p.batch; ++b) {
     // With key_lengths, keys from `keys` on are not this item's: their rows
-    // stay zero (never read) and their scores are masked below.
-    const visibility visible_keys = p.visible_in(b);
-    const index_t keys = visible_keys.nk;
+    // stay zero (never read) and their scores are masked.
+    const index_t keys = p.visible_in(b).nk;
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
-      for (index_t i = 0; i < p.nq; ++i)
-        for (index_t d = 0; d < p.dim; ++d)
-          q(i, d) = convert<A>(p.q[b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head +
-                                   d * p.q_stride.dim]);
+      load_rows(q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, 0, p.nq, p.dim);
       k.setZero();
       v.setZero();
-      for (index_t j = 0; j < keys; ++j) {
-        for (index_t d = 0; d < p.dim; ++d)
-          k(j, d) = convert<A>(p.k[b * p.k_stride.batch + j * p.k_stride.seq + kvh * p.k_stride.head +
-                                   d * p.k_stride.dim]);
-        for (index_t d = 0; d < p.dim_v; ++d)
-          v(j, d) = convert<A>(p.v[b * p.v_stride.batch + j * p.v_stride.seq + kvh * p.v_stride.head +
-                                   d * p.v_stride.dim]);
-      }
+      load_rows(k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
+      load_rows(v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
       scores.noalias() = A(p.scale) * (q * k.transpose());
-
       for (index_t i = 0; i < p.nq; ++i) {
-        const score_row<A> terms = make_score_row<A>(p, b, h, i);
-        const key_range visible = visible_keys.keys_of(i);
-        A row_max = neg_inf<A>();
-        for (index_t j = 0; j < p.nk; ++j) {
-          A s = neg_inf<A>();
-          if (j >= visible.begin && j < visible.end) s = terms.apply(scores(i, j), j);
-          scores(i, j) = s;
-          if (s > row_max) row_max = s;
-        }
-        A row_sum = 0;
-        for (index_t j = 0; j < p.nk; ++j) {
-          // exp(-inf - finite) is exactly 0; a row with no finite score keeps
-          // all-zero weights instead of computing (-inf) - (-inf) = NaN.
-          scores(i, j) = row_max == neg_inf<A>() ? A(0) : exp_(scores(i, j) - row_max);
-          row_sum += scores(i, j);
-        }
-        if (row_sum > A(0)) scores.row(i) /= row_sum;
-        if (p.lse) *lse_at(p, b, h, i) = static_cast<float>(row_sum > A(0) ? row_max + log_(row_sum) : row_max);
+        const A lse = naive_softmax_row<A>(p, b, h, i, scores);
+        if (p.lse) *lse_at(p, b, h, i) = static_cast<float>(lse);
       }
       out.noalias() = scores * v;
-
-      for (index_t i = 0; i < p.nq; ++i)
-        for (index_t d = 0; d < p.dim_v; ++d)
-          p.out[b * p.out_stride.batch + i * p.out_stride.seq + h * p.out_stride.head + d * p.out_stride.dim] =
-              convert<Tout>(out(i, d));
+      store_rows(head_of(p.out, p.out_stride, b, h), p.out_stride, out.data(), 0, p.nq, p.dim_v);
     }
   }
 }

@@ -18,9 +18,9 @@
 #include "../backend.hpp"
 #include "../detail/attention_backward_params.hpp"
 #include "../detail/element.hpp"
-#include "../detail/math.hpp"
-#include "../detail/score_terms.hpp"
+#include "../detail/head_rows.hpp"
 #include "../detail/validate_attention.hpp"
+#include "naive_attention.hpp"
 
 namespace streamattn::detail {
 
@@ -42,48 +42,19 @@ void naive_attention_backward(const attention_backward_params<T, To, G>& g) {
   };
 
   for (index_t b = 0; b < p.batch; ++b) {
-    const visibility visible_keys = p.visible_in(b);
-    const index_t keys = visible_keys.nk;  // rows from here on are not this item's: zero, never read
+    const index_t keys = p.visible_in(b).nk;  // rows from here on are not this item's: zero, never read
     for (index_t kvh = 0; kvh < p.hk; ++kvh) {
       k.setZero();
       v.setZero();
-      for (index_t j = 0; j < keys; ++j) {
-        for (index_t d = 0; d < p.dim; ++d)
-          k(j, d) =
-              convert<A>(p.k[b * p.k_stride.batch + j * p.k_stride.seq + kvh * p.k_stride.head + d * p.k_stride.dim]);
-        for (index_t d = 0; d < p.dim_v; ++d)
-          v(j, d) =
-              convert<A>(p.v[b * p.v_stride.batch + j * p.v_stride.seq + kvh * p.v_stride.head + d * p.v_stride.dim]);
-      }
+      load_rows(k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
+      load_rows(v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
       dk.setZero();
       dv.setZero();
       for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h) {
-        for (index_t i = 0; i < p.nq; ++i) {
-          for (index_t d = 0; d < p.dim; ++d)
-            q(i, d) =
-                convert<A>(p.q[b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head + d * p.q_stride.dim]);
-          for (index_t d = 0; d < p.dim_v; ++d)
-            dout(i, d) = convert<A>(g.dout[g.dout_offset(b, i, h) + d * g.dout_stride.dim]);
-        }
+        load_rows(q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, 0, p.nq, p.dim);
+        load_rows(dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, 0, p.nq, p.dim_v);
         weights.noalias() = A(p.scale) * (q * k.transpose());
-        for (index_t i = 0; i < p.nq; ++i) {
-          const score_row<A> terms = make_score_row<A>(p, b, h, i);
-          const key_range visible = visible_keys.keys_of(i);
-          A row_max = neg_inf<A>();
-          for (index_t j = 0; j < p.nk; ++j) {
-            A s = neg_inf<A>(), slope = A(1);
-            if (j >= visible.begin && j < visible.end) s = terms.apply(weights(i, j), j, slope);
-            weights(i, j) = s;
-            slopes(i, j) = slope;
-            if (s > row_max) row_max = s;
-          }
-          A row_sum = 0;
-          for (index_t j = 0; j < p.nk; ++j) {
-            weights(i, j) = row_max == neg_inf<A>() ? A(0) : exp_(weights(i, j) - row_max);
-            row_sum += weights(i, j);
-          }
-          if (row_sum > A(0)) weights.row(i) /= row_sum;
-        }
+        for (index_t i = 0; i < p.nq; ++i) naive_softmax_row<A>(p, b, h, i, weights, &slopes);
         d_scores.noalias() = dout * v.transpose();  // dP
         for (index_t i = 0; i < p.nq; ++i) {
           const A delta = weights.row(i).dot(d_scores.row(i));
@@ -96,19 +67,10 @@ void naive_attention_backward(const attention_backward_params<T, To, G>& g) {
         dq.noalias() = d_scores * k;
         dk.noalias() += d_scores.transpose() * q;
         dv.noalias() += weights.transpose() * dout;
-        for (index_t i = 0; i < p.nq; ++i)
-          for (index_t d = 0; d < p.dim; ++d)
-            g.dq[b * g.dq_stride.batch + i * g.dq_stride.seq + h * g.dq_stride.head + d * g.dq_stride.dim] =
-                convert<G>(dq(i, d));
+        store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), 0, p.nq, p.dim);
       }
-      for (index_t j = 0; j < p.nk; ++j) {
-        for (index_t d = 0; d < p.dim; ++d)
-          g.dk[b * g.dk_stride.batch + j * g.dk_stride.seq + kvh * g.dk_stride.head + d * g.dk_stride.dim] =
-              convert<G>(dk(j, d));
-        for (index_t d = 0; d < p.dim_v; ++d)
-          g.dv[b * g.dv_stride.batch + j * g.dv_stride.seq + kvh * g.dv_stride.head + d * g.dv_stride.dim] =
-              convert<G>(dv(j, d));
-      }
+      store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), 0, p.nk, p.dim);
+      store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), 0, p.nk, p.dim_v);
     }
   }
   if (dbias.data)

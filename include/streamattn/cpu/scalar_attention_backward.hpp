@@ -19,18 +19,11 @@
 #include "../backend.hpp"
 #include "../detail/attention_backward_params.hpp"
 #include "../detail/element.hpp"
+#include "../detail/head_rows.hpp"
 #include "../detail/softmax_gradient_row.hpp"
 #include "../detail/validate_attention.hpp"
 
 namespace streamattn::detail {
-
-/// Zeroes the bias gradient: pass 2 sums into it.
-inline void zero_bias_gradient(const view<float, 4>& dbias) {
-  for (index_t b = 0; b < dbias.extent(0); ++b)
-    for (index_t h = 0; h < dbias.extent(1); ++h)
-      for (index_t i = 0; i < dbias.extent(2); ++i)
-        for (index_t j = 0; j < dbias.extent(3); ++j) dbias(b, h, i, j) = 0.0f;
-}
 
 /// Pass 1: dK and dV of keys [first, last) of key/value head `kvh` of batch
 /// item b, summed in `dk` (rows of D) and `dv` (rows of Dv), then written.
@@ -57,12 +50,8 @@ void key_block_gradients(const attention_backward_params<T, To, G>& g, index_t b
         for (index_t d = 0; d < p.dim; ++d) dk_row[d] += pair.d_dot * row.q(d);
       }
     }
-  for (index_t j = first; j < last; ++j) {
-    G* dk_out = g.dk + b * g.dk_stride.batch + j * g.dk_stride.seq + kvh * g.dk_stride.head;
-    G* dv_out = g.dv + b * g.dv_stride.batch + j * g.dv_stride.seq + kvh * g.dv_stride.head;
-    for (index_t d = 0; d < p.dim; ++d) dk_out[d * g.dk_stride.dim] = convert<G>(dk[(j - first) * p.dim + d]);
-    for (index_t d = 0; d < p.dim_v; ++d) dv_out[d * g.dv_stride.dim] = convert<G>(dv[(j - first) * p.dim_v + d]);
-  }
+  store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), first, last - first, p.dim);
+  store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), first, last - first, p.dim_v);
 }
 
 /// Pass 2: dQ of query row i of head h of batch item b, and its bias gradient.
@@ -81,8 +70,7 @@ void query_row_gradients(const attention_backward_params<T, To, G>& g, index_t b
       if (g.dbias.data) g.dbias_at(b, h, i, j) += static_cast<float>(pair.d_score);
     }
   }
-  G* dq_out = g.dq + b * g.dq_stride.batch + i * g.dq_stride.seq + h * g.dq_stride.head;
-  for (index_t d = 0; d < p.dim; ++d) dq_out[d * g.dq_stride.dim] = convert<G>(dq[d]);
+  store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), i, 1, p.dim);
 }
 
 template <class T, class To, class G>
@@ -90,9 +78,9 @@ void attention_backward_impl(scalar_t, const attention_backward_params<T, To, G>
   using Acc = accum_t<T>;
   const auto& p = g.fwd;
   check_key_length_values("streamattn::attention_backward", p);
-  if (g.dbias.data) zero_bias_gradient(g.dbias);
+  g.zero_dbias();
 
-  const index_t block = std::min<index_t>(p.kv_chunk > 0 ? p.kv_chunk : 64, std::max<index_t>(p.nk, 1));
+  const index_t block = g.key_block();
   std::vector<Acc> dk(static_cast<std::size_t>(block * p.dim)), dv(static_cast<std::size_t>(block * p.dim_v));
   for (index_t b = 0; b < p.batch; ++b)
     for (index_t kvh = 0; kvh < p.hk; ++kvh)

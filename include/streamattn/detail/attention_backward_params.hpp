@@ -28,11 +28,33 @@ struct attention_backward_params {
   view<float, 4> dbias{};
   bhqk_strides dbias_stride;
 
+  /// Keys per block of the dK/dV pass and queries per tile of the dQ pass of
+  /// the streaming backends: 64 unless the options say otherwise, and never
+  /// more than the problem has (the tiles are allocated at this size).
+  index_t key_block() const { return tile_size(fwd.kv_chunk, fwd.nk); }
+  index_t query_tile() const { return tile_size(fwd.q_chunk, fwd.nq); }
+
+  /// Zeroes the bias gradient (if any), which the dQ pass sums into.
+  void zero_dbias() const {
+    if (!dbias.data) return;
+    for (index_t b = 0; b < dbias.extent(0); ++b)
+      for (index_t h = 0; h < dbias.extent(1); ++h)
+        for (index_t i = 0; i < dbias.extent(2); ++i)
+          for (index_t j = 0; j < dbias.extent(3); ++j) dbias(b, h, i, j) = 0.0f;
+  }
+
   index_t dout_offset(index_t b, index_t i, index_t h) const {
     return b * dout_stride.batch + i * dout_stride.seq + h * dout_stride.head;
   }
   float& dbias_at(index_t b, index_t h, index_t i, index_t j) const {
     return dbias.data[b * dbias_stride.batch + h * dbias_stride.head + i * dbias_stride.query + j * dbias_stride.key];
+  }
+
+ private:
+  static index_t tile_size(index_t chunk, index_t n) {
+    const index_t wanted = chunk > 0 ? chunk : 64;
+    const index_t most = n > 1 ? n : 1;
+    return wanted < most ? wanted : most;
   }
 };
 

@@ -23,11 +23,11 @@
 #include "../../detail/attention_backward_params.hpp"
 #include "../../detail/blocked_dot.hpp"
 #include "../../detail/element.hpp"
+#include "../../detail/head_rows.hpp"
 #include "../../detail/math.hpp"
 #include "../../detail/parallel.hpp"
 #include "../../detail/score_terms.hpp"
 #include "../../detail/validate_attention.hpp"
-#include "../scalar_attention_backward.hpp"
 
 namespace streamattn::detail {
 namespace simd_backward {
@@ -66,23 +66,13 @@ struct worker_tiles {
         dq(q.size()) {}
 };
 
-/// Copies rows [first, first + rows) of one head of a (batch, seq, head, dim)
-/// tensor into a dense row-major tile, widened to Acc.
-template <class Acc, class E>
-void load_rows(Acc* tile_data, const E* head, bshd_strides s, index_t first, index_t rows, index_t dim) {
-  for (index_t r = 0; r < rows; ++r) {
-    const E* row = head + (first + r) * s.seq;
-    for (index_t d = 0; d < dim; ++d) tile_data[r * dim + d] = convert<Acc>(row[d * s.dim]);
-  }
-}
-
 /// The query-side tiles of rows [i0, i0 + rows) of head h: q, dout, and each
 /// row's lse and delta = dout.out (0 and lse = -inf for a row that saw no key).
 template <class Acc, class T, class To, class G>
 void load_query_tile(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
                      index_t i0, index_t rows) {
   const auto& p = g.fwd;
-  load_rows(w.q.data(), p.q + b * p.q_stride.batch + h * p.q_stride.head, p.q_stride, i0, rows, p.dim);
+  load_rows(w.q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, i0, rows, p.dim);
   load_rows(w.dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, i0, rows, p.dim_v);
   for (index_t r = 0; r < rows; ++r) {
     const index_t i = i0 + r;
@@ -105,12 +95,12 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
       v(w.v.data(), cols, p.dim_v), weights(w.weights.data(), rows, cols), d_dot(w.d_dot.data(), rows, cols),
       slopes(w.slopes.data(), rows, cols);
   const visibility visible = p.visible_in(b);
-  const bool softcap = p.softcap > 0.0f;
+  const bool softcap = p.softcap > 0.0f, terms_needed = p.has_score_terms();
 
   weights.noalias() = q * k.transpose();
   weights *= static_cast<Acc>(p.scale);
   const column<Acc> lse(w.lse.data(), rows);
-  if (!p.has_score_terms() && visible.tile_fully_visible(i0, i0 + rows - 1, j0, j0 + cols) &&
+  if (!terms_needed && visible.tile_fully_visible(i0, i0 + rows - 1, j0, j0 + cols) &&
       (lse.array() != neg_inf<Acc>()).all()) {
     // Every pair visible and plainly scored (most tiles of most calls): one
     // vectorised pass. Row by row: Eigen evaluates a broadcast of a column
@@ -123,7 +113,6 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
       const index_t i = i0 + r;
       const key_range keys = visible.keys_of(i);
       const Acc row_lse = lse(r);
-      const bool terms_needed = p.has_score_terms();
       const score_row<Acc> terms = terms_needed ? make_score_row<Acc>(p, b, h, i) : score_row<Acc>{};
       for (index_t c = 0; c < cols; ++c) {
         const index_t j = j0 + c;
@@ -152,15 +141,6 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
   d_dot *= static_cast<Acc>(p.scale);
 }
 
-/// Rows of a tile converted into a (batch, seq, head, dim) gradient.
-template <class G, class Acc>
-void store_rows(G* head, bshd_strides s, const Acc* tile_data, index_t first, index_t rows, index_t dim) {
-  for (index_t r = 0; r < rows; ++r) {
-    G* row = head + (first + r) * s.seq;
-    for (index_t d = 0; d < dim; ++d) row[d * s.dim] = convert<G>(tile_data[r * dim + d]);
-  }
-}
-
 template <class Acc, class T, class To, class G>
 void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t kvh,
                     index_t j0) {
@@ -173,8 +153,8 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
   const visibility visible = p.visible_in(b);
   const index_t cols = std::max<index_t>(0, std::min(j1, visible.nk) - j0);
   if (cols > 0) {
-    load_rows(w.k.data(), p.k + b * p.k_stride.batch + kvh * p.k_stride.head, p.k_stride, j0, cols, p.dim);
-    load_rows(w.v.data(), p.v + b * p.v_stride.batch + kvh * p.v_stride.head, p.v_stride, j0, cols, p.dim_v);
+    load_rows(w.k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
     for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h)
       for (index_t i0 = 0; i0 < p.nq; i0 += w.q_tile) {
         const index_t rows = std::min(w.q_tile, p.nq - i0);
@@ -188,8 +168,8 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
         dk.topRows(cols).noalias() += d_dot.transpose() * q;
       }
   }
-  store_rows(g.dk + b * g.dk_stride.batch + kvh * g.dk_stride.head, g.dk_stride, w.dk.data(), j0, j1 - j0, p.dim);
-  store_rows(g.dv + b * g.dv_stride.batch + kvh * g.dv_stride.head, g.dv_stride, w.dv.data(), j0, j1 - j0, p.dim_v);
+  store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, w.dk.data(), j0, j1 - j0, p.dim);
+  store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, w.dv.data(), j0, j1 - j0, p.dim_v);
 }
 
 template <class Acc, class T, class To, class G>
@@ -204,13 +184,13 @@ void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<
   const key_range seen = p.visible_in(b).keys_of_rows(i0, i0 + rows - 1);
   for (index_t j0 = seen.begin; j0 < seen.end; j0 += w.kv_block) {
     const index_t cols = std::min(w.kv_block, seen.end - j0);
-    load_rows(w.k.data(), p.k + b * p.k_stride.batch + kvh * p.k_stride.head, p.k_stride, j0, cols, p.dim);
-    load_rows(w.v.data(), p.v + b * p.v_stride.batch + kvh * p.v_stride.head, p.v_stride, j0, cols, p.dim_v);
+    load_rows(w.k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
     pair_gradients(g, w, b, h, i0, rows, j0, cols, true);
     const tile<Acc> d_dot(w.d_dot.data(), rows, cols), k(w.k.data(), cols, p.dim);
     dq.noalias() += d_dot * k;
   }
-  store_rows(g.dq + b * g.dq_stride.batch + h * g.dq_stride.head, g.dq_stride, w.dq.data(), i0, rows, p.dim);
+  store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, w.dq.data(), i0, rows, p.dim);
 }
 
 }  // namespace simd_backward
@@ -220,11 +200,8 @@ void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& 
   using Acc = accum_t<T>;
   const auto& p = g.fwd;
   check_key_length_values("streamattn::attention_backward", p);
-  if (g.dbias.data) zero_bias_gradient(g.dbias);
-  // Tiles never larger than the problem: the worker buffers hold
-  // q_tile x kv_block scores.
-  const index_t q_tile = std::min<index_t>(p.q_chunk > 0 ? p.q_chunk : 64, std::max<index_t>(p.nq, 1));
-  const index_t kv_block = std::min<index_t>(p.kv_chunk > 0 ? p.kv_chunk : 64, std::max<index_t>(p.nk, 1));
+  g.zero_dbias();
+  const index_t q_tile = g.query_tile(), kv_block = g.key_block();
   const index_t key_blocks = (p.nk + kv_block - 1) / kv_block;
   const index_t query_tiles = (p.nq + q_tile - 1) / q_tile;
   // Seven (Nq x Nk x D)-sized products over both passes.
