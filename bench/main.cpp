@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
 
   register_attention_benchmarks(w);
   register_attention_backward_benchmarks(w);
+  register_packed_benchmarks(w);
   register_fastformer_benchmarks(w);
 
   table_reporter table;

@@ -56,6 +56,24 @@ TEST(Validation, NullDataAndAliasing) {
   }, {"out", "overlaps", "q"});
 }
 
+TEST(Validation, OutputsNeedOneElementPerPosition) {
+  operands o;
+  // out (2, 3, 4, 6) with the query axis broadcast: every query would write
+  // the same row, from several threads.
+  const view<float, 4> broadcast_out{o.out.data(), {2, 3, 4, 6}, {24, 0, 6, 1}};
+  expect_invalid([&] { attention(simd, o.qv(), o.kv(), o.vv(), broadcast_out); }, {"out", "stride 0", "axis 1", "3"});
+  // Heads 3 elements apart with 6 dims each: head h+1 starts inside head h.
+  const view<float, 4> interleaved_out{o.out.data(), {2, 3, 4, 6}, {72, 24, 3, 1}};
+  expect_invalid([&] { attention(scalar, o.qv(), o.kv(), o.vv(), interleaved_out); }, {"out", "(72, 24, 3, 1)", "overlaps"});
+  std::vector<float> lse(2 * 4 * 3);
+  attention_options opts;
+  opts.lse = view<float, 3>{lse.data(), {2, 4, 3}, {12, 3, 0}};
+  expect_invalid([&] { attention(naive, o.qv(), o.kv(), o.vv(), o.ov(), opts); }, {"lse", "stride 0", "axis 2"});
+  // Padded layouts are fine.
+  std::vector<float> padded(2 * 3 * 4 * 8);
+  EXPECT_NO_THROW(attention(simd, o.qv(), o.kv(), o.vv(), view<float, 4>{padded.data(), {2, 3, 4, 6}, {96, 32, 8, 1}}));
+}
+
 TEST(Validation, OptionErrors) {
   operands o;
   attention_options opts;

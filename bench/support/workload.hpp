@@ -17,6 +17,7 @@ workload parse_workload(const std::string& name);
 // Each benchmark file registers its cases for a workload.
 void register_attention_benchmarks(workload w);
 void register_attention_backward_benchmarks(workload w);
+void register_packed_benchmarks(workload w);
 void register_fastformer_benchmarks(workload w);
 
 }  // namespace streamattn::bench

@@ -62,6 +62,20 @@ struct attention_options {
   /// backends a value outside [0, Nk] throws; the cuda backend reads the
   /// lengths on the device, where such a value is clamped to [0, Nk].
   view<const index_t, 1> key_lengths{};
+  /// Packed variable-length sequences (FlashAttention's cu_seqlens): B + 1
+  /// non-decreasing row offsets, in host memory. With `query_starts`, q and
+  /// out have batch extent 1 and batch item b's queries are their rows
+  /// [query_starts(b), query_starts(b + 1)); `lse` is then (1, heads, rows
+  /// of q). `key_starts` packs k and v the same way. Either may be used
+  /// alone (e.g. packed keys with a (B, 1, H, D) q). Every item is computed
+  /// exactly as if it had been called alone with its rows: causal/window
+  /// diagonals and ALiBi distances count from its own lengths, and bias and
+  /// mask are indexed by positions within the item, with (batch, heads,
+  /// longest query count, longest key count) as their full shape.
+  /// key_lengths may shorten an item further. Rows outside every sequence
+  /// are neither read nor written. CPU backends only, for now.
+  view<const index_t, 1> query_starts{};
+  view<const index_t, 1> key_starts{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};

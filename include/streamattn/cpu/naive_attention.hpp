@@ -55,23 +55,24 @@ void naive_attention(const attention_params<T, Tout>& p) {
   matrix q(p.nq, p.dim), k(p.nk, p.dim), v(p.nk, p.dim_v), scores(p.nq, p.nk), out(p.nq, p.dim_v);
 
   for (index_t b = 0; b < p.batch; ++b) {
-    // With key_lengths, keys from `keys` on are not this item's: their rows
-    // stay zero (never read) and their scores are masked.
-    const index_t keys = p.visible_in(b).nk;
+    // This item's queries (fewer than nq when packed), and its keys: with
+    // key_lengths or packing, keys from `keys` on are not this item's; their
+    // rows stay zero (never read) and their scores are masked.
+    const index_t rows = p.queries_in(b), keys = p.keys_in(b);
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
-      load_rows(q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, 0, p.nq, p.dim);
+      load_rows(q.data(), p.query_head(p.q, p.q_stride, b, h), p.q_stride, 0, rows, p.dim);
       k.setZero();
       v.setZero();
-      load_rows(k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
-      load_rows(v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
-      scores.noalias() = A(p.scale) * (q * k.transpose());
-      for (index_t i = 0; i < p.nq; ++i) {
+      load_rows(k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
+      load_rows(v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
+      scores.topRows(rows).noalias() = A(p.scale) * (q.topRows(rows) * k.transpose());
+      for (index_t i = 0; i < rows; ++i) {
         const A lse = naive_softmax_row<A>(p, b, h, i, scores);
         if (p.lse) *lse_at(p, b, h, i) = static_cast<float>(lse);
       }
-      out.noalias() = scores * v;
-      store_rows(head_of(p.out, p.out_stride, b, h), p.out_stride, out.data(), 0, p.nq, p.dim_v);
+      out.topRows(rows).noalias() = scores.topRows(rows) * v;
+      store_rows(p.query_head(p.out, p.out_stride, b, h), p.out_stride, out.data(), 0, rows, p.dim_v);
     }
   }
 }

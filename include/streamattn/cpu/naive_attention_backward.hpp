@@ -42,21 +42,27 @@ void naive_attention_backward(const attention_backward_params<T, To, G>& g) {
   };
 
   for (index_t b = 0; b < p.batch; ++b) {
-    const index_t keys = p.visible_in(b).nk;  // rows from here on are not this item's: zero, never read
+    // This item's queries and key rows (fewer than nq and nk when packed),
+    // and its keys: rows from `keys` on are not its keys: zero, never read.
+    const index_t rows = p.queries_in(b), key_rows = p.key_rows_in(b), keys = p.keys_in(b);
     for (index_t kvh = 0; kvh < p.hk; ++kvh) {
       k.setZero();
       v.setZero();
-      load_rows(k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
-      load_rows(v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
+      load_rows(k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
+      load_rows(v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
       dk.setZero();
       dv.setZero();
       for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h) {
-        load_rows(q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, 0, p.nq, p.dim);
-        load_rows(dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, 0, p.nq, p.dim_v);
-        weights.noalias() = A(p.scale) * (q * k.transpose());
-        for (index_t i = 0; i < p.nq; ++i) naive_softmax_row<A>(p, b, h, i, weights, &slopes);
+        // Rows past this item's queries stay zero: no weight, no gradient.
+        q.setZero();
+        dout.setZero();
+        load_rows(q.data(), p.query_head(p.q, p.q_stride, b, h), p.q_stride, 0, rows, p.dim);
+        load_rows(dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, 0, rows, p.dim_v);
+        weights.setZero();
+        weights.topRows(rows).noalias() = A(p.scale) * (q.topRows(rows) * k.transpose());
+        for (index_t i = 0; i < rows; ++i) naive_softmax_row<A>(p, b, h, i, weights, &slopes);
         d_scores.noalias() = dout * v.transpose();  // dP
-        for (index_t i = 0; i < p.nq; ++i) {
+        for (index_t i = 0; i < rows; ++i) {
           const A delta = weights.row(i).dot(d_scores.row(i));
           for (index_t j = 0; j < p.nk; ++j) {
             const A d_score = weights(i, j) * (d_scores(i, j) - delta);
@@ -67,10 +73,10 @@ void naive_attention_backward(const attention_backward_params<T, To, G>& g) {
         dq.noalias() = d_scores * k;
         dk.noalias() += d_scores.transpose() * q;
         dv.noalias() += weights.transpose() * dout;
-        store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), 0, p.nq, p.dim);
+        store_rows(p.query_head(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), 0, rows, p.dim);
       }
-      store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), 0, p.nk, p.dim);
-      store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), 0, p.nk, p.dim_v);
+      store_rows(p.key_head(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), 0, key_rows, p.dim);
+      store_rows(p.key_head(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), 0, key_rows, p.dim_v);
     }
   }
   if (dbias.data)

@@ -22,13 +22,13 @@ void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
   std::vector<Acc> accumulator(static_cast<std::size_t>(p.dim_v));
 
   for (index_t b = 0; b < p.batch; ++b) {
-    const visibility visible = p.visible_in(b);  // aligned to this item's keys
+    const visibility visible = p.visible_in(b);  // aligned to this item's queries and keys
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
-      const T* k_head = p.k + b * p.k_stride.batch + kvh * p.k_stride.head;
-      const T* v_head = p.v + b * p.v_stride.batch + kvh * p.v_stride.head;
-      for (index_t i = 0; i < p.nq; ++i) {
-        const T* q_row = p.q + b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
+      const T* k_head = p.key_head(p.k, p.k_stride, b, kvh);
+      const T* v_head = p.key_head(p.v, p.v_stride, b, kvh);
+      for (index_t i = 0; i < visible.nq; ++i) {
+        const T* q_row = p.query_head(p.q, p.q_stride, b, h) + i * p.q_stride.seq;
         const score_row<Acc> terms = make_score_row<Acc>(p, b, h, i);
         const bool plain = !p.has_score_terms();
         online_softmax<Acc> state(accumulator.data(), p.dim_v);
@@ -40,7 +40,7 @@ void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
           state.update(plain ? score : terms.apply(score, j), v_head + j * p.v_stride.seq, p.v_stride.dim);
         }
 
-        Tout* out_row = p.out + b * p.out_stride.batch + i * p.out_stride.seq + h * p.out_stride.head;
+        Tout* out_row = p.query_head(p.out, p.out_stride, b, h) + i * p.out_stride.seq;
         const Acc lse = state.finalize(out_row, p.out_stride.dim);
         if (p.lse) *lse_at(p, b, h, i) = static_cast<float>(lse);
       }

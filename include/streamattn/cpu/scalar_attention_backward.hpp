@@ -35,7 +35,7 @@ void key_block_gradients(const attention_backward_params<T, To, G>& g, index_t b
   std::fill(dv.begin(), dv.end(), Acc(0));
   const visibility visible = p.visible_in(b);
   for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h)
-    for (index_t i = 0; i < p.nq; ++i) {
+    for (index_t i = 0; i < visible.nq; ++i) {
       const key_range keys = visible.keys_of(i);
       const index_t begin = std::max(keys.begin, first), end = std::min(keys.end, last);
       if (begin >= end) continue;
@@ -50,8 +50,8 @@ void key_block_gradients(const attention_backward_params<T, To, G>& g, index_t b
         for (index_t d = 0; d < p.dim; ++d) dk_row[d] += pair.d_dot * row.q(d);
       }
     }
-  store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), first, last - first, p.dim);
-  store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), first, last - first, p.dim_v);
+  store_rows(p.key_head(g.dk, g.dk_stride, b, kvh), g.dk_stride, dk.data(), first, last - first, p.dim);
+  store_rows(p.key_head(g.dv, g.dv_stride, b, kvh), g.dv_stride, dv.data(), first, last - first, p.dim_v);
 }
 
 /// Pass 2: dQ of query row i of head h of batch item b, and its bias gradient.
@@ -70,7 +70,7 @@ void query_row_gradients(const attention_backward_params<T, To, G>& g, index_t b
       if (g.dbias.data) g.dbias_at(b, h, i, j) += static_cast<float>(pair.d_score);
     }
   }
-  store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), i, 1, p.dim);
+  store_rows(p.query_head(g.dq, g.dq_stride, b, h), g.dq_stride, dq.data(), i, 1, p.dim);
 }
 
 template <class T, class To, class G>
@@ -84,13 +84,13 @@ void attention_backward_impl(scalar_t, const attention_backward_params<T, To, G>
   std::vector<Acc> dk(static_cast<std::size_t>(block * p.dim)), dv(static_cast<std::size_t>(block * p.dim_v));
   for (index_t b = 0; b < p.batch; ++b)
     for (index_t kvh = 0; kvh < p.hk; ++kvh)
-      for (index_t first = 0; first < p.nk; first += block)
-        key_block_gradients(g, b, kvh, first, std::min(first + block, p.nk), dk, dv);
+      for (index_t first = 0, rows = p.key_rows_in(b); first < rows; first += block)
+        key_block_gradients(g, b, kvh, first, std::min(first + block, rows), dk, dv);
 
   std::vector<Acc> dq(static_cast<std::size_t>(p.dim));
   for (index_t b = 0; b < p.batch; ++b)
     for (index_t h = 0; h < p.hq; ++h)
-      for (index_t i = 0; i < p.nq; ++i) query_row_gradients(g, b, h, i, dq);
+      for (index_t i = 0; i < p.queries_in(b); ++i) query_row_gradients(g, b, h, i, dq);
 }
 
 }  // namespace streamattn::detail

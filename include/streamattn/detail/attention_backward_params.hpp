@@ -44,7 +44,7 @@ struct attention_backward_params {
   }
 
   index_t dout_offset(index_t b, index_t i, index_t h) const {
-    return b * dout_stride.batch + i * dout_stride.seq + h * dout_stride.head;
+    return fwd.query_rows_at(b, dout_stride) + i * dout_stride.seq + h * dout_stride.head;
   }
   float& dbias_at(index_t b, index_t h, index_t i, index_t j) const {
     return dbias.data[b * dbias_stride.batch + h * dbias_stride.head + i * dbias_stride.query + j * dbias_stride.key];

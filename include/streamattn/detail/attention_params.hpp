@@ -28,7 +28,7 @@ struct attention_params {
   bshd_strides q_stride, k_stride, v_stride, out_stride;
 
   index_t batch = 0;
-  index_t nq = 0, nk = 0;        // query and key sequence lengths
+  index_t nq = 0, nk = 0;        // query and key sequence lengths (the longest item's when packed)
   index_t hq = 0, hk = 0;        // query and key/value heads (hq % hk == 0)
   index_t dim = 0, dim_v = 0;    // head dims of q/k and of v/out
 
@@ -44,6 +44,14 @@ struct attention_params {
   index_t alibi_stride = 0;
   const index_t* key_lengths = nullptr;  // per batch item, or null: every item has nk keys
   index_t key_lengths_stride = 0;
+  // Packed sequences (cu_seqlens, validated on the host): item b's queries
+  // are rows [query_starts[b], query_starts[b + 1]) of the seq axis of q, out
+  // and lse, whose batch axis then has extent 1; key_starts does the same
+  // for k and v. Null: item b is index b of the batch axis.
+  const index_t* query_starts = nullptr;
+  index_t query_starts_stride = 0;
+  const index_t* key_starts = nullptr;
+  index_t key_starts_stride = 0;
 
   float* lse = nullptr;
   index_t lse_stride_batch = 0, lse_stride_head = 0, lse_stride_query = 0;
@@ -53,19 +61,48 @@ struct attention_params {
   workspace scratch;
 
   STREAMATTN_HOST_DEVICE index_t group_size() const { return hq / hk; }
-  /// Keys of batch item b: nk, or its key_lengths entry clamped to [0, nk]
-  /// (validated on the host where the host can read it; clamped so that no
-  /// value ever makes a kernel read outside k and v).
-  STREAMATTN_HOST_DEVICE index_t keys_in(index_t b) const {
-    if (!key_lengths) return nk;
-    const index_t n = key_lengths[b * key_lengths_stride];
-    return n < 0 ? 0 : n > nk ? nk : n;
+  /// Query rows of batch item b: nq, or its packed sequence's length.
+  STREAMATTN_HOST_DEVICE index_t queries_in(index_t b) const {
+    return query_starts ? query_starts[(b + 1) * query_starts_stride] - query_starts[b * query_starts_stride] : nq;
   }
-  /// The causal/window visibility of batch item b: aligned to its own keys.
+  /// Key rows that belong to batch item b: nk, or its packed sequence's
+  /// length. (Its keys: see keys_in.)
+  STREAMATTN_HOST_DEVICE index_t key_rows_in(index_t b) const {
+    return key_starts ? key_starts[(b + 1) * key_starts_stride] - key_starts[b * key_starts_stride] : nk;
+  }
+  /// Keys of batch item b: its key rows, or its key_lengths entry clamped to
+  /// [0, key rows] (validated on the host where the host can read it;
+  /// clamped so that no value ever makes a kernel read outside k and v).
+  STREAMATTN_HOST_DEVICE index_t keys_in(index_t b) const {
+    const index_t rows = key_rows_in(b);
+    if (!key_lengths) return rows;
+    const index_t n = key_lengths[b * key_lengths_stride];
+    return n < 0 ? 0 : n > rows ? rows : n;
+  }
+  /// The causal/window visibility of batch item b: aligned to its own
+  /// queries and keys.
   STREAMATTN_HOST_DEVICE visibility visible_in(index_t b) const {
     visibility v = visible;
+    v.nq = queries_in(b);
     v.nk = keys_in(b);
     return v;
+  }
+  /// Offset of batch item b's first row in a tensor laid out like q (q, out,
+  /// and the backward's dout and dq), or like k (k, v, dk, dv).
+  STREAMATTN_HOST_DEVICE index_t query_rows_at(index_t b, const bshd_strides& s) const {
+    return query_starts ? query_starts[b * query_starts_stride] * s.seq : b * s.batch;
+  }
+  STREAMATTN_HOST_DEVICE index_t key_rows_at(index_t b, const bshd_strides& s) const {
+    return key_starts ? key_starts[b * key_starts_stride] * s.seq : b * s.batch;
+  }
+  /// Row 0 of head h of batch item b in a tensor laid out like q / like k.
+  template <class E>
+  STREAMATTN_HOST_DEVICE E* query_head(E* data, const bshd_strides& s, index_t b, index_t h) const {
+    return data + query_rows_at(b, s) + h * s.head;
+  }
+  template <class E>
+  STREAMATTN_HOST_DEVICE E* key_head(E* data, const bshd_strides& s, index_t b, index_t h) const {
+    return data + key_rows_at(b, s) + h * s.head;
   }
   STREAMATTN_HOST_DEVICE index_t kv_head_of(index_t query_head) const { return query_head / group_size(); }
   /// True when some score needs more than `scale * q.k` and the causal/window range.

@@ -77,6 +77,34 @@ void check_no_alias(const char* function, const char* out_name, const view<A, RA
     fail(function, out_name, " overlaps ", in_name, " in memory; outputs must not alias inputs");
 }
 
+/// An output is written (a gradient summed into), so no two of its elements
+/// may share an address: a stride of 0 along an axis longer than 1, or axes
+/// whose strides interleave into each other's span, would write several
+/// results into one element (and race between threads). Conservative: with
+/// the axes ordered by |stride|, each stride must exceed the span of the
+/// axes inside it, which every dense or padded layout satisfies.
+template <class E, int R>
+void check_distinct_elements(const char* fn, const char* name, const view<E, R>& g) {
+  if (g.size() == 0) return;
+  for (int a = 0; a < R; ++a)
+    if (g.stride(a) == 0 && g.extent(a) > 1)
+      fail(fn, name, " has stride 0 along axis ", a, " of extent ", g.extent(a),
+           "; an output needs one element per position");
+  int order[R];
+  for (int a = 0; a < R; ++a) order[a] = a;
+  auto magnitude = [&](int a) { return g.stride(a) < 0 ? -g.stride(a) : g.stride(a); };
+  std::sort(order, order + R, [&](int x, int y) { return magnitude(x) < magnitude(y); });
+  index_t span = 0;  // largest offset the inner axes reach
+  for (int n = 0; n < R; ++n) {
+    const int a = order[n];
+    if (g.extent(a) <= 1) continue;
+    if (magnitude(a) <= span)
+      fail(fn, name, " has strides ", shape_string(view<E, R>{nullptr, g.strides, {}}), " for shape ", shape_string(g),
+           ": axis ", a, " overlaps the axes inside it; an output needs one element per position");
+    span += (g.extent(a) - 1) * magnitude(a);
+  }
+}
+
 inline void check_finite(const char* function, const char* name, float value) {
   if (!std::isfinite(value)) fail(function, name, " must be finite, got ", value);
 }

@@ -28,10 +28,4 @@ void store_rows(E* head, bshd_strides s, const A* tile, index_t first, index_t r
   }
 }
 
-/// Where head h of batch item b starts in a tensor with strides s.
-template <class E>
-E* head_of(E* data, bshd_strides s, index_t b, index_t h) {
-  return data + b * s.batch + h * s.head;
-}
-
 }  // namespace streamattn::detail

@@ -38,14 +38,14 @@ class softmax_gradient_row {
   softmax_gradient_row(const attention_backward_params<T, To, G>& g, index_t b, index_t h, index_t i)
       : p_(g.fwd), terms_(make_score_row<Acc>(g.fwd, b, h, i)), dout_stride_(g.dout_stride.dim) {
     const index_t kvh = p_.kv_head_of(h);
-    q_row_ = p_.q + b * p_.q_stride.batch + i * p_.q_stride.seq + h * p_.q_stride.head;
-    k_head_ = p_.k + b * p_.k_stride.batch + kvh * p_.k_stride.head;
-    v_head_ = p_.v + b * p_.v_stride.batch + kvh * p_.v_stride.head;
+    q_row_ = p_.query_head(p_.q, p_.q_stride, b, h) + i * p_.q_stride.seq;
+    k_head_ = p_.key_head(p_.k, p_.k_stride, b, kvh);
+    v_head_ = p_.key_head(p_.v, p_.v_stride, b, kvh);
     dout_row_ = g.dout + g.dout_offset(b, i, h);
     lse_ = static_cast<Acc>(*lse_at(p_, b, h, i));
     // A row that saw no key has lse = -inf and no gradient; skip its delta.
     if (sees_keys()) {
-      const To* out_row = p_.out + b * p_.out_stride.batch + i * p_.out_stride.seq + h * p_.out_stride.head;
+      const To* out_row = p_.query_head(p_.out, p_.out_stride, b, h) + i * p_.out_stride.seq;
       delta_ = blocked_dot<Acc>(dout_row_, dout_stride_, out_row, p_.out_stride.dim, p_.dim_v);
     }
   }

@@ -1,7 +1,9 @@
 // Validates the arguments of `attention` once and fills the kernel parameters.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "../options.hpp"
 #include "../tensor.hpp"
@@ -36,6 +38,43 @@ bhqk_strides broadcast_strides(const char* function, const char* name, const vie
   return s;
 }
 
+/// A batch described by `query_starts` or `key_starts` (cu_seqlens).
+struct packed_sequences {
+  bool packed = false;
+  index_t count = 0;    // sequences
+  index_t longest = 0;  // rows of the longest
+};
+
+/// Reads and checks a starts view (host memory): `count + 1` non-decreasing
+/// row offsets within the seq axis of `tensor`, whose batch axis must then
+/// have extent 1 (the packed rows are one long sequence).
+template <class E>
+packed_sequences read_starts(const char* fn, const char* name, const view<const index_t, 1>& starts,
+                             const char* tensor_name, const view<E, 4>& tensor) {
+  packed_sequences r;
+  if (starts.empty()) {
+    if (starts.size() != 0) check_view(fn, name, starts);
+    return r;
+  }
+  check_view(fn, name, starts);
+  if (starts.extent(0) < 1) fail(fn, name, " needs one entry more than there are sequences, got none");
+  if (tensor.extent(0) != 1)
+    fail(fn, tensor_name, " has batch ", tensor.extent(0), "; with ", name, " its sequences are packed along its seq ",
+         "axis, and its batch axis must have extent 1");
+  r.packed = true;
+  r.count = starts.extent(0) - 1;
+  const index_t rows = tensor.extent(1);
+  if (starts(0) < 0) fail(fn, name, "(0) is ", starts(0), "; starts must be >= 0");
+  for (index_t b = 0; b < r.count; ++b) {
+    const index_t first = starts(b), last = starts(b + 1);
+    if (last < first) fail(fn, name, "(", b + 1, ") is ", last, ", below ", name, "(", b, ") = ", first,
+                           "; starts must not decrease");
+    if (last > rows) fail(fn, name, "(", b + 1, ") is ", last, ", past the ", rows, " rows of ", tensor_name);
+    r.longest = std::max(r.longest, last - first);
+  }
+  return r;
+}
+
 template <class T, class Tout>
 attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4> q, view<const T, 4> k,
                                                 view<const T, 4> v, view<Tout, 4> out,
@@ -46,25 +85,41 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   check_view(fn, "out", out);
 
   attention_params<T, Tout> p;
-  p.batch = q.extent(0);
-  p.nq = q.extent(1);
   p.hq = q.extent(2);
   p.dim = q.extent(3);
-  p.nk = k.extent(1);
   p.hk = k.extent(2);
   p.dim_v = v.extent(3);
-
-  if (k.extent(0) != p.batch) fail(fn, "k has batch ", k.extent(0), " but q has batch ", p.batch);
-  if (v.extent(0) != p.batch) fail(fn, "v has batch ", v.extent(0), " but q has batch ", p.batch);
   if (k.extent(3) != p.dim) fail(fn, "k has head dim ", k.extent(3), " but q has head dim ", p.dim);
-  if (v.extent(1) != p.nk) fail(fn, "v has ", v.extent(1), " keys but k has ", p.nk);
+  if (v.extent(1) != k.extent(1)) fail(fn, "v has ", v.extent(1), " keys but k has ", k.extent(1));
   if (v.extent(2) != p.hk) fail(fn, "v has ", v.extent(2), " heads but k has ", p.hk);
   if (p.hk == 0 && p.hq != 0) fail(fn, "k has 0 heads but q has ", p.hq);
   if (p.hk != 0 && p.hq % p.hk != 0)
     fail(fn, "q has ", p.hq, " heads, which is not a multiple of the ", p.hk, " heads of k and v");
+  check_shape(fn, "out", out, {q.extent(0), q.extent(1), p.hq, p.dim_v}, "(batch, queries, heads, dim of v) =");
+
+  // The batch items and their lengths: one per index of the batch axis, or
+  // one per packed sequence.
+  const packed_sequences packed_q = read_starts(fn, "query_starts", opts.query_starts, "q", q);
+  const packed_sequences packed_k = read_starts(fn, "key_starts", opts.key_starts, "k", k);
+  p.batch = packed_q.packed ? packed_q.count : q.extent(0);
+  p.nq = packed_q.packed ? packed_q.longest : q.extent(1);
+  p.nk = packed_k.packed ? packed_k.longest : k.extent(1);
+  const index_t key_batch = packed_k.packed ? packed_k.count : k.extent(0);
+  if (key_batch != p.batch)
+    fail(fn, packed_k.packed ? "key_starts packs " : "k has batch ", key_batch,
+         packed_k.packed ? " sequences" : "", packed_q.packed ? " but query_starts packs " : " but q has batch ",
+         p.batch, packed_q.packed ? " sequences" : "");
+  if (v.extent(0) != k.extent(0)) fail(fn, "v has batch ", v.extent(0), " but k has batch ", k.extent(0));
+  if (packed_q.packed) {
+    p.query_starts = opts.query_starts.data;
+    p.query_starts_stride = opts.query_starts.stride(0);
+  }
+  if (packed_k.packed) {
+    p.key_starts = opts.key_starts.data;
+    p.key_starts_stride = opts.key_starts.stride(0);
+  }
   if (p.dim == 0 && !opts.scale && p.nq != 0 && p.nk != 0)
     fail(fn, "q and k have head dim 0 and no scale is given (the default 1/sqrt(D) is undefined)");
-  check_shape(fn, "out", out, {p.batch, p.nq, p.hq, p.dim_v}, "(batch, queries, heads, dim of v) =");
 
   p.q = q.data;
   p.k = k.data;
@@ -116,7 +171,7 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     check_view(fn, "key_lengths", opts.key_lengths);
   }
   if (!opts.lse.empty()) {
-    check_shape(fn, "lse", opts.lse, {p.batch, p.hq, p.nq}, "(batch, heads, queries) =");
+    check_shape(fn, "lse", opts.lse, {q.extent(0), p.hq, q.extent(1)}, "(batch, heads, queries) =");
     check_no_alias(fn, "lse", opts.lse, "q", q);
     check_no_alias(fn, "lse", opts.lse, "k", k);
     check_no_alias(fn, "lse", opts.lse, "v", v);
@@ -129,9 +184,12 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     check_view(fn, "lse", opts.lse);
   }
   if (!opts.bias.empty()) check_no_alias(fn, "out", out, "bias", opts.bias);
-  if (!opts.key_lengths.empty()) {
-    check_no_alias(fn, "out", out, "key_lengths", opts.key_lengths);
-    if (!opts.lse.empty()) check_no_alias(fn, "lse", opts.lse, "key_lengths", opts.key_lengths);
+  // Outputs written over lengths the kernels are still reading.
+  for (const auto& [name, lengths] : {std::pair{"key_lengths", opts.key_lengths},
+                                      std::pair{"query_starts", opts.query_starts},
+                                      std::pair{"key_starts", opts.key_starts}}) {
+    check_no_alias(fn, "out", out, name, lengths);
+    check_no_alias(fn, "lse", opts.lse, name, lengths);
   }
 
   if (opts.q_chunk < 0) fail(fn, "q_chunk must be >= 0 (0 = automatic), got ", opts.q_chunk);
@@ -146,16 +204,26 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   return p;
 }
 
+/// The forward writes out and lse from many threads, one element per
+/// position. (Not part of make_attention_params: the backward passes the
+/// forward's out through it as an input, and workspace_size reads only shapes.)
+template <class Tout>
+void check_output_layout(const char* fn, const view<Tout, 4>& out, const view<float, 3>& lse) {
+  check_distinct_elements(fn, "out", out);
+  check_distinct_elements(fn, "lse", lse);
+}
+
 /// The values of `key_lengths`, for backends whose host code can read them
-/// (the CPU ones): each must lie in [0, Nk]. The kernels clamp regardless, so
-/// a value is never a reason to read outside k and v.
+/// (the CPU ones): each must lie in [0, rows of the item's keys]. The kernels
+/// clamp regardless, so a value is never a reason to read outside k and v.
 template <class T, class Tout>
 void check_key_length_values(const char* fn, const attention_params<T, Tout>& p) {
   if (!p.key_lengths) return;
   for (index_t b = 0; b < p.batch; ++b) {
-    const index_t n = p.key_lengths[b * p.key_lengths_stride];
-    if (n < 0 || n > p.nk)
-      fail(fn, "key_lengths(", b, ") is ", n, ", outside [0, ", p.nk, "] (k and v have ", p.nk, " keys)");
+    const index_t n = p.key_lengths[b * p.key_lengths_stride], rows = p.key_rows_in(b);
+    if (n < 0 || n > rows)
+      fail(fn, "key_lengths(", b, ") is ", n, ", outside [0, ", rows, "] (", p.key_starts ? "its sequence has " : "k and v have ",
+           rows, " keys)");
   }
 }
 

@@ -3,8 +3,6 @@
 // output gradient and the gradient views.
 #pragma once
 
-#include <algorithm>
-
 #include "../attention_gradients.hpp"
 #include "../options.hpp"
 #include "../tensor.hpp"
@@ -13,34 +11,6 @@
 #include "validate_attention.hpp"
 
 namespace streamattn::detail {
-
-/// A gradient is written (and dbias summed into), so no two of its elements
-/// may share an address: a stride of 0 along an axis longer than 1, or axes
-/// whose strides interleave into each other's span, would add several
-/// gradients into one element (and race between threads). Conservative: with
-/// the axes ordered by |stride|, each stride must exceed the span of the
-/// axes inside it, which every dense or padded layout satisfies.
-template <class E, int R>
-void check_distinct_elements(const char* fn, const char* name, const view<E, R>& g) {
-  if (g.size() == 0) return;
-  for (int a = 0; a < R; ++a)
-    if (g.stride(a) == 0 && g.extent(a) > 1)
-      fail(fn, name, " has stride 0 along axis ", a, " of extent ", g.extent(a),
-           "; a gradient needs one element per position");
-  int order[R];
-  for (int a = 0; a < R; ++a) order[a] = a;
-  auto magnitude = [&](int a) { return g.stride(a) < 0 ? -g.stride(a) : g.stride(a); };
-  std::sort(order, order + R, [&](int x, int y) { return magnitude(x) < magnitude(y); });
-  index_t span = 0;  // largest offset the inner axes reach
-  for (int n = 0; n < R; ++n) {
-    const int a = order[n];
-    if (g.extent(a) <= 1) continue;
-    if (magnitude(a) <= span)
-      fail(fn, name, " has strides ", shape_string(view<E, R>{nullptr, g.strides, {}}), " for shape ", shape_string(g),
-           ": axis ", a, " overlaps the axes inside it; a gradient needs one element per position");
-    span += (g.extent(a) - 1) * magnitude(a);
-  }
-}
 
 template <class T, class To, class G>
 attention_backward_params<T, To, G> make_attention_backward_params(const char* fn, view<const T, 4> q,
@@ -93,6 +63,8 @@ attention_backward_params<T, To, G> make_attention_backward_params(const char* f
     check_no_alias(fn, name, grad, "mask", opts.mask);
     check_no_alias(fn, name, grad, "alibi_slopes", opts.alibi_slopes);
     check_no_alias(fn, name, grad, "key_lengths", opts.key_lengths);
+    check_no_alias(fn, name, grad, "query_starts", opts.query_starts);
+    check_no_alias(fn, name, grad, "key_starts", opts.key_starts);
   };
   against_inputs("dq", grads.dq);
   against_inputs("dk", grads.dk);

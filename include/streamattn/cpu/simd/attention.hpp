@@ -60,6 +60,7 @@ void attention_impl(simd_t, const attention_params<T, Tout>& p) {
   parallel_for(plan.items, plan.workers, [&](index_t item, int worker) {
     const simd::block<Acc, T, Tout> blk(p, plan, item, base + static_cast<std::size_t>(worker) * plan.slab_bytes,
                                         partials);
+    if (blk.rows == 0) return;  // a packed item shorter than the longest
     if (plan.decode)
       simd::run_decode_block(blk);
     else

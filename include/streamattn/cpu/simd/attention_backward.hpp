@@ -72,12 +72,12 @@ template <class Acc, class T, class To, class G>
 void load_query_tile(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
                      index_t i0, index_t rows) {
   const auto& p = g.fwd;
-  load_rows(w.q.data(), head_of(p.q, p.q_stride, b, h), p.q_stride, i0, rows, p.dim);
+  load_rows(w.q.data(), p.query_head(p.q, p.q_stride, b, h), p.q_stride, i0, rows, p.dim);
   load_rows(w.dout.data(), g.dout + g.dout_offset(b, 0, h), g.dout_stride, i0, rows, p.dim_v);
   for (index_t r = 0; r < rows; ++r) {
     const index_t i = i0 + r;
     w.lse[static_cast<std::size_t>(r)] = static_cast<Acc>(*lse_at(p, b, h, i));
-    const To* out_row = p.out + b * p.out_stride.batch + i * p.out_stride.seq + h * p.out_stride.head;
+    const To* out_row = p.query_head(p.out, p.out_stride, b, h) + i * p.out_stride.seq;
     w.delta[static_cast<std::size_t>(r)] =
         blocked_dot<Acc>(g.dout + g.dout_offset(b, i, h), g.dout_stride.dim, out_row, p.out_stride.dim, p.dim_v);
   }
@@ -145,7 +145,8 @@ template <class Acc, class T, class To, class G>
 void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t kvh,
                     index_t j0) {
   const auto& p = g.fwd;
-  const index_t j1 = std::min(j0 + w.kv_block, p.nk);
+  const index_t j1 = std::min(j0 + w.kv_block, p.key_rows_in(b));
+  if (j1 <= j0) return;  // past a shorter packed item's key rows
   tile<Acc> dk(w.dk.data(), j1 - j0, p.dim), dv(w.dv.data(), j1 - j0, p.dim_v);
   dk.setZero();
   dv.setZero();
@@ -153,11 +154,11 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
   const visibility visible = p.visible_in(b);
   const index_t cols = std::max<index_t>(0, std::min(j1, visible.nk) - j0);
   if (cols > 0) {
-    load_rows(w.k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
-    load_rows(w.v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
+    load_rows(w.k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
     for (index_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h)
-      for (index_t i0 = 0; i0 < p.nq; i0 += w.q_tile) {
-        const index_t rows = std::min(w.q_tile, p.nq - i0);
+      for (index_t i0 = 0; i0 < visible.nq; i0 += w.q_tile) {
+        const index_t rows = std::min(w.q_tile, visible.nq - i0);
         const key_range seen = visible.keys_of_rows(i0, i0 + rows - 1);
         if (seen.end <= j0 || seen.begin >= j0 + cols || seen.empty()) continue;
         load_query_tile(g, w, b, h, i0, rows);
@@ -168,15 +169,16 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
         dk.topRows(cols).noalias() += d_dot.transpose() * q;
       }
   }
-  store_rows(head_of(g.dk, g.dk_stride, b, kvh), g.dk_stride, w.dk.data(), j0, j1 - j0, p.dim);
-  store_rows(head_of(g.dv, g.dv_stride, b, kvh), g.dv_stride, w.dv.data(), j0, j1 - j0, p.dim_v);
+  store_rows(p.key_head(g.dk, g.dk_stride, b, kvh), g.dk_stride, w.dk.data(), j0, j1 - j0, p.dim);
+  store_rows(p.key_head(g.dv, g.dv_stride, b, kvh), g.dv_stride, w.dv.data(), j0, j1 - j0, p.dim_v);
 }
 
 template <class Acc, class T, class To, class G>
 void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
                      index_t i0) {
   const auto& p = g.fwd;
-  const index_t rows = std::min(w.q_tile, p.nq - i0);
+  const index_t rows = std::min(w.q_tile, p.queries_in(b) - i0);
+  if (rows <= 0) return;  // past a shorter packed item's queries
   tile<Acc> dq(w.dq.data(), rows, p.dim);
   dq.setZero();
   load_query_tile(g, w, b, h, i0, rows);
@@ -184,13 +186,13 @@ void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<
   const key_range seen = p.visible_in(b).keys_of_rows(i0, i0 + rows - 1);
   for (index_t j0 = seen.begin; j0 < seen.end; j0 += w.kv_block) {
     const index_t cols = std::min(w.kv_block, seen.end - j0);
-    load_rows(w.k.data(), head_of(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
-    load_rows(w.v.data(), head_of(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
+    load_rows(w.k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
+    load_rows(w.v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
     pair_gradients(g, w, b, h, i0, rows, j0, cols, true);
     const tile<Acc> d_dot(w.d_dot.data(), rows, cols), k(w.k.data(), cols, p.dim);
     dq.noalias() += d_dot * k;
   }
-  store_rows(head_of(g.dq, g.dq_stride, b, h), g.dq_stride, w.dq.data(), i0, rows, p.dim);
+  store_rows(p.query_head(g.dq, g.dq_stride, b, h), g.dq_stride, w.dq.data(), i0, rows, p.dim);
 }
 
 }  // namespace simd_backward

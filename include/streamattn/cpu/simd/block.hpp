@@ -48,8 +48,9 @@ struct block {
     kv_head = (unit % (heads * plan.row_blocks)) / plan.row_blocks;
     row_block = unit % plan.row_blocks;
     row_begin = row_block * plan.block_rows;
-    rows = std::min(plan.block_rows, plan.head_rows - row_begin);
     visible = p.visible_in(batch);
+    // Blocks past a shorter packed item's rows own none.
+    rows = std::max<index_t>(0, std::min(plan.block_rows, visible.nq * plan.group - row_begin));
   }
 
   /// The same rows and key segment for another K/V head of a decode item.
@@ -83,10 +84,10 @@ struct block {
   score_row<Acc>* terms() const { return head_buffer<score_row<Acc>>(plan.terms_off); }
 
   const T* q_row(index_t row) const {
-    return p.q + batch * p.q_stride.batch + query_of(row) * p.q_stride.seq + head_of(row) * p.q_stride.head;
+    return p.query_head(p.q, p.q_stride, batch, head_of(row)) + query_of(row) * p.q_stride.seq;
   }
-  const T* k_head() const { return p.k + batch * p.k_stride.batch + kv_head * p.k_stride.head; }
-  const T* v_head() const { return p.v + batch * p.v_stride.batch + kv_head * p.v_stride.head; }
+  const T* k_head() const { return p.key_head(p.k, p.k_stride, batch, kv_head); }
+  const T* v_head() const { return p.key_head(p.v, p.v_stride, batch, kv_head); }
 
   /// Keys any row of the block may see: a contiguous range, so the chunks
   /// outside it (above the causal diagonal, beyond a window) are never touched.
@@ -146,7 +147,7 @@ struct block {
   /// Writes row r: acc[d * acc_stride] / row_sum (zeros when no key was
   /// visible), and its log-sum-exp.
   void write_row(index_t r, const Acc* acc, index_t acc_stride, Acc max, Acc sum) const {
-    Tout* out = p.out + batch * p.out_stride.batch + query_of(r) * p.out_stride.seq + head_of(r) * p.out_stride.head;
+    Tout* out = p.query_head(p.out, p.out_stride, batch, head_of(r)) + query_of(r) * p.out_stride.seq;
     const Acc inv = sum > Acc(0) ? Acc(1) / sum : Acc(0);
     for (index_t d = 0; d < p.dim_v; ++d) out[d * p.out_stride.dim] = convert<Tout>(acc[d * acc_stride] * inv);
     if (p.lse) *lse_at(p, batch, head_of(r), query_of(r)) = sum > Acc(0) ? static_cast<float>(max + log_(sum)) : neg_inf<float>();

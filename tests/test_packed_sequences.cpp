@@ -1,0 +1,439 @@
+// Packed variable-length sequences (query_starts / key_starts): a packed call
+// must compute each sequence exactly as a call on that sequence alone would.
+// Each item is drawn as its own random problem (every option set), the items
+// are packed into one call, and each item's rows of the result are judged
+// against the naive oracle of that item alone, with the same rounding-derived
+// tolerances as the unpacked suites. Rows outside every sequence hold NaN in
+// the inputs (a kernel that reads one poisons its result) and in the outputs
+// (a kernel that writes one is caught). The backward pass must give each
+// item bitwise the gradients of the same backend on that item alone.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <streamattn/streamattn.hpp>
+
+#include "support/combos.hpp"
+#include "support/expect_invalid.hpp"
+#include "support/problem.hpp"
+#include "support/seed.hpp"
+
+namespace {
+
+using namespace streamattn;
+using namespace streamattn::testing;
+
+/// How a batch is packed: per-item lengths, which side is packed, and the
+/// junk rows in front of and behind the packed ones.
+struct packing {
+  std::string name;
+  std::vector<index_t> nq, nk;  // per item; the unpacked side's lengths must all be equal
+  bool pack_q = true, pack_k = true;
+  index_t hq = 2, hk = 1, dim = 16, dim_v = 24;
+  index_t lead = 3, tail = 2;
+};
+
+const std::vector<packing> kPackings = {
+    // Lengths 0, 1, chunk +-1, primes; Nq != Nk per item; GQA; D != Dv.
+    {"both", {5, 0, 64, 1, 65, 13}, {7, 3, 63, 200, 65, 1}, true, true, 4, 2, 16, 24},
+    // Self-attention as in training on packed documents.
+    {"self", {1, 7, 97, 33}, {1, 7, 97, 33}, true, true, 2, 2, 64, 64},
+    // Packed keys, batched single-token queries: decoding over a packed KV
+    // cache, long enough for the simd backend to split the keys.
+    {"keys_only", {1, 1, 1, 1}, {2500, 1, 0, 1300}, false, true, 4, 1, 32, 32},
+    // Packed queries against batched keys.
+    {"queries_only", {3, 0, 70}, {40, 40, 40}, true, false, 3, 1, 8, 5},
+};
+
+template <class E>
+void fill_nan(tensor4<E>& t) {
+  std::fill(t.storage.begin(), t.storage.end(), detail::convert<E>(std::numeric_limits<float>::quiet_NaN()));
+}
+
+/// Element (b, h, i, j) of a bias or mask view that may broadcast (extent 1).
+template <class E>
+E broadcast_at(const view<const E, 4>& m, index_t b, index_t h, index_t i, index_t j) {
+  return m(m.extent(0) == 1 ? 0 : b, m.extent(1) == 1 ? 0 : h, m.extent(2) == 1 ? 0 : i, m.extent(3) == 1 ? 0 : j);
+}
+
+/// The items of a packing as separate problems, and one packed call's inputs.
+template <class T>
+struct packed_case {
+  const packing& pk;
+  index_t batch;
+  std::vector<problem<T>> items;
+  std::vector<index_t> q_starts, k_starts;  // B + 1 row offsets (packed sides)
+  tensor4<T> q, k, v;
+  std::vector<float> bias;  // (B, Hq, longest Nq, longest Nk), NaN outside each item
+  std::unique_ptr<bool[]> mask;
+  std::vector<index_t> lengths;
+  attention_options opts;
+  index_t nq_max = 0, nk_max = 0;
+
+  template <class Rng>
+  packed_case(const packing& p, const option_set& os, Rng& rng) : pk(p), batch(static_cast<index_t>(p.nq.size())) {
+    for (index_t b = 0; b < batch; ++b)
+      items.emplace_back(shape{1, p.nq[b], p.nk[b], p.hq, p.hk, p.dim, p.dim_v}, os, rng);
+    nq_max = *std::max_element(p.nq.begin(), p.nq.end());
+    nk_max = *std::max_element(p.nk.begin(), p.nk.end());
+    q_starts = starts(p.nq);
+    k_starts = starts(p.nk);
+    q = outer<T>(p.pack_q, p.nq, p.hq, p.dim);
+    k = outer<T>(p.pack_k, p.nk, p.hk, p.dim);
+    v = outer<T>(p.pack_k, p.nk, p.hk, p.dim_v);
+    for (index_t b = 0; b < batch; ++b) {
+      copy_rows(items[b].q, q, p.pack_q, q_starts, b);
+      copy_rows(items[b].k, k, p.pack_k, k_starts, b);
+      copy_rows(items[b].v, v, p.pack_k, k_starts, b);
+    }
+
+    const attention_options& first = items.front().opts;
+    opts.scale = first.scale;
+    opts.causal = first.causal;
+    opts.window_left = first.window_left;
+    opts.window_right = first.window_right;
+    opts.softcap = first.softcap;
+    opts.alibi_slopes = first.alibi_slopes;  // per head only: the same in every item
+    const std::array<index_t, 4> full{batch, p.hq, nq_max, nk_max};
+    const auto n = static_cast<std::size_t>(std::max<index_t>(1, batch * p.hq * nq_max * nk_max));
+    if (!first.bias.empty()) {
+      bias.assign(n, std::numeric_limits<float>::quiet_NaN());
+      const auto bv = contiguous(bias.data(), full);
+      for_each_score([&](index_t b, index_t h, index_t i, index_t j) {
+        bv(b, h, i, j) = broadcast_at(items[b].opts.bias, 0, h, i, j);
+      });
+      opts.bias = view<const float, 4>(bv);
+    }
+    if (!first.mask.empty()) {
+      mask.reset(new bool[n]);
+      std::fill(mask.get(), mask.get() + n, true);
+      const auto mv = contiguous(mask.get(), full);
+      for_each_score([&](index_t b, index_t h, index_t i, index_t j) {
+        mv(b, h, i, j) = broadcast_at(items[b].opts.mask, 0, h, i, j);
+      });
+      opts.mask = view<const bool, 4>(mv);
+    }
+    if (!first.key_lengths.empty()) {
+      for (const auto& item : items) lengths.push_back(item.lengths.front());
+      opts.key_lengths = view<const index_t, 1>{lengths.data(), {batch}, {1}};
+    }
+    if (p.pack_q) opts.query_starts = view<const index_t, 1>{q_starts.data(), {batch + 1}, {1}};
+    if (p.pack_k) opts.key_starts = view<const index_t, 1>{k_starts.data(), {batch + 1}, {1}};
+  }
+
+  /// Row offsets: `lead` junk rows first, then the items back to back.
+  std::vector<index_t> starts(const std::vector<index_t>& n) const {
+    std::vector<index_t> s{pk.lead};
+    for (index_t len : n) s.push_back(s.back() + len);
+    return s;
+  }
+
+  /// A packed (1, lead + total + tail, H, D) tensor or a batched (B, N, H, D)
+  /// one, NaN throughout until the items are copied in.
+  template <class E>
+  tensor4<E> outer(bool packed, const std::vector<index_t>& n, index_t heads, index_t dim) const {
+    const index_t total = std::accumulate(n.begin(), n.end(), index_t{0});
+    tensor4<E> t(packed ? std::array<index_t, 4>{1, pk.lead + total + pk.tail, heads, dim}
+                        : std::array<index_t, 4>{batch, n.front(), heads, dim});
+    fill_nan(t);
+    return t;
+  }
+
+  /// Item b's rows of a packed or batched tensor, as a (1, N_b, H, D) view.
+  template <class E>
+  view<E, 4> item_rows(const view<E, 4>& t, bool packed, const std::vector<index_t>& s, index_t b, index_t n) const {
+    view<E, 4> r = t;
+    r.data += packed ? s[b] * t.stride(1) : b * t.stride(0);
+    r.shape = {1, n, t.extent(2), t.extent(3)};
+    return r;
+  }
+  template <class E>
+  view<E, 4> query_rows(const view<E, 4>& t, index_t b) const {
+    return item_rows(t, pk.pack_q, q_starts, b, pk.nq[b]);
+  }
+  template <class E>
+  view<E, 4> key_rows(const view<E, 4>& t, index_t b) const {
+    return item_rows(t, pk.pack_k, k_starts, b, pk.nk[b]);
+  }
+
+  template <class E>
+  void copy_rows(const tensor4<E>& from, tensor4<E>& to, bool packed, const std::vector<index_t>& s, index_t b) {
+    const view<E, 4> dst = item_rows(to.v, packed, s, b, from.v.extent(1));
+    from.for_each([&](index_t, index_t i, index_t h, index_t d) { dst(0, i, h, d) = from.v(0, i, h, d); });
+  }
+
+  template <class F>
+  void for_each_score(F&& f) const {
+    for (index_t b = 0; b < batch; ++b)
+      for (index_t h = 0; h < pk.hq; ++h)
+        for (index_t i = 0; i < pk.nq[b]; ++i)
+          for (index_t j = 0; j < pk.nk[b]; ++j) f(b, h, i, j);
+  }
+
+  /// Whether row s of the packed/batched q holds some item's query.
+  bool is_query_row(index_t b, index_t s) const {
+    return pk.pack_q ? s >= q_starts.front() && s < q_starts.back() : s < pk.nq[b];
+  }
+};
+
+template <class Backend, class T>
+struct combo_case {
+  using backend = Backend;
+  using type = T;
+};
+
+template <class C>
+class PackedSequences : public ::testing::Test {};
+using packed_combos =
+    ::testing::Types<combo_case<naive_t, float>, combo_case<scalar_t, float>, combo_case<scalar_t, Eigen::bfloat16>,
+                     combo_case<simd_t, float>, combo_case<simd_t, double>, combo_case<simd_t, Eigen::half>>;
+class packed_names {
+ public:
+  template <class C>
+  static std::string GetName(int) {
+    using B = typename C::backend;
+    const std::string b = std::is_same_v<B, simd_t> ? "simd_" : std::is_same_v<B, scalar_t> ? "scalar_" : "naive_";
+    return b + element_name<typename C::type>();
+  }
+};
+TYPED_TEST_SUITE(PackedSequences, packed_combos, packed_names);
+
+TYPED_TEST(PackedSequences, EachItemAsIfCalledAlone) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  for (const packing& pk : kPackings)
+    for (const option_set& os : all_option_sets()) {
+      packed_case<T> c(pk, os, rng);
+      tensor4<T> out = c.template outer<T>(pk.pack_q, pk.nq, pk.hq, pk.dim_v);
+      const index_t lse_batch = out.v.extent(0), lse_rows = out.v.extent(1);
+      std::vector<float> lse(static_cast<std::size_t>(std::max<index_t>(1, lse_batch * pk.hq * lse_rows)),
+                             std::nanf(""));
+      const view<float, 3> lse_view{lse.data(), {lse_batch, pk.hq, lse_rows}, {pk.hq * lse_rows, lse_rows, 1}};
+      attention_options opts = c.opts;
+      if (os.lse) opts.lse = lse_view;
+      attention(backend, c.q.cv(), c.k.cv(), c.v.cv(), out.v, opts);
+
+      const std::string context = "packing " + pk.name + " options " + os.name;
+      for (index_t b = 0; b < c.batch; ++b) {
+        const problem<T>& item = c.items[b];
+        result<T> got = poisoned_result<T>(item, layout::bshd);
+        const view<T, 4> rows = c.query_rows(out.v, b);
+        got.out.for_each([&](index_t, index_t i, index_t h, index_t d) { got.out.v(0, i, h, d) = rows(0, i, h, d); });
+        if (pk.nq[b] == 0) got.lse = {0.0f};  // the oracle's placeholder element of an empty lse
+        for (index_t h = 0; h < pk.hq; ++h)
+          for (index_t i = 0; i < pk.nq[b]; ++i)
+            got.lse[static_cast<std::size_t>(h * pk.nq[b] + i)] =
+                pk.pack_q ? lse_view(0, h, c.q_starts[b] + i) : lse_view(b, h, i);
+        expect_matches(item, make_oracle(item), got, context + " item " + std::to_string(b));
+      }
+      // Rows outside every sequence: never written.
+      out.for_each([&](index_t b, index_t s, index_t h, index_t d) {
+        if (!c.is_query_row(b, s)) {
+          EXPECT_TRUE(std::isnan(detail::convert<float>(out.v(b, s, h, d))))
+              << context << ": row " << s << " of out (batch " << b << ") is outside every sequence but was written";
+        }
+      });
+      for (index_t b = 0; b < lse_batch; ++b)
+        for (index_t h = 0; h < pk.hq; ++h)
+          for (index_t s = 0; s < lse_rows; ++s)
+            if (os.lse && !c.is_query_row(b, s)) {
+              EXPECT_TRUE(std::isnan(lse_view(b, h, s))) << context << ": lse row " << s;
+            }
+    }
+}
+
+/// Gradients of a packed call against the same backend on each item alone:
+/// packing only changes which rows are addressed, and with the tile sizes
+/// fixed every item runs the same tiles in the same order, so they agree
+/// bitwise. (The backward suite judges the per-item gradients themselves
+/// against the oracle.)
+template <class Backend>
+void expect_backward_matches_items(const Backend& backend, const packing& pk, const option_set& os,
+                                   std::mt19937_64& rng) {
+  using T = float;
+  packed_case<T> c(pk, os, rng);
+  attention_options opts = c.opts;
+  opts.q_chunk = 16;
+  opts.kv_chunk = 32;
+  opts.threads = 3;
+  // The forward's out and lse, and a random output gradient.
+  tensor4<T> out = c.template outer<T>(pk.pack_q, pk.nq, pk.hq, pk.dim_v);
+  tensor4<T> dout = c.template outer<T>(pk.pack_q, pk.nq, pk.hq, pk.dim_v);
+  std::vector<float> lse(static_cast<std::size_t>(std::max<index_t>(1, out.v.extent(0) * pk.hq * out.v.extent(1))),
+                         std::nanf(""));
+  const view<float, 3> lse_view{
+      lse.data(), {out.v.extent(0), pk.hq, out.v.extent(1)}, {pk.hq * out.v.extent(1), out.v.extent(1), 1}};
+  opts.lse = lse_view;
+  attention(simd, c.q.cv(), c.k.cv(), c.v.cv(), out.v, opts);
+  std::uniform_real_distribution<float> unit(-1, 1);
+  out.for_each([&](index_t b, index_t s, index_t h, index_t d) {
+    if (c.is_query_row(b, s)) dout.v(b, s, h, d) = unit(rng);
+  });
+
+  tensor4<T> dq = c.template outer<T>(pk.pack_q, pk.nq, pk.hq, pk.dim);
+  tensor4<T> dk = c.template outer<T>(pk.pack_k, pk.nk, pk.hk, pk.dim);
+  tensor4<T> dv = c.template outer<T>(pk.pack_k, pk.nk, pk.hk, pk.dim_v);
+  std::vector<float> dbias(c.bias.size(), std::nanf(""));
+  attention_gradients<T> grads{dq.v, dk.v, dv.v};
+  if (!c.bias.empty()) grads.dbias = view<float, 4>{dbias.data(), opts.bias.shape, opts.bias.strides};
+  attention_backward(backend, c.q.cv(), c.k.cv(), c.v.cv(), out.cv(), dout.cv(), grads, opts);
+
+  const std::string context = "packing " + pk.name + " options " + os.name;
+  for (index_t b = 0; b < c.batch; ++b) {
+    const problem<T>& item = c.items[b];
+    const index_t nq = pk.nq[b], nk = pk.nk[b];
+    tensor4<T> idq({1, nq, pk.hq, pk.dim}), idk({1, nk, pk.hk, pk.dim}), idv({1, nk, pk.hk, pk.dim_v});
+    std::vector<float> ilse(static_cast<std::size_t>(std::max<index_t>(1, pk.hq * nq)));
+    for (index_t h = 0; h < pk.hq; ++h)
+      for (index_t i = 0; i < nq; ++i)
+        ilse[static_cast<std::size_t>(h * nq + i)] = pk.pack_q ? lse_view(0, h, c.q_starts[b] + i) : lse_view(b, h, i);
+    attention_options iopts = item.opts;
+    iopts.q_chunk = opts.q_chunk;
+    iopts.kv_chunk = opts.kv_chunk;
+    iopts.threads = 1;
+    iopts.lse = view<float, 3>{ilse.data(), {1, pk.hq, nq}, {pk.hq * nq, nq, 1}};
+    std::vector<float> idbias(item.bias.size());
+    attention_gradients<T> igrads{idq.v, idk.v, idv.v};
+    if (!item.bias.empty()) igrads.dbias = view<float, 4>{idbias.data(), item.opts.bias.shape, item.opts.bias.strides};
+    attention_backward(backend, item.q.cv(), item.k.cv(), item.v.cv(), c.query_rows(view<const T, 4>(out.v), b),
+                       c.query_rows(view<const T, 4>(dout.v), b), igrads, iopts);
+
+    auto expect_same = [&](const tensor4<T>& want, const view<T, 4>& have, const char* name) {
+      index_t differ = 0;
+      want.for_each([&](index_t, index_t s, index_t h, index_t d) {
+        const float w = want.v(0, s, h, d), x = have(0, s, h, d);
+        if (!(w == x || (std::isnan(w) && std::isnan(x)))) ++differ;
+      });
+      EXPECT_EQ(differ, 0) << context << " item " << b << ": " << name << " elements differ from the item alone";
+    };
+    expect_same(idq, c.query_rows(dq.v, b), "dq");
+    expect_same(idk, c.key_rows(dk.v, b), "dk");
+    expect_same(idv, c.key_rows(dv.v, b), "dv");
+    if (!item.bias.empty()) {
+      // The item's bias broadcasts per its own problem; the packed call's is
+      // full, so sum the packed gradient over the axes the item's broadcasts.
+      const view<const float, 4> ib = item.opts.bias;
+      std::vector<double> summed(idbias.size(), 0.0), magnitude(idbias.size(), 0.0);
+      const view<float, 4> pb{dbias.data(), opts.bias.shape, opts.bias.strides};
+      for (index_t h = 0; h < pk.hq; ++h)
+        for (index_t i = 0; i < nq; ++i)
+          for (index_t j = 0; j < nk; ++j) {
+            const index_t at = (ib.extent(1) == 1 ? 0 : h) * ib.stride(1) + (ib.extent(2) == 1 ? 0 : i) * ib.stride(2) +
+                               (ib.extent(3) == 1 ? 0 : j) * ib.stride(3);
+            summed[static_cast<std::size_t>(at)] += pb(b, h, i, j);
+            magnitude[static_cast<std::size_t>(at)] += std::abs(pb(b, h, i, j));
+          }
+      for (std::size_t n = 0; n < idbias.size(); ++n) {
+        // Bitwise when the item's bias is full. Broadcast over queries, the
+        // item alone sums the same float terms in float, one after another:
+        // off by at most (Nq - 1) u sum|terms| from this exact sum.
+        const double tol = ib.extent(2) == 1 ? static_cast<double>(nq) * std::ldexp(1.0, -24) * magnitude[n] : 0.0;
+        EXPECT_NEAR(summed[n], idbias[n], tol) << context << " item " << b << " dbias[" << n << "]";
+      }
+    }
+  }
+  // Rows outside every sequence keep their NaN; bias entries outside every
+  // item's (queries, keys) get zeros.
+  auto untouched = [&](const tensor4<T>& g, bool packed, const std::vector<index_t>& s, const char* name) {
+    if (!packed) return;
+    g.for_each([&](index_t, index_t r, index_t h, index_t d) {
+      if (r < s.front() || r >= s.back()) {
+        EXPECT_TRUE(std::isnan(g.v(0, r, h, d))) << context << ": " << name << " row " << r << " was written";
+      }
+    });
+  };
+  untouched(dq, pk.pack_q, c.q_starts, "dq");
+  untouched(dk, pk.pack_k, c.k_starts, "dk");
+  untouched(dv, pk.pack_k, c.k_starts, "dv");
+  if (!c.bias.empty()) {
+    const view<float, 4> pb{dbias.data(), opts.bias.shape, opts.bias.strides};
+    for (index_t b = 0; b < c.batch; ++b)
+      for (index_t h = 0; h < pk.hq; ++h)
+        for (index_t i = 0; i < c.nq_max; ++i)
+          for (index_t j = 0; j < c.nk_max; ++j)
+            if (i >= pk.nq[b] || j >= pk.nk[b]) {
+              EXPECT_EQ(pb(b, h, i, j), 0.0f) << context << " dbias outside item " << b;
+            }
+  }
+}
+
+TEST(PackedSequencesBackward, ScalarEachItemAsIfCalledAlone) {
+  auto rng = test_rng();
+  for (const packing& pk : kPackings)
+    for (const option_set& os : all_option_sets()) expect_backward_matches_items(scalar, pk, os, rng);
+}
+
+TEST(PackedSequencesBackward, SimdEachItemAsIfCalledAlone) {
+  auto rng = test_rng();
+  for (const packing& pk : kPackings)
+    for (const option_set& os : all_option_sets()) expect_backward_matches_items(simd, pk, os, rng);
+}
+
+TEST(PackedSequencesValidation, BadStartsNameTheArgument) {
+  std::vector<float> q(1 * 10 * 2 * 4, 0.5f), k(1 * 12 * 1 * 4, 0.25f), v(1 * 12 * 1 * 3, 1.0f), out(1 * 10 * 2 * 3);
+  const auto qv = bshd(static_cast<const float*>(q.data()), 1, 10, 2, 4);
+  const auto kv = bshd(static_cast<const float*>(k.data()), 1, 12, 1, 4);
+  const auto vv = bshd(static_cast<const float*>(v.data()), 1, 12, 1, 3);
+  const auto ov = bshd(out.data(), 1, 10, 2, 3);
+  std::vector<index_t> qs{0, 4, 10}, ks{2, 5, 12};
+  attention_options opts;
+  opts.query_starts = view<const index_t, 1>{qs.data(), {3}, {1}};
+  opts.key_starts = view<const index_t, 1>{ks.data(), {3}, {1}};
+  EXPECT_NO_THROW(attention(simd, qv, kv, vv, ov, opts));
+
+  qs = {0, 4, 11};
+  expect_invalid([&] { attention(scalar, qv, kv, vv, ov, opts); }, {"query_starts(2)", "11", "10 rows of q"});
+  qs = {0, 6, 4};
+  expect_invalid([&] { attention(naive, qv, kv, vv, ov, opts); }, {"query_starts(2)", "4", "decrease"});
+  qs = {-1, 4, 10};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"query_starts(0)", "-1"});
+  qs = {0, 4, 10};
+  opts.key_starts = view<const index_t, 1>{ks.data(), {2}, {1}};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); },
+                 {"key_starts packs 1 sequences", "query_starts packs 2"});
+  opts.key_starts = view<const index_t, 1>{ks.data(), {0}, {1}};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"key_starts", "one entry more"});
+  opts.key_starts = {};
+  // Packed queries against batched keys: k's batch must be the item count.
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"k has batch 1", "query_starts packs 2"});
+  // A packed tensor has batch extent 1.
+  std::vector<float> q2(q.size() * 2);
+  std::vector<float> out2(out.size() * 2);
+  expect_invalid(
+      [&] {
+        attention(simd, bshd(static_cast<const float*>(q2.data()), 2, 10, 2, 4), kv, vv, bshd(out2.data(), 2, 10, 2, 3),
+                  opts);
+      },
+      {"q has batch 2", "query_starts", "extent 1"});
+  // key_lengths within each item's own keys.
+  opts.key_starts = view<const index_t, 1>{ks.data(), {3}, {1}};
+  std::vector<index_t> lengths{3, 8};
+  opts.key_lengths = view<const index_t, 1>{lengths.data(), {2}, {1}};
+  expect_invalid([&] { attention(scalar, qv, kv, vv, ov, opts); }, {"key_lengths(1)", "8", "[0, 7]", "its sequence"});
+  lengths = {3, 7};
+  EXPECT_NO_THROW(attention(scalar, qv, kv, vv, ov, opts));
+  // lse is (1, heads, rows of q); bias is (items, heads, longest Nq, longest Nk).
+  std::vector<float> lse(2 * 10), bias(2 * 2 * 6 * 7, 0.0f);
+  opts.lse = view<float, 3>{lse.data(), {2, 2, 6}, {12, 6, 1}};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"lse", "(2, 2, 6)", "(1, 2, 10)"});
+  opts.lse = view<float, 3>{lse.data(), {1, 2, 10}, {20, 10, 1}};
+  opts.bias = view<const float, 4>{bias.data(), {2, 2, 6, 7}, {84, 42, 7, 1}};
+  EXPECT_NO_THROW(attention(simd, qv, kv, vv, ov, opts));
+  opts.bias = view<const float, 4>{bias.data(), {2, 2, 10, 12}, {240, 120, 12, 1}};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"bias", "(2, 2, 10, 12)", "(2, 2, 6, 7)"});
+  // The output written over starts it is still reading.
+  opts = {};
+  opts.key_starts = view<const index_t, 1>{ks.data(), {3}, {1}};
+  std::vector<float> out_and_starts(out.size() + 8);
+  opts.query_starts = view<const index_t, 1>{reinterpret_cast<const index_t*>(out_and_starts.data() + 2), {3}, {1}};
+  expect_invalid([&] { attention(simd, qv, kv, vv, bshd(out_and_starts.data(), 1, 10, 2, 3), opts); },
+                 {"out", "overlaps", "query_starts"});
+}
+
+}  // namespace
