@@ -48,6 +48,9 @@ const std::vector<packing> kPackings = {
     {"keys_only", {1, 1, 1, 1}, {2500, 1, 0, 1300}, false, true, 4, 1, 32, 32},
     // Packed queries against batched keys.
     {"queries_only", {3, 0, 70}, {40, 40, 40}, true, false, 3, 1, 8, 5},
+    // One or two tokens per item with four query heads per K/V head: the simd
+    // decode path, with split keys, and items with no query rows.
+    {"decode", {1, 2, 0, 1}, {3000, 5, 1, 2100}, true, true, 4, 1, 32, 32},
 };
 
 template <class E>
@@ -216,6 +219,7 @@ TYPED_TEST(PackedSequences, EachItemAsIfCalledAlone) {
                              std::nanf(""));
       const view<float, 3> lse_view{lse.data(), {lse_batch, pk.hq, lse_rows}, {pk.hq * lse_rows, lse_rows, 1}};
       attention_options opts = c.opts;
+      opts.threads = 3;  // fixed: the machine's core count must not pick what is tested
       if (os.lse) opts.lse = lse_view;
       attention(backend, c.q.cv(), c.k.cv(), c.v.cv(), out.v, opts);
 
@@ -375,6 +379,46 @@ TEST(PackedSequencesBackward, SimdEachItemAsIfCalledAlone) {
     for (const option_set& os : all_option_sets()) expect_backward_matches_items(simd, pk, os, rng);
 }
 
+// The plan (split-KV partials included) depends on the starts' values, so a
+// scratch buffer sized for one set of starts may be too small for another:
+// the call must then allocate instead of running past the buffer.
+TEST(PackedSequencesWorkspace, ScratchSizedForOtherStartsIsNeverOverrun) {
+  auto rng = test_rng();
+  const index_t B = 4, H = 8, D = 128, rows = 8192;
+  tensor4<float> q({B, 1, H, D}), k({1, rows, H, D}), v({1, rows, H, D});
+  q.randomize(rng), k.randomize(rng), v.randomize(rng);
+  std::vector<index_t> short_items{0, 1500, 3000, 4500, 6000}, long_items{0, 4096, 6000, 7000, 8192};
+  auto options = [&](const std::vector<index_t>& starts) {
+    attention_options o;
+    o.threads = 1;
+    o.key_starts = view<const index_t, 1>{starts.data(), {B + 1}, {1}};
+    return o;
+  };
+  auto call = [&](const std::vector<index_t>& starts, workspace scratch) {
+    tensor4<float> out({B, 1, H, D});
+    attention_options o = options(starts);
+    o.scratch = scratch;
+    attention(simd, q.cv(), k.cv(), v.cv(), out.v, o);
+    return out;
+  };
+  tensor4<float> out({B, 1, H, D});
+  const std::size_t small = workspace_size(simd, q.cv(), k.cv(), v.cv(), out.v, options(short_items));
+  const std::size_t large = workspace_size(simd, q.cv(), k.cv(), v.cv(), out.v, options(long_items));
+  ASSERT_LT(small, large);  // the long items split their keys; the partials need room
+  const std::size_t guard = 4096;
+  std::vector<unsigned char> buffer(large + guard, 0xAB);
+  const tensor4<float> want = call(long_items, {});
+  for (const std::size_t bytes : {small, large}) {
+    const tensor4<float> got = call(long_items, {buffer.data(), bytes});
+    EXPECT_TRUE(std::all_of(buffer.begin() + static_cast<std::ptrdiff_t>(bytes),
+                            buffer.begin() + static_cast<std::ptrdiff_t>(bytes + guard),
+                            [](unsigned char x) { return x == 0xAB; }))
+        << "scratch of " << bytes << " bytes was overrun";
+    std::fill(buffer.begin(), buffer.end(), 0xAB);
+    EXPECT_EQ(got.storage, want.storage) << "scratch of " << bytes << " bytes";
+  }
+}
+
 TEST(PackedSequencesValidation, BadStartsNameTheArgument) {
   std::vector<float> q(1 * 10 * 2 * 4, 0.5f), k(1 * 12 * 1 * 4, 0.25f), v(1 * 12 * 1 * 3, 1.0f), out(1 * 10 * 2 * 3);
   const auto qv = bshd(static_cast<const float*>(q.data()), 1, 10, 2, 4);
@@ -434,6 +478,10 @@ TEST(PackedSequencesValidation, BadStartsNameTheArgument) {
   opts.query_starts = view<const index_t, 1>{reinterpret_cast<const index_t*>(out_and_starts.data() + 2), {3}, {1}};
   expect_invalid([&] { attention(simd, qv, kv, vv, bshd(out_and_starts.data(), 1, 10, 2, 3), opts); },
                  {"out", "overlaps", "query_starts"});
+  // Scratch written over starts the kernels are still reading.
+  opts.query_starts = view<const index_t, 1>{qs.data(), {3}, {1}};
+  opts.scratch = {ks.data(), 64};
+  expect_invalid([&] { attention(simd, qv, kv, vv, ov, opts); }, {"scratch", "overlaps", "key_starts"});
 }
 
 }  // namespace

@@ -32,8 +32,9 @@ struct workspace {
 /// FlashAttention >= 2.1: with `offset = Nk - Nq`, query i sees key j iff
 /// `i + offset - window_left <= j <= i + offset + window_right` and, when
 /// causal, `j <= i + offset`. (PyTorch's `is_causal` aligns top-left instead;
-/// the two agree when Nq == Nk.) With `key_lengths`, Nk is batch item b's
-/// own length. A row that sees no key returns zeros and lse = -inf.
+/// the two agree when Nq == Nk.) With `key_lengths` or packed sequences
+/// (`query_starts`, `key_starts`), Nq and Nk are batch item b's own counts.
+/// A row that sees no key returns zeros and lse = -inf.
 struct attention_options {
   /// Multiplier of q.k; defaults to 1/sqrt(D).
   std::optional<float> scale;
@@ -52,7 +53,8 @@ struct attention_options {
   view<const bool, 4> mask{};
   /// One ALiBi slope per query head.
   view<const float, 1> alibi_slopes{};
-  /// Optional number of valid keys of each batch item (B values in [0, Nk]):
+  /// Optional number of valid keys of each batch item (B values in [0, Nk];
+  /// with `key_starts`, in [0, the item's packed key count]):
   /// a KV cache filled to a different length per sequence. Batch item b uses
   /// keys [0, key_lengths(b)) only; the rows past it are never read (they may
   /// hold anything). Everything that counts from Nk counts from
@@ -68,12 +70,15 @@ struct attention_options {
   /// [query_starts(b), query_starts(b + 1)); `lse` is then (1, heads, rows
   /// of q). `key_starts` packs k and v the same way. Either may be used
   /// alone (e.g. packed keys with a (B, 1, H, D) q). Every item is computed
-  /// exactly as if it had been called alone with its rows: causal/window
+  /// as if it had been called alone with its rows (up to rounding: the simd
+  /// backend picks its tiles from the longest item): causal/window
   /// diagonals and ALiBi distances count from its own lengths, and bias and
   /// mask are indexed by positions within the item, with (batch, heads,
   /// longest query count, longest key count) as their full shape.
   /// key_lengths may shorten an item further. Rows outside every sequence
-  /// are neither read nor written. CPU backends only, for now.
+  /// are neither read nor written (nor are the backward's gradient rows
+  /// there). The scratch `workspace_size` reports then depends on the
+  /// starts' values too. CPU backends only, for now.
   view<const index_t, 1> query_starts{};
   view<const index_t, 1> key_starts{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final

@@ -201,6 +201,22 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.scratch = opts.scratch;
   if (p.scratch.bytes != 0 && p.scratch.data == nullptr)
     fail(fn, "scratch has ", p.scratch.bytes, " bytes but null data");
+  if (p.scratch.bytes != 0) {
+    // Workers write their scratch while every input is still being read.
+    const view<const unsigned char, 1> s{static_cast<const unsigned char*>(p.scratch.data),
+                                         {static_cast<index_t>(p.scratch.bytes)}, {1}};
+    check_no_alias(fn, "scratch", s, "q", q);
+    check_no_alias(fn, "scratch", s, "k", k);
+    check_no_alias(fn, "scratch", s, "v", v);
+    check_no_alias(fn, "scratch", s, "out", out);
+    check_no_alias(fn, "scratch", s, "lse", opts.lse);
+    check_no_alias(fn, "scratch", s, "bias", opts.bias);
+    check_no_alias(fn, "scratch", s, "mask", opts.mask);
+    check_no_alias(fn, "scratch", s, "alibi_slopes", opts.alibi_slopes);
+    check_no_alias(fn, "scratch", s, "key_lengths", opts.key_lengths);
+    check_no_alias(fn, "scratch", s, "query_starts", opts.query_starts);
+    check_no_alias(fn, "scratch", s, "key_starts", opts.key_starts);
+  }
   return p;
 }
 

@@ -41,13 +41,16 @@ void attention_impl(simd_t, const attention_params<T, Tout>& p) {
     return;
   }
 
-  // Scratch: the caller's if large enough for at least one worker (fewer
-  // workers then), else one allocation for this call.
+  // Scratch: the caller's if large enough for the split-KV partials and at
+  // least one worker (fewer workers then), else one allocation for this call.
+  // (A buffer sized for other shapes, or for other packed lengths, which
+  // change the plan, may be too small for the partials.)
   std::unique_ptr<std::byte[]> owned;
   std::byte* base = nullptr;
   const std::size_t usable = p.scratch.bytes > simd::slab_alignment ? p.scratch.bytes - simd::slab_alignment : 0;
-  if (usable >= plan.slab_bytes) {
-    plan.workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(plan.workers), usable / plan.slab_bytes));
+  if (usable >= plan.partial_bytes + plan.slab_bytes) {
+    const std::size_t slabs = (usable - plan.partial_bytes) / plan.slab_bytes;
+    plan.workers = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(plan.workers), slabs));
     base = static_cast<std::byte*>(p.scratch.data);
   } else {
     owned.reset(new std::byte[plan.workspace_bytes()]);

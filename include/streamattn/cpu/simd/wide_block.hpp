@@ -25,7 +25,9 @@ void run_wide_block(const block<Acc, T, Tout>& blk) {
   using P = packet<Acc>;
   constexpr index_t W = packet_size<Acc>;
   const auto& p = blk.p;
-  const index_t cols = blk.plan.cols;  // query columns, padded to whole packets
+  // Query columns, padded to whole packets: this block's rows, which are
+  // fewer than the plan's in a head's last block or a short packed item.
+  const index_t cols = round_up(blk.rows, W);
   const panels<Acc> qt{blk.template head_buffer<Acc>(blk.plan.q_off), p.dim, cols};
   const panels<Acc> ot{blk.template head_buffer<Acc>(blk.plan.o_off), p.dim_v, cols};
   Acc* const s_data = blk.scores();
