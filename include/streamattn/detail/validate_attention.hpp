@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
 
 #include "../options.hpp"
 #include "../tensor.hpp"
@@ -36,6 +35,21 @@ bhqk_strides broadcast_strides(const char* function, const char* name, const vie
     if (expected[static_cast<std::size_t>(a)] == 0) *out[a] = 0;
   }
   return s;
+}
+
+/// Throws when `written` overlaps q, k, v or any input an option points at.
+template <class W, int R, class T>
+void check_not_over_inputs(const char* fn, const char* name, const view<W, R>& written, const view<const T, 4>& q,
+                           const view<const T, 4>& k, const view<const T, 4>& v, const attention_options& opts) {
+  check_no_alias(fn, name, written, "q", q);
+  check_no_alias(fn, name, written, "k", k);
+  check_no_alias(fn, name, written, "v", v);
+  check_no_alias(fn, name, written, "bias", opts.bias);
+  check_no_alias(fn, name, written, "mask", opts.mask);
+  check_no_alias(fn, name, written, "alibi_slopes", opts.alibi_slopes);
+  check_no_alias(fn, name, written, "key_lengths", opts.key_lengths);
+  check_no_alias(fn, name, written, "query_starts", opts.query_starts);
+  check_no_alias(fn, name, written, "key_starts", opts.key_starts);
 }
 
 /// A batch described by `query_starts` or `key_starts` (cu_seqlens).
@@ -130,9 +144,6 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.v_stride = bshd_of(v.strides);
   p.out_stride = bshd_of(out.strides);
 
-  check_no_alias(fn, "out", out, "q", q);
-  check_no_alias(fn, "out", out, "k", k);
-  check_no_alias(fn, "out", out, "v", v);
 
   if (opts.scale) check_finite(fn, "scale", *opts.scale);
   p.scale = opts.scale ? *opts.scale : (p.dim > 0 ? 1.0f / std::sqrt(static_cast<float>(p.dim)) : 1.0f);
@@ -172,10 +183,6 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   }
   if (!opts.lse.empty()) {
     check_shape(fn, "lse", opts.lse, {q.extent(0), p.hq, q.extent(1)}, "(batch, heads, queries) =");
-    check_no_alias(fn, "lse", opts.lse, "q", q);
-    check_no_alias(fn, "lse", opts.lse, "k", k);
-    check_no_alias(fn, "lse", opts.lse, "v", v);
-    check_no_alias(fn, "lse", opts.lse, "out", out);
     p.lse = opts.lse.data;
     p.lse_stride_batch = opts.lse.stride(0);
     p.lse_stride_head = opts.lse.stride(1);
@@ -183,14 +190,10 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   } else if (opts.lse.size() != 0) {
     check_view(fn, "lse", opts.lse);
   }
-  if (!opts.bias.empty()) check_no_alias(fn, "out", out, "bias", opts.bias);
-  // Outputs written over lengths the kernels are still reading.
-  for (const auto& [name, lengths] : {std::pair{"key_lengths", opts.key_lengths},
-                                      std::pair{"query_starts", opts.query_starts},
-                                      std::pair{"key_starts", opts.key_starts}}) {
-    check_no_alias(fn, "out", out, name, lengths);
-    check_no_alias(fn, "lse", opts.lse, name, lengths);
-  }
+  // What the kernels write must not overlap what they are still reading.
+  check_not_over_inputs(fn, "out", out, q, k, v, opts);
+  check_not_over_inputs(fn, "lse", opts.lse, q, k, v, opts);
+  check_no_alias(fn, "lse", opts.lse, "out", out);
 
   if (opts.q_chunk < 0) fail(fn, "q_chunk must be >= 0 (0 = automatic), got ", opts.q_chunk);
   if (opts.kv_chunk < 0) fail(fn, "kv_chunk must be >= 0 (0 = automatic), got ", opts.kv_chunk);
@@ -205,17 +208,9 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     // Workers write their scratch while every input is still being read.
     const view<const unsigned char, 1> s{static_cast<const unsigned char*>(p.scratch.data),
                                          {static_cast<index_t>(p.scratch.bytes)}, {1}};
-    check_no_alias(fn, "scratch", s, "q", q);
-    check_no_alias(fn, "scratch", s, "k", k);
-    check_no_alias(fn, "scratch", s, "v", v);
+    check_not_over_inputs(fn, "scratch", s, q, k, v, opts);
     check_no_alias(fn, "scratch", s, "out", out);
     check_no_alias(fn, "scratch", s, "lse", opts.lse);
-    check_no_alias(fn, "scratch", s, "bias", opts.bias);
-    check_no_alias(fn, "scratch", s, "mask", opts.mask);
-    check_no_alias(fn, "scratch", s, "alibi_slopes", opts.alibi_slopes);
-    check_no_alias(fn, "scratch", s, "key_lengths", opts.key_lengths);
-    check_no_alias(fn, "scratch", s, "query_starts", opts.query_starts);
-    check_no_alias(fn, "scratch", s, "key_starts", opts.key_starts);
   }
   return p;
 }

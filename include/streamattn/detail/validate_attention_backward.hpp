@@ -53,18 +53,10 @@ attention_backward_params<T, To, G> make_attention_backward_params(const char* f
 
   // Every gradient against every input and against the others.
   auto against_inputs = [&](const char* name, const auto& grad) {
-    check_no_alias(fn, name, grad, "q", q);
-    check_no_alias(fn, name, grad, "k", k);
-    check_no_alias(fn, name, grad, "v", v);
+    check_not_over_inputs(fn, name, grad, q, k, v, opts);
     check_no_alias(fn, name, grad, "out", out);
     check_no_alias(fn, name, grad, "dout", dout);
     check_no_alias(fn, name, grad, "lse", opts.lse);
-    check_no_alias(fn, name, grad, "bias", opts.bias);
-    check_no_alias(fn, name, grad, "mask", opts.mask);
-    check_no_alias(fn, name, grad, "alibi_slopes", opts.alibi_slopes);
-    check_no_alias(fn, name, grad, "key_lengths", opts.key_lengths);
-    check_no_alias(fn, name, grad, "query_starts", opts.query_starts);
-    check_no_alias(fn, name, grad, "key_starts", opts.key_starts);
   };
   against_inputs("dq", grads.dq);
   against_inputs("dk", grads.dk);
