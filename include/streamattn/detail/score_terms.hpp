@@ -74,10 +74,9 @@ STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, T
 
 template <class T, class Tout>
 STREAMATTN_HOST_DEVICE float* lse_at(const attention_params<T, Tout>& p, index_t b, index_t h, index_t i) {
-  // Packed queries: lse is (1, heads, rows of q) and item b's rows follow its start.
-  const index_t row0 = p.query_starts ? p.query_starts[b * p.query_starts_stride] * p.lse_stride_query
-                                      : b * p.lse_stride_batch;
-  return p.lse + row0 + h * p.lse_stride_head + i * p.lse_stride_query;
+  // lse is laid out like q along batch and queries (packed rows included).
+  const bshd_strides rows{p.lse_stride_batch, p.lse_stride_query, 0, 0};
+  return p.lse + p.query_rows_at(b, rows) + h * p.lse_stride_head + i * p.lse_stride_query;
 }
 
 }  // namespace streamattn::detail
