@@ -1,5 +1,6 @@
 // Softmax attention: naive vs scalar vs simd over sequence length, head dim,
-// heads, causal masking and threads, plus a decode case.
+// heads, causal masking and threads, plus decode cases, over contiguous and
+// paged KV caches.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -27,6 +28,10 @@ struct attention_case {
   bool causal;
   int threads;
   ragged cache = ragged::none;
+  /// Keys per page of a paged KV cache (block_table), 0 for contiguous k and
+  /// v. The pages of all items are shuffled through one pool, as a cache
+  /// that has served many requests leaves them.
+  index_t page_size = 0;
 };
 
 index_t keys_of_item(const attention_case& c, index_t b) {
@@ -41,6 +46,7 @@ std::string name_of(const attention_case& c) {
   if (c.causal) n += "_causal";
   if (c.cache == ragged::key_lengths) n += "_ragged_key_lengths";
   if (c.cache == ragged::mask) n += "_ragged_mask";
+  if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   return n + "/threads:" + std::to_string(c.threads);
 }
 
@@ -73,15 +79,24 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
     for (auto& x : v) x = dist(rng);
     return v;
   };
+  // Contiguous: (B, Nk, Hk, D). Paged: (pages, page size, Hk, D), the same
+  // number of rows, with item b's i-th page at table(b, i).
+  const index_t page = c.page_size > 0 ? c.page_size : c.nk;
+  const index_t pages_per_item = (c.nk + page - 1) / page, pages = c.batch * pages_per_item;
   const auto q = fill(c.batch * c.nq * c.hq * c.dim);
-  const auto k = fill(c.batch * c.nk * c.hk * c.dim);
-  const auto v = fill(c.batch * c.nk * c.hk * c.dim);
+  const auto k = fill(pages * page * c.hk * c.dim);
+  const auto v = fill(pages * page * c.hk * c.dim);
+  std::vector<index_t> table(static_cast<std::size_t>(pages));
+  for (index_t i = 0; i < pages; ++i) table[static_cast<std::size_t>(i)] = i;
+  std::shuffle(table.begin(), table.end(), rng);
   std::vector<float> out(q.size());
   attention_options opts;
   opts.causal = c.causal;
   opts.threads = c.threads;
   std::vector<index_t> lengths;
   for (index_t b = 0; b < c.batch; ++b) lengths.push_back(keys_of_item(c, b));
+  if (c.page_size > 0)
+    opts.block_table = view<const index_t, 2>{table.data(), {c.batch, pages_per_item}, {pages_per_item, 1}};
   std::unique_ptr<bool[]> keep;
   if (c.cache == ragged::key_lengths) opts.key_lengths = view<const index_t, 1>{lengths.data(), {c.batch}, {1}};
   if (c.cache == ragged::mask) {
@@ -95,8 +110,9 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
 
   reset_heap_peak();
   for (auto _ : state) {
-    attention(backend, bshd(q.data(), c.batch, c.nq, c.hq, c.dim), bshd(k.data(), c.batch, c.nk, c.hk, c.dim),
-              bshd(v.data(), c.batch, c.nk, c.hk, c.dim), bshd(out.data(), c.batch, c.nq, c.hq, c.dim), opts);
+    const index_t kv_batch = c.page_size > 0 ? pages : c.batch, kv_rows = c.page_size > 0 ? page : c.nk;
+    attention(backend, bshd(q.data(), c.batch, c.nq, c.hq, c.dim), bshd(k.data(), kv_batch, kv_rows, c.hk, c.dim),
+              bshd(v.data(), kv_batch, kv_rows, c.hk, c.dim), bshd(out.data(), c.batch, c.nq, c.hq, c.dim), opts);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -123,6 +139,7 @@ void add(const attention_case& c) {
 void register_attention_benchmarks(workload w) {
   if (w == workload::quick) {
     for (const char* be : {"naive", "scalar", "simd"}) add({be, 1, 128, 128, 2, 2, 32, true, 1});
+    add({"simd", 2, 1, 300, 4, 2, 32, false, 1, ragged::key_lengths, 16});
     return;
   }
   if (w == workload::standard) {
@@ -135,8 +152,10 @@ void register_attention_benchmarks(workload w) {
     add({"simd", 1, 4096, 4096, 1, 1, 64, true, 1});
     add({"simd", 1, 4096, 4096, 8, 8, 64, false, 2});
     add({"simd", 1, 1, 32768, 32, 8, 128, false, 2});
-    // A batch of decodes over a ragged KV cache (32K, 8K, 2K, 512 keys).
+    // A batch of decodes over a ragged KV cache (32K, 8K, 2K, 512 keys), and
+    // over the same cache in pages of 16 keys.
     for (ragged r : {ragged::key_lengths, ragged::mask}) add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, r});
+    add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, ragged::key_lengths, 16});
     return;
   }
   if (w == workload::targets) {
@@ -156,6 +175,12 @@ void register_attention_benchmarks(workload w) {
     // against the keep-mask a user would otherwise pass.
     for (ragged r : {ragged::key_lengths, ragged::mask})
       for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, r});
+    // The same decodes over a paged cache (vLLM's 16-key pages,
+    // FlashAttention's 256), and a causal prefill of 4096 tokens reading its
+    // keys from 16-key pages, against the contiguous figures above.
+    for (index_t page : {16, 256})
+      for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, ragged::key_lengths, page});
+    for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, true, t, ragged::none, 16});
     return;
   }
   // full: the whole grid of the attention issue.

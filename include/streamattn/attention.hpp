@@ -59,15 +59,18 @@ constexpr void check_attention_backend() {
                 "that includes <streamattn/cuda.cuh>.");
 }
 
-/// Packed sequences are read on the host during validation (their lengths
-/// size the problem), so only the CPU backends, whose operands live in host
-/// memory, take them; others are refused before anything is read.
+/// Packed sequences and block tables are read on the host during
+/// validation (their values size the problem and locate the keys), so only
+/// the CPU backends, whose operands live in host memory, take them; others
+/// are refused before anything is read.
 template <class Backend>
-void check_packing_supported(const char* fn, const attention_options& opts) {
+void check_host_options_supported(const char* fn, const attention_options& opts) {
   constexpr bool host_memory = std::is_same_v<Backend, naive_t> || std::is_base_of_v<scalar_t, Backend>;
-  if constexpr (!host_memory)
+  if constexpr (!host_memory) {
     if (!opts.query_starts.empty() || !opts.key_starts.empty())
       fail(fn, "query_starts and key_starts (packed sequences) are supported by the CPU backends only");
+    if (!opts.block_table.empty()) fail(fn, "block_table (a paged KV cache) is supported by the CPU backends only");
+  }
 }
 
 }  // namespace detail
@@ -76,15 +79,16 @@ void check_packing_supported(const char* fn, const attention_options& opts) {
 /// q (B, Nq, Hq, D), k (B, Nk, Hk, D), v (B, Nk, Hk, Dv), out (B, Nq, Hq, Dv),
 /// any strides. Hq must be a multiple of Hk (grouped-query attention: query
 /// head h reads key/value head h / (Hq / Hk)). See `attention_options` for the
-/// score terms and masks, and for packed variable-length sequences
-/// (`query_starts`, `key_starts`). Throws std::invalid_argument on inconsistent input.
+/// score terms and masks, for packed variable-length sequences
+/// (`query_starts`, `key_starts`) and for paged KV caches (`block_table`,
+/// with k and v then (pages, page size, Hk, D)). Throws std::invalid_argument on inconsistent input.
 template <class Backend, class Q, class K, class V, class O>
 void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out,
                const attention_options& opts = {}) {
   detail::check_attention_types<Q, K, V, O>();
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
-  detail::check_packing_supported<Backend>("streamattn::attention", opts);
+  detail::check_host_options_supported<Backend>("streamattn::attention", opts);
   const auto params = detail::make_attention_params<T, O>("streamattn::attention", q, k, v, out, opts);
   detail::check_output_layout("streamattn::attention", out, opts.lse);
   attention_impl(backend, params);
@@ -105,7 +109,7 @@ std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, v
   detail::check_attention_types<Q, K, V, O>();
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
-  detail::check_packing_supported<Backend>("streamattn::workspace_size", opts);
+  detail::check_host_options_supported<Backend>("streamattn::workspace_size", opts);
   const auto params = detail::make_attention_params<T, O>("streamattn::workspace_size", q, k, v, out, opts);
   if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)
     return attention_workspace_bytes(backend, params);

@@ -81,6 +81,18 @@ struct attention_options {
   /// starts' values too. CPU backends only, for now.
   view<const index_t, 1> query_starts{};
   view<const index_t, 1> key_starts{};
+  /// Paged KV cache (vLLM's block tables, FlashAttention's `block_table`):
+  /// k and v are then a pool of pages, (pages, page size, Hk, D) and
+  /// (pages, page size, Hk, Dv), and this (B, pages per item) table, in host
+  /// memory, says which page holds each item's keys: key j of batch item b
+  /// is row j % page_size of page block_table(b, j / page_size). Every item
+  /// has Nk = pages per item x page size keys, the shape bias and mask are
+  /// indexed with, unless key_lengths(b) says fewer. Only the entries of the
+  /// pages an item's keys occupy are read (each must lie in [0, pages));
+  /// the others may hold anything, -1 say. Items may share pages (a common
+  /// prompt prefix). Queries may be packed (`query_starts`), keys may not.
+  /// CPU backends, forward only, for now.
+  view<const index_t, 2> block_table{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};

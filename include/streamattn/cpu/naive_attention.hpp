@@ -64,8 +64,8 @@ void naive_attention(const attention_params<T, Tout>& p) {
       load_rows(q.data(), p.query_head(p.q, p.q_stride, b, h), p.q_stride, 0, rows, p.dim);
       k.setZero();
       v.setZero();
-      load_rows(k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, 0, keys, p.dim);
-      load_rows(v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, 0, keys, p.dim_v);
+      load_key_rows(k.data(), p, p.k, p.k_stride, b, kvh, 0, keys, p.dim);
+      load_key_rows(v.data(), p, p.v, p.v_stride, b, kvh, 0, keys, p.dim_v);
       scores.topRows(rows).noalias() = A(p.scale) * (q.topRows(rows) * k.transpose());
       for (index_t i = 0; i < rows; ++i) {
         const A lse = naive_softmax_row<A>(p, b, h, i, scores);
@@ -79,7 +79,7 @@ void naive_attention(const attention_params<T, Tout>& p) {
 
 template <class T, class Tout>
 void attention_impl(naive_t, const attention_params<T, Tout>& p) {
-  check_key_length_values("streamattn::attention", p);
+  check_index_values("streamattn::attention", p);
   naive_attention<oracle_accum_t<T>>(p);
 }
 

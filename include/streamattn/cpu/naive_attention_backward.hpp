@@ -89,7 +89,7 @@ void naive_attention_backward(const attention_backward_params<T, To, G>& g) {
 
 template <class T, class To, class G>
 void attention_backward_impl(naive_t, const attention_backward_params<T, To, G>& g) {
-  check_key_length_values("streamattn::attention_backward", g.fwd);
+  check_index_values("streamattn::attention_backward", g.fwd);
   naive_attention_backward<oracle_accum_t<T>>(g);
 }
 

@@ -18,15 +18,13 @@ namespace streamattn::detail {
 template <class T, class Tout>
 void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
   using Acc = accum_t<T>;
-  check_key_length_values("streamattn::attention", p);
+  check_index_values("streamattn::attention", p);
   std::vector<Acc> accumulator(static_cast<std::size_t>(p.dim_v));
 
   for (index_t b = 0; b < p.batch; ++b) {
     const visibility visible = p.visible_in(b);  // aligned to this item's queries and keys
     for (index_t h = 0; h < p.hq; ++h) {
       const index_t kvh = p.kv_head_of(h);
-      const T* k_head = p.key_head(p.k, p.k_stride, b, kvh);
-      const T* v_head = p.key_head(p.v, p.v_stride, b, kvh);
       for (index_t i = 0; i < visible.nq; ++i) {
         const T* q_row = p.query_head(p.q, p.q_stride, b, h) + i * p.q_stride.seq;
         const score_row<Acc> terms = make_score_row<Acc>(p, b, h, i);
@@ -35,9 +33,10 @@ void attention_impl(scalar_t, const attention_params<T, Tout>& p) {
 
         const key_range keys = visible.keys_of(i);
         for (index_t j = keys.begin; j < keys.end; ++j) {
-          const Acc dot = blocked_dot<Acc>(q_row, p.q_stride.dim, k_head + j * p.k_stride.seq, p.k_stride.dim, p.dim);
+          const T* k_row = p.key_row(p.k, p.k_stride, b, kvh, j);
+          const Acc dot = blocked_dot<Acc>(q_row, p.q_stride.dim, k_row, p.k_stride.dim, p.dim);
           const Acc score = static_cast<Acc>(p.scale) * dot;
-          state.update(plain ? score : terms.apply(score, j), v_head + j * p.v_stride.seq, p.v_stride.dim);
+          state.update(plain ? score : terms.apply(score, j), p.key_row(p.v, p.v_stride, b, kvh, j), p.v_stride.dim);
         }
 
         Tout* out_row = p.query_head(p.out, p.out_stride, b, h) + i * p.out_stride.seq;

@@ -77,7 +77,7 @@ template <class T, class To, class G>
 void attention_backward_impl(scalar_t, const attention_backward_params<T, To, G>& g) {
   using Acc = accum_t<T>;
   const auto& p = g.fwd;
-  check_key_length_values("streamattn::attention_backward", p);
+  check_index_values("streamattn::attention_backward", p);
   g.zero_dbias();
 
   const index_t block = g.key_block();

@@ -73,9 +73,9 @@ kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
   d.alibi_stride = p.alibi_stride;
   d.key_lengths = p.key_lengths;
   d.key_lengths_stride = p.key_lengths_stride;
-  // Packed sequences (query_starts, key_starts) stay null: attention() refuses
-  // them for this backend before the parameters are made, and the kernels do
-  // not read them.
+  // Packed sequences (query_starts, key_starts) and the block table of a
+  // paged cache stay null: attention() refuses them for this backend before
+  // the parameters are made, and the kernels do not read them.
   d.lse = p.lse;
   d.lse_stride_batch = p.lse_stride_batch;
   d.lse_stride_head = p.lse_stride_head;

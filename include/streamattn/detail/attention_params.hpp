@@ -53,6 +53,13 @@ struct attention_params {
   const index_t* key_starts = nullptr;
   index_t key_starts_stride = 0;
 
+  // Paged KV cache (validated on the host): key j of item b is row
+  // j % page_size of page block_table[b][j / page_size] of k and v, whose
+  // batch axis then counts pages. Null: item b's keys are rows of its own.
+  const index_t* block_table = nullptr;
+  index_t block_table_stride_batch = 0, block_table_stride_page = 0;
+  index_t page_size = 0, pages = 0;
+
   float* lse = nullptr;
   index_t lse_stride_batch = 0, lse_stride_head = 0, lse_stride_query = 0;
 
@@ -103,6 +110,20 @@ struct attention_params {
   template <class E>
   STREAMATTN_HOST_DEVICE E* key_head(E* data, const bshd_strides& s, index_t b, index_t h) const {
     return data + key_rows_at(b, s) + h * s.head;
+  }
+  /// Key j of head h of batch item b in a tensor laid out like k (k, v):
+  /// in the item's rows, or in the page the block table names. (Reads only
+  /// the table entry of key j's page, so only keys the item has may be asked for.)
+  template <class E>
+  STREAMATTN_HOST_DEVICE E* key_row(E* data, const bshd_strides& s, index_t b, index_t h, index_t j) const {
+    if (!block_table) return key_head(data, s, b, h) + j * s.seq;
+    const index_t page = block_table[b * block_table_stride_batch + (j / page_size) * block_table_stride_page];
+    return data + page * s.batch + (j % page_size) * s.seq + h * s.head;
+  }
+  /// Whether keys [first, first + n) are rows of one page, equally spaced
+  /// from key_row(first) on (always, without a block table).
+  STREAMATTN_HOST_DEVICE bool keys_in_one_page(index_t first, index_t n) const {
+    return !block_table || n <= 1 || first / page_size == (first + n - 1) / page_size;
   }
   STREAMATTN_HOST_DEVICE index_t kv_head_of(index_t query_head) const { return query_head / group_size(); }
   /// True when some score needs more than `scale * q.k` and the causal/window range.

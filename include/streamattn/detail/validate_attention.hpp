@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "../options.hpp"
 #include "../tensor.hpp"
@@ -50,6 +51,7 @@ void check_not_over_inputs(const char* fn, const char* name, const view<W, R>& w
   check_no_alias(fn, name, written, "key_lengths", opts.key_lengths);
   check_no_alias(fn, name, written, "query_starts", opts.query_starts);
   check_no_alias(fn, name, written, "key_starts", opts.key_starts);
+  check_no_alias(fn, name, written, "block_table", opts.block_table);
 }
 
 /// A batch described by `query_starts` or `key_starts` (cu_seqlens).
@@ -89,6 +91,28 @@ packed_sequences read_starts(const char* fn, const char* name, const view<const 
   return r;
 }
 
+/// A paged KV cache: k and v are pools of (pages, page size) rows, and the
+/// table's row b lists batch item b's pages. Sets the key count (pages per
+/// item x page size) and the table; its entries are checked once the key
+/// lengths are known (check_index_values).
+template <class T, class Tout>
+void set_block_table(const char* fn, const view<const index_t, 2>& table, const view<const T, 4>& k,
+                     const view<const T, 4>& v, attention_params<T, Tout>& p) {
+  check_view(fn, "block_table", table);
+  if (table.extent(0) != p.batch)
+    fail(fn, "block_table has ", table.extent(0), " rows (batch items) but the batch has ", p.batch, " items");
+  if (v.extent(0) != k.extent(0)) fail(fn, "v has ", v.extent(0), " pages but k has ", k.extent(0), " pages");
+  const index_t page_size = k.extent(1), per_item = table.extent(1);
+  if (page_size > 0 && per_item > std::numeric_limits<index_t>::max() / page_size)
+    fail(fn, "block_table lists ", per_item, " pages of ", page_size, " keys per item, too many keys to count");
+  p.nk = per_item * page_size;
+  p.page_size = page_size;
+  p.pages = k.extent(0);
+  p.block_table = table.data;
+  p.block_table_stride_batch = table.stride(0);
+  p.block_table_stride_page = table.stride(1);
+}
+
 template <class T, class Tout>
 attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4> q, view<const T, 4> k,
                                                 view<const T, 4> v, view<Tout, 4> out,
@@ -103,7 +127,15 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.dim = q.extent(3);
   p.hk = k.extent(2);
   p.dim_v = v.extent(3);
+  // A (B, 0) table is a table even when its data pointer is null (an empty
+  // vector's): its items have no keys, and k is a pool, not a batch.
+  const bool paged = !opts.block_table.empty() || opts.block_table.shape != std::array<index_t, 2>{};
+  if (paged && !opts.key_starts.empty())
+    fail(fn, "block_table (a paged KV cache) and key_starts (packed keys) cannot be combined: with a block table, ",
+         "each item's keys are already where its pages are");
   if (k.extent(3) != p.dim) fail(fn, "k has head dim ", k.extent(3), " but q has head dim ", p.dim);
+  if (paged && v.extent(1) != k.extent(1))
+    fail(fn, "v has pages of ", v.extent(1), " keys but k has pages of ", k.extent(1));
   if (v.extent(1) != k.extent(1)) fail(fn, "v has ", v.extent(1), " keys but k has ", k.extent(1));
   if (v.extent(2) != p.hk) fail(fn, "v has ", v.extent(2), " heads but k has ", p.hk);
   if (p.hk == 0 && p.hq != 0) fail(fn, "k has 0 heads but q has ", p.hq);
@@ -118,12 +150,16 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.batch = packed_q.packed ? packed_q.count : q.extent(0);
   p.nq = packed_q.packed ? packed_q.longest : q.extent(1);
   p.nk = packed_k.packed ? packed_k.longest : k.extent(1);
-  const index_t key_batch = packed_k.packed ? packed_k.count : k.extent(0);
-  if (key_batch != p.batch)
-    fail(fn, packed_k.packed ? "key_starts packs " : "k has batch ", key_batch,
-         packed_k.packed ? " sequences" : "", packed_q.packed ? " but query_starts packs " : " but q has batch ",
-         p.batch, packed_q.packed ? " sequences" : "");
-  if (v.extent(0) != k.extent(0)) fail(fn, "v has batch ", v.extent(0), " but k has batch ", k.extent(0));
+  if (paged) {
+    set_block_table(fn, opts.block_table, k, v, p);
+  } else {
+    const index_t key_batch = packed_k.packed ? packed_k.count : k.extent(0);
+    if (key_batch != p.batch)
+      fail(fn, packed_k.packed ? "key_starts packs " : "k has batch ", key_batch,
+           packed_k.packed ? " sequences" : "", packed_q.packed ? " but query_starts packs " : " but q has batch ",
+           p.batch, packed_q.packed ? " sequences" : "");
+    if (v.extent(0) != k.extent(0)) fail(fn, "v has batch ", v.extent(0), " but k has batch ", k.extent(0));
+  }
   if (packed_q.packed) {
     p.query_starts = opts.query_starts.data;
     p.query_starts_stride = opts.query_starts.stride(0);
@@ -224,17 +260,29 @@ void check_output_layout(const char* fn, const view<Tout, 4>& out, const view<fl
   check_distinct_elements(fn, "lse", lse);
 }
 
-/// The values of `key_lengths`, for backends whose host code can read them
-/// (the CPU ones): each must lie in [0, rows of the item's keys]. The kernels
-/// clamp regardless, so a value is never a reason to read outside k and v.
+/// The values of `key_lengths` and `block_table`, for backends whose host
+/// code can read them (the CPU ones). Each key length must lie in [0, rows
+/// of the item's keys] (the kernels clamp regardless, so a length is never
+/// a reason to read outside k and v); each table entry of a page holding
+/// some of an item's keys must be a page of k and v.
 template <class T, class Tout>
-void check_key_length_values(const char* fn, const attention_params<T, Tout>& p) {
-  if (!p.key_lengths) return;
-  for (index_t b = 0; b < p.batch; ++b) {
+void check_index_values(const char* fn, const attention_params<T, Tout>& p) {
+  for (index_t b = 0; p.key_lengths && b < p.batch; ++b) {
     const index_t n = p.key_lengths[b * p.key_lengths_stride], rows = p.key_rows_in(b);
     if (n < 0 || n > rows)
-      fail(fn, "key_lengths(", b, ") is ", n, ", outside [0, ", rows, "] (", p.key_starts ? "its sequence has " : "k and v have ",
-           rows, " keys)");
+      fail(fn, "key_lengths(", b, ") is ", n, ", outside [0, ", rows, "] (",
+           p.key_starts ? "its sequence has " : p.block_table ? "block_table gives each item " : "k and v have ", rows,
+           " keys)");
+  }
+  if (!p.block_table) return;
+  for (index_t b = 0; b < p.batch; ++b) {
+    const index_t keys = p.keys_in(b), used = keys == 0 ? 0 : (keys - 1) / p.page_size + 1;
+    for (index_t i = 0; i < used; ++i) {
+      const index_t page = p.block_table[b * p.block_table_stride_batch + i * p.block_table_stride_page];
+      if (page < 0 || page >= p.pages)
+        fail(fn, "block_table(", b, ", ", i, ") is ", page, ", not a page of k and v (their pages are [0, ", p.pages,
+             "))");
+    }
   }
 }
 

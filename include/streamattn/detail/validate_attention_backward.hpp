@@ -19,6 +19,10 @@ attention_backward_params<T, To, G> make_attention_backward_params(const char* f
                                                                    const attention_gradients<G>& grads,
                                                                    const attention_options& opts) {
   attention_backward_params<T, To, G> g;
+  // Gradients of a paged cache would scatter into shared pages; training
+  // keeps its keys contiguous (packed with key_starts at most).
+  if (!opts.block_table.empty())
+    fail(fn, "does not take a block_table (paged KV cache): k, v, dk and dv must be contiguous per item");
   g.fwd = make_attention_params<T, const To>(fn, q, k, v, out, opts);
   const auto& p = g.fwd;
   // (A call without query rows reads no lse.)

@@ -32,7 +32,7 @@ std::size_t attention_workspace_bytes(simd_t, const attention_params<T, Tout>& p
 template <class T, class Tout>
 void attention_impl(simd_t, const attention_params<T, Tout>& p) {
   using Acc = accum_t<T>;
-  check_key_length_values("streamattn::attention", p);
+  check_index_values("streamattn::attention", p);
   simd::simd_plan<Acc> plan = simd::make_plan<Acc>(p);
   if (plan.items == 0) {
     // No keys (zeros and lse = -inf) or no value dims (lse only): nothing to

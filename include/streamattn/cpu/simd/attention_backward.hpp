@@ -201,7 +201,7 @@ template <class T, class To, class G>
 void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& g) {
   using Acc = accum_t<T>;
   const auto& p = g.fwd;
-  check_key_length_values("streamattn::attention_backward", p);
+  check_index_values("streamattn::attention_backward", p);
   g.zero_dbias();
   const index_t q_tile = g.query_tile(), kv_block = g.key_block();
   const index_t key_blocks = (p.nk + kv_block - 1) / kv_block;

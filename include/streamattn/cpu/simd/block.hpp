@@ -86,8 +86,6 @@ struct block {
   const T* q_row(index_t row) const {
     return p.query_head(p.q, p.q_stride, batch, head_of(row)) + query_of(row) * p.q_stride.seq;
   }
-  const T* k_head() const { return p.key_head(p.k, p.k_stride, batch, kv_head); }
-  const T* v_head() const { return p.key_head(p.v, p.v_stride, batch, kv_head); }
 
   /// Keys any row of the block may see: a contiguous range, so the chunks
   /// outside it (above the causal diagonal, beyond a window) are never touched.
@@ -105,13 +103,13 @@ struct block {
   }
 
   /// K rows [first, first + n) as an (n x D) Acc matrix: the caller's
-  /// memory as it is when the plan allows, else a converted, row-major copy
-  /// in the slab.
+  /// memory as it is when the plan allows and the rows lie in one page (of
+  /// a paged cache), else a converted, row-major copy in the slab.
   strided_operand<Acc> k_rows(index_t first, index_t n) const {
-    return stage(k_head() + first * p.k_stride.seq, p.k_stride, n, p.dim, plan.k_off, plan.stage_k);
+    return stage(p.k, p.k_stride, first, n, p.dim, plan.k_off, plan.stage_k);
   }
   strided_operand<Acc> v_rows(index_t first, index_t n) const {
-    return stage(v_head() + first * p.v_stride.seq, p.v_stride, n, p.dim_v, plan.v_off, plan.stage_v);
+    return stage(p.v, p.v_stride, first, n, p.dim_v, plan.v_off, plan.stage_v);
   }
 
   /// Whether chunk [first, first + n) needs per-element work: a mask edge
@@ -154,14 +152,16 @@ struct block {
   }
 
  private:
-  strided_operand<Acc> stage(const T* src, const bshd_strides& s, index_t n, index_t dim,
+  strided_operand<Acc> stage(const T* data, const bshd_strides& s, index_t first, index_t n, index_t dim,
                              std::size_t offset, bool copy) const {
+    const bool one_page = p.keys_in_one_page(first, n);
+    const T* src = p.key_row(data, s, batch, kv_head, first);
     if constexpr (std::is_same_v<T, Acc>) {
-      if (!copy) return {src, s.seq, s.dim};
+      if (!copy && one_page) return {src, s.seq, s.dim};
     }
     Acc* dst = buffer<Acc>(offset);
     for (index_t j = 0; j < n; ++j) {
-      const T* row = src + j * s.seq;
+      const T* row = one_page ? src + j * s.seq : p.key_row(data, s, batch, kv_head, first + j);
       Acc* out = dst + j * dim;
       if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
         if constexpr (std::is_same_v<T, Acc>) {

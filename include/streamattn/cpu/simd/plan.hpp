@@ -100,6 +100,9 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
     plan.splits = std::max<index_t>(1, std::min(min_blocks_before_split / std::max<index_t>(units, 1), by_length));
   }
   plan.segment = (p.nk + plan.splits - 1) / plan.splits;
+  // In a paged cache, segments that start on a page (or chunk) boundary keep
+  // every chunk and sweep inside one page, where K/V are read in place.
+  if (p.block_table && p.page_size > 0) plan.segment = round_up(plan.segment, std::min(p.page_size, plan.kv_chunk));
   plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
@@ -124,8 +127,10 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // decode_block.hpp), so there each head has its own scores.
   std::size_t at = 0;
   if (!plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
-  plan.k_off = at, at += plan.stage_k ? bytes(plan.kv_chunk * p.dim) : 0;
-  plan.v_off = at, at += plan.stage_v ? bytes(plan.kv_chunk * p.dim_v) : 0;
+  // A chunk that crosses pages of a paged cache is staged whatever its type.
+  const bool paged = p.block_table != nullptr;
+  plan.k_off = at, at += plan.stage_k || paged ? bytes(plan.kv_chunk * p.dim) : 0;
+  plan.v_off = at, at += plan.stage_v || paged ? bytes(plan.kv_chunk * p.dim_v) : 0;
   plan.shared_bytes = at;
   at = 0;
   if (plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
