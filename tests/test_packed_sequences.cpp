@@ -184,27 +184,9 @@ struct packed_case {
   }
 };
 
-template <class Backend, class T>
-struct combo_case {
-  using backend = Backend;
-  using type = T;
-};
-
 template <class C>
 class PackedSequences : public ::testing::Test {};
-using packed_combos =
-    ::testing::Types<combo_case<naive_t, float>, combo_case<scalar_t, float>, combo_case<scalar_t, Eigen::bfloat16>,
-                     combo_case<simd_t, float>, combo_case<simd_t, double>, combo_case<simd_t, Eigen::half>>;
-class packed_names {
- public:
-  template <class C>
-  static std::string GetName(int) {
-    using B = typename C::backend;
-    const std::string b = std::is_same_v<B, simd_t> ? "simd_" : std::is_same_v<B, scalar_t> ? "scalar_" : "naive_";
-    return b + element_name<typename C::type>();
-  }
-};
-TYPED_TEST_SUITE(PackedSequences, packed_combos, packed_names);
+TYPED_TEST_SUITE(PackedSequences, addressing_combos, combo_names);
 
 TYPED_TEST(PackedSequences, EachItemAsIfCalledAlone) {
   using T = typename TypeParam::type;

@@ -151,18 +151,7 @@ struct paged_case {
 
 template <class C>
 class PagedKvCache : public ::testing::Test {};
-using paged_combos = ::testing::Types<combo<naive_t, float>, combo<scalar_t, float>, combo<scalar_t, Eigen::bfloat16>,
-                                      combo<simd_t, float>, combo<simd_t, double>, combo<simd_t, Eigen::half>>;
-class paged_names {
- public:
-  template <class C>
-  static std::string GetName(int) {
-    using B = typename C::backend;
-    const std::string b = std::is_same_v<B, simd_t> ? "simd_" : std::is_same_v<B, scalar_t> ? "scalar_" : "naive_";
-    return b + element_name<typename C::type>();
-  }
-};
-TYPED_TEST_SUITE(PagedKvCache, paged_combos, paged_names);
+TYPED_TEST_SUITE(PagedKvCache, addressing_combos, combo_names);
 
 TYPED_TEST(PagedKvCache, MatchesTheOracleOfContiguousKeys) {
   using T = typename TypeParam::type;

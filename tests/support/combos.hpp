@@ -32,11 +32,19 @@ std::string element_name() {
                                           : "bfloat16";
 }
 
+/// For suites about how operands are addressed (packed sequences, paged
+/// caches) rather than about arithmetic: the oracle's own code path, each
+/// streaming backend, and every element type at least once.
+using addressing_combos =
+    ::testing::Types<combo<naive_t, float>, combo<scalar_t, float>, combo<scalar_t, Eigen::bfloat16>,
+                     combo<simd_t, float>, combo<simd_t, double>, combo<simd_t, Eigen::half>>;
+
 class combo_names {
  public:
   template <class C>
   static std::string GetName(int) {
-    const std::string b = std::is_same_v<typename C::backend, simd_t> ? "simd_" : "scalar_";
+    using B = typename C::backend;
+    const std::string b = std::is_same_v<B, simd_t> ? "simd_" : std::is_same_v<B, scalar_t> ? "scalar_" : "naive_";
     return b + element_name<typename C::type>();
   }
 };
