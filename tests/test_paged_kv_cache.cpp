@@ -54,8 +54,8 @@ const std::vector<paging> kPagings = {
     // reads keys 8 at a time for all K/V heads, and pages of 12 make some of
     // those sweeps cross pages.
     {{2, 1, 2100, 8, 2, 32, 32}, 12},
-    // The same in 16-key pages with a strided pool, read in place.
-    {{1, 1, 2100, 8, 2, 32, 32}, 16, 0, true},
+    // The same in 16-key pages: float sweeps read in place.
+    {{2, 1, 2100, 8, 2, 32, 32}, 16},
     // One key per page, one K/V head (the decode path takes whole chunks).
     {{4, 2, 300, 4, 1, 32, 32}, 1},
 };
@@ -180,10 +180,18 @@ TEST(PagedKvCacheSharing, ItemsSharingPrefixPages) {
   const index_t page = 16, H = 2, D = 32;
   for (const char* options : {"plain", "causal_key_lengths", "everything"}) {
     problem<float> p(shape{3, 4, 90, 4, H, D, D}, options_named(options), rng);
+    if (!p.lengths.empty() && p.lengths[0] < 48) {
+      // Item 0 keeps at least the 3 pages to share: its rows up to 48 get
+      // values (they were NaN past its length).
+      std::uniform_real_distribution<float> unit(-1, 1);
+      for (index_t j = p.lengths[0]; j < 48; ++j)
+        for (index_t h = 0; h < H; ++h)
+          for (index_t d = 0; d < D; ++d) p.k.v(0, j, h, d) = unit(rng), p.v.v(0, j, h, d) = unit(rng);
+      p.lengths[0] = 48;
+    }
     auto keys_of = [&](index_t b) { return p.lengths.empty() ? p.s.nk : p.lengths[static_cast<std::size_t>(b)]; };
-    // Items 1 and 2 start with item 0's first pages (up to 3 of them, those
-    // wholly inside item 0's keys).
-    const index_t shared = std::min<index_t>(3, keys_of(0) / page);
+    // Items 1 and 2 start with item 0's first 3 pages.
+    const index_t shared = 3;
     for (index_t b = 1; b < 3; ++b)
       for (index_t j = 0; j < shared * page; ++j)
         for (index_t h = 0; h < H; ++h)
@@ -375,6 +383,12 @@ TEST(PagedKvCacheValidation, BackwardRefusesPagedKeys) {
   paged_args a;
   tensor4<float> dout({2, 3, 4, 8}), dq({2, 3, 4, 8}), dk({5, 4, 2, 8}), dv({5, 4, 2, 8});
   attention_gradients<float> grads{dq.v, dk.v, dv.v};
+  expect_invalid(
+      [&] { attention_backward(scalar, a.q.cv(), a.k.cv(), a.v.cv(), a.out.cv(), dout.cv(), grads, a.opts); },
+      {"block_table", "attention_backward"});
+  // A table of no pages with null data is a table too.
+  a.opts.key_lengths = {};
+  a.opts.block_table = view<const index_t, 2>{nullptr, {2, 0}, {0, 1}};
   expect_invalid(
       [&] { attention_backward(scalar, a.q.cv(), a.k.cv(), a.v.cv(), a.out.cv(), dout.cv(), grads, a.opts); },
       {"block_table", "attention_backward"});

@@ -69,7 +69,7 @@ void check_host_options_supported(const char* fn, const attention_options& opts)
   if constexpr (!host_memory) {
     if (!opts.query_starts.empty() || !opts.key_starts.empty())
       fail(fn, "query_starts and key_starts (packed sequences) are supported by the CPU backends only");
-    if (!opts.block_table.empty()) fail(fn, "block_table (a paged KV cache) is supported by the CPU backends only");
+    if (has_block_table(opts)) fail(fn, "block_table (a paged KV cache) is supported by the CPU backends only");
   }
 }
 

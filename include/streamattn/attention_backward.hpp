@@ -35,7 +35,7 @@ struct has_attention_backward<Backend, std::void_t<decltype(attention_backward_i
 /// forward call, with `opts.lse` holding the log-sum-exp that call wrote, its
 /// output `out`, and `dout` = dL/d(out) of the same shape; `grads` receives
 /// dL/dq, dL/dk, dL/dv and, when set, dL/d(opts.bias). Every option of
-/// `attention` is supported; the streaming backends recompute the softmax
+/// `attention` but `block_table` (a paged KV cache) is supported; the streaming backends recompute the softmax
 /// weights from lse, so out and lse must be the forward's (on the same
 /// inputs). Rows that saw no key get zero gradients. Nothing grows with the
 /// sequence length (`naive` excepted), and the result does not depend on the

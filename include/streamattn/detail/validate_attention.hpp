@@ -91,6 +91,13 @@ packed_sequences read_starts(const char* fn, const char* name, const view<const 
   return r;
 }
 
+/// Whether the options hold a block table. A (B, 0) table is one even when
+/// its data pointer is null (an empty vector's): its items have no keys,
+/// and k is a pool, not a batch.
+inline bool has_block_table(const attention_options& opts) {
+  return !opts.block_table.empty() || opts.block_table.shape != std::array<index_t, 2>{};
+}
+
 /// A paged KV cache: k and v are pools of (pages, page size) rows, and the
 /// table's row b lists batch item b's pages. Sets the key count (pages per
 /// item x page size) and the table; its entries are checked once the key
@@ -127,9 +134,7 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.dim = q.extent(3);
   p.hk = k.extent(2);
   p.dim_v = v.extent(3);
-  // A (B, 0) table is a table even when its data pointer is null (an empty
-  // vector's): its items have no keys, and k is a pool, not a batch.
-  const bool paged = !opts.block_table.empty() || opts.block_table.shape != std::array<index_t, 2>{};
+  const bool paged = has_block_table(opts);
   if (paged && !opts.key_starts.empty())
     fail(fn, "block_table (a paged KV cache) and key_starts (packed keys) cannot be combined: with a block table, ",
          "each item's keys are already where its pages are");

@@ -21,7 +21,7 @@ attention_backward_params<T, To, G> make_attention_backward_params(const char* f
   attention_backward_params<T, To, G> g;
   // Gradients of a paged cache would scatter into shared pages; training
   // keeps its keys contiguous (packed with key_starts at most).
-  if (!opts.block_table.empty())
+  if (has_block_table(opts))
     fail(fn, "does not take a block_table (paged KV cache): k, v, dk and dv must be contiguous per item");
   g.fwd = make_attention_params<T, const To>(fn, q, k, v, out, opts);
   const auto& p = g.fwd;
