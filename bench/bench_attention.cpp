@@ -19,8 +19,10 @@ namespace {
 
 /// A KV cache filled to a different length per batch item: item b holds
 /// Nk >> (2b) keys (all, a quarter, ...), told to the call either as
-/// `key_lengths` or as the (B, 1, 1, Nk) keep-mask a user would otherwise pass.
-enum class ragged { none, key_lengths, mask };
+/// `key_lengths` or as the (B, 1, 1, Nk) keep-mask a user would otherwise pass;
+/// or (`capacity`) a cache allocated for Nk keys and filled to Nk / 16 in
+/// every item, told by `key_lengths`.
+enum class ragged { none, key_lengths, mask, capacity };
 
 struct attention_case {
   const char* backend;  // "naive", "scalar", "simd"
@@ -35,6 +37,7 @@ struct attention_case {
 };
 
 index_t keys_of_item(const attention_case& c, index_t b) {
+  if (c.cache == ragged::capacity) return c.nk / 16;
   return c.cache == ragged::none ? c.nk : std::max<index_t>(1, c.nk >> (2 * b));
 }
 
@@ -46,6 +49,7 @@ std::string name_of(const attention_case& c) {
   if (c.causal) n += "_causal";
   if (c.cache == ragged::key_lengths) n += "_ragged_key_lengths";
   if (c.cache == ragged::mask) n += "_ragged_mask";
+  if (c.cache == ragged::capacity) n += "_filled_to_1_16th";
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   return n + "/threads:" + std::to_string(c.threads);
 }
@@ -98,7 +102,8 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
   if (c.page_size > 0)
     opts.block_table = view<const index_t, 2>{table.data(), {c.batch, pages_per_item}, {pages_per_item, 1}};
   std::unique_ptr<bool[]> keep;
-  if (c.cache == ragged::key_lengths) opts.key_lengths = view<const index_t, 1>{lengths.data(), {c.batch}, {1}};
+  if (c.cache == ragged::key_lengths || c.cache == ragged::capacity)
+    opts.key_lengths = view<const index_t, 1>{lengths.data(), {c.batch}, {1}};
   if (c.cache == ragged::mask) {
     keep.reset(new bool[static_cast<std::size_t>(c.batch * c.nk)]);
     for (index_t b = 0; b < c.batch; ++b) {
@@ -181,6 +186,9 @@ void register_attention_benchmarks(workload w) {
     for (index_t page : {16, 256})
       for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, ragged::key_lengths, page});
     for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, true, t, ragged::none, 16});
+    // One decode over a cache allocated for 64K keys and holding 4K: its
+    // keys are split by the fill, not the capacity.
+    for (int t : {1, 2}) add({"simd", 1, 1, 65536, 32, 8, 128, false, t, ragged::capacity});
     return;
   }
   // full: the whole grid of the attention issue.

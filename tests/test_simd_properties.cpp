@@ -108,6 +108,30 @@ TEST(SimdProperties, WorkspaceDoesNotGrowWithSequenceLength) {
   EXPECT_LT(ws(1 << 20), 16u << 20);
 }
 
+// A KV cache allocated for far more keys than it holds is split by its fill:
+// the call does, bit for bit, what a call on the keys it holds does (both
+// cut the same 5000 keys into the same segments), and needs no more scratch.
+TEST(SimdProperties, CacheBeyondItsFillSplitsLikeItsFill) {
+  auto rng = test_rng();
+  const index_t capacity = 65536, fill = 5000, H = 4, D = 32;
+  tensor4<float> q({1, 1, 2 * H, D}), k({1, capacity, H, D}), v({1, capacity, H, D});
+  q.randomize(rng), k.randomize(rng), v.randomize(rng);
+  view<const float, 4> k_fill = k.cv(), v_fill = v.cv();
+  k_fill.shape[1] = v_fill.shape[1] = fill;
+  std::vector<index_t> lengths{fill};
+  attention_options cache;
+  cache.key_lengths = view<const index_t, 1>{lengths.data(), {1}, {1}};
+  cache.threads = 2;
+  attention_options cut;
+  cut.threads = 2;
+  tensor4<float> a({1, 1, 2 * H, D}), b({1, 1, 2 * H, D});
+  attention(simd, q.cv(), k.cv(), v.cv(), a.v, cache);
+  attention(simd, q.cv(), k_fill, v_fill, b.v, cut);
+  EXPECT_EQ(a.storage, b.storage);
+  EXPECT_EQ(workspace_size(simd, q.cv(), k.cv(), v.cv(), a.v, cache),
+            workspace_size(simd, q.cv(), k_fill, v_fill, b.v, cut));
+}
+
 TEST(SimdProperties, MergePartialsOfTwoKeyHalvesEqualsTheWhole) {
   auto rng = test_rng();
   const shape s{2, 37, 150, 4, 2, 32, 24};

@@ -62,7 +62,10 @@ struct attention_options {
   /// i + key_lengths(b) - Nq and so is ALiBi's distance, exactly as if the
   /// item had been called alone with k and v cut to its length. On the CPU
   /// backends a value outside [0, Nk] throws; the cuda backend reads the
-  /// lengths on the device, where such a value is clamped to [0, Nk].
+  /// lengths on the device, where such a value is clamped to [0, Nk]. The
+  /// simd backend splits a decode's keys by the longest length, not by Nk
+  /// (a cache allocated for a long context splits like its fill), so the
+  /// scratch `workspace_size` reports depends on the lengths too.
   view<const index_t, 1> key_lengths{};
   /// Packed variable-length sequences (FlashAttention's cu_seqlens): B + 1
   /// non-decreasing row offsets, in host memory. With `query_starts`, q and

@@ -82,8 +82,18 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   const index_t default_rows = 8 * panel;
   plan.block_rows = std::min(p.q_chunk > 0 ? p.q_chunk : default_rows, std::max<index_t>(plan.head_rows, 1));
   plan.decode = plan.block_rows <= decode_max_rows;
+  // The keys the longest item has: a KV cache is usually allocated for the
+  // longest context a sequence may reach and told its fill by key_lengths,
+  // and chunks, segments and threads cut from that capacity would leave the
+  // keys in the first segment or two (one thread's work). Read on the host:
+  // the simd backend's operands live there.
+  index_t keys = p.nk;
+  if (p.key_lengths) {
+    keys = 0;
+    for (index_t b = 0; b < p.batch; ++b) keys = std::max(keys, p.keys_in(b));
+  }
   plan.kv_chunk = p.kv_chunk > 0 ? p.kv_chunk : (plan.decode ? 128 : 256);
-  plan.kv_chunk = std::min(plan.kv_chunk, std::max<index_t>(p.nk, 1));
+  plan.kv_chunk = std::min(plan.kv_chunk, std::max<index_t>(keys, 1));
   plan.row_blocks = (plan.head_rows + plan.block_rows - 1) / plan.block_rows;
   // The decode path takes all K/V heads of a batch in one work item and walks
   // them chunk by chunk: K/V rows of one head are H*D elements apart, and
@@ -96,14 +106,14 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // are merged afterwards. The cut depends on the shape only, never on the
   // thread count, which keeps results bitwise reproducible across threads.
   if (plan.decode && units < min_blocks_before_split) {
-    const index_t by_length = p.nk / min_segment_keys;
+    const index_t by_length = keys / min_segment_keys;
     plan.splits = std::max<index_t>(1, std::min(min_blocks_before_split / std::max<index_t>(units, 1), by_length));
   }
-  plan.segment = (p.nk + plan.splits - 1) / plan.splits;
+  plan.segment = (keys + plan.splits - 1) / plan.splits;
   // In a paged cache, segments that start on a page (or chunk) boundary keep
   // every chunk and sweep inside one page, where K/V are read in place.
   if (p.block_table && p.page_size > 0) plan.segment = round_up(plan.segment, std::min(p.page_size, plan.kv_chunk));
-  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
+  plan.items = (keys == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
   // K chunks are copied into a dense row-major Acc buffer unless they already
@@ -146,7 +156,7 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
                                        : 0;
 
   const double work = 4.0 * static_cast<double>(p.batch) * static_cast<double>(p.hq) * static_cast<double>(p.nq) *
-                      static_cast<double>(p.nk) * static_cast<double>(p.dim + p.dim_v) / 2.0;
+                      static_cast<double>(keys) * static_cast<double>(p.dim + p.dim_v) / 2.0;
   plan.workers = plan.items == 0 ? 1 : plan_threads(p.threads, plan.items, work);
   return plan;
 }
