@@ -3,6 +3,7 @@
 // workspace, the split-KV merge, and the Eigen and default-backend overloads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -78,19 +79,24 @@ TEST(SimdProperties, NoHeapAllocationWithWorkspace) {
   for (const shape& s : {shape{1, 200, 300, 4, 2, 64, 64}, shape{1, 1, 700, 8, 1, 32, 32}}) {
     for (const auto& os : {options_named("plain"), options_named("everything")}) {
       problem<Eigen::half> p(s, os, rng);  // half: K/V are staged into the workspace too
-      tensor4<Eigen::half> out({s.batch, s.nq, s.hq, s.dim_v});
-      std::vector<float> lse(static_cast<std::size_t>(s.batch * s.hq * s.nq));
-      attention_options opts = p.opts;
-      opts.threads = 1;
-      opts.lse = view<float, 3>{lse.data(), {s.batch, s.hq, s.nq}, {s.hq * s.nq, s.nq, 1}};
-      const std::size_t bytes = workspace_size(simd, p.q.cv(), p.k.cv(), p.v.cv(), out.v, opts);
-      EXPECT_GT(bytes, 0u);
-      EXPECT_LT(bytes, 16u << 20) << "workspace must not grow with N";
-      std::vector<unsigned char> scratch(bytes);
-      opts.scratch = workspace{scratch.data(), scratch.size()};
-      const long before = g_allocations.load();
-      attention(simd, p.q.cv(), p.k.cv(), p.v.cv(), out.v, opts);
-      EXPECT_EQ(g_allocations.load() - before, 0) << p.describe();
+      // With key_lengths, also every length 0 (an empty cache is still a call).
+      for (const bool empty : {false, true}) {
+        if (empty && p.lengths.empty()) continue;
+        if (empty) std::fill(p.lengths.begin(), p.lengths.end(), index_t{0});
+        tensor4<Eigen::half> out({s.batch, s.nq, s.hq, s.dim_v});
+        std::vector<float> lse(static_cast<std::size_t>(s.batch * s.hq * s.nq));
+        attention_options opts = p.opts;
+        opts.threads = 1;
+        opts.lse = view<float, 3>{lse.data(), {s.batch, s.hq, s.nq}, {s.hq * s.nq, s.nq, 1}};
+        const std::size_t bytes = workspace_size(simd, p.q.cv(), p.k.cv(), p.v.cv(), out.v, opts);
+        EXPECT_GT(bytes, 0u);
+        EXPECT_LT(bytes, 16u << 20) << "workspace must not grow with N";
+        std::vector<unsigned char> scratch(bytes);
+        opts.scratch = workspace{scratch.data(), scratch.size()};
+        const long before = g_allocations.load();
+        attention(simd, p.q.cv(), p.k.cv(), p.v.cv(), out.v, opts);
+        EXPECT_EQ(g_allocations.load() - before, 0) << p.describe() << (empty ? " every key length 0" : "");
+      }
     }
   }
 }

@@ -65,7 +65,8 @@ struct attention_options {
   /// lengths on the device, where such a value is clamped to [0, Nk]. The
   /// simd backend splits a decode's keys by the longest length, not by Nk
   /// (a cache allocated for a long context splits like its fill), so the
-  /// scratch `workspace_size` reports depends on the lengths too.
+  /// scratch `workspace_size` reports depends on the lengths too; it only
+  /// grows with them, and the size without key_lengths serves every fill.
   view<const index_t, 1> key_lengths{};
   /// Packed variable-length sequences (FlashAttention's cu_seqlens): B + 1
   /// non-decreasing row offsets, in host memory. With `query_starts`, q and

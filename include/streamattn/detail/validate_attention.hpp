@@ -258,7 +258,7 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
 
 /// The forward writes out and lse from many threads, one element per
 /// position. (Not part of make_attention_params: the backward passes the
-/// forward's out through it as an input, and workspace_size reads only shapes.)
+/// forward's out through it as an input, and workspace_size reads no output.)
 template <class Tout>
 void check_output_layout(const char* fn, const view<Tout, 4>& out, const view<float, 3>& lse) {
   check_distinct_elements(fn, "out", out);

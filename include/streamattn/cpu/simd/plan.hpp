@@ -113,7 +113,9 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // In a paged cache, segments that start on a page (or chunk) boundary keep
   // every chunk and sweep inside one page, where K/V are read in place.
   if (p.block_table && p.page_size > 0) plan.segment = round_up(plan.segment, std::min(p.page_size, plan.kv_chunk));
-  plan.items = (keys == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
+  // (All items empty: the blocks still run, see no key and write zeros,
+  // which keeps such a call on the caller's scratch like any other.)
+  plan.items = (p.nk == 0 || p.dim_v == 0) ? 0 : units * plan.splits;
   plan.cols = round_up(plan.block_rows, W);
 
   // K chunks are copied into a dense row-major Acc buffer unless they already

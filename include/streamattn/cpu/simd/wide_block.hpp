@@ -7,7 +7,7 @@
 //   O^T = a O^T + V_chunk^T . P^T        (dims x queries, micro-kernel)
 //
 // and finally out = O / l. Everything lives in the worker's slab, whose size
-// depends on the tile sizes only, never on Nq or Nk.
+// is bounded by the tile sizes: it never grows with Nq or Nk.
 #pragma once
 
 #include "../../detail/math.hpp"
