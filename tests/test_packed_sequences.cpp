@@ -53,11 +53,6 @@ const std::vector<packing> kPackings = {
     {"decode", {1, 2, 0, 1}, {3000, 5, 1, 2100}, true, true, 4, 1, 32, 32},
 };
 
-template <class E>
-void fill_nan(tensor4<E>& t) {
-  std::fill(t.storage.begin(), t.storage.end(), detail::convert<E>(std::numeric_limits<float>::quiet_NaN()));
-}
-
 /// Element (b, h, i, j) of a bias or mask view that may broadcast (extent 1).
 template <class E>
 E broadcast_at(const view<const E, 4>& m, index_t b, index_t h, index_t i, index_t j) {
@@ -143,7 +138,7 @@ struct packed_case {
     const index_t total = std::accumulate(n.begin(), n.end(), index_t{0});
     tensor4<E> t(packed ? std::array<index_t, 4>{1, pk.lead + total + pk.tail, heads, dim}
                         : std::array<index_t, 4>{batch, n.front(), heads, dim});
-    fill_nan(t);
+    t.fill_nan();
     return t;
   }
 

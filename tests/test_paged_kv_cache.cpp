@@ -101,8 +101,8 @@ struct paged_case {
         table(static_cast<std::size_t>(p.s.batch * pages_per_item)),
         k({pages, ps, p.s.hk, p.s.dim}, strided ? layout::padded : layout::bshd),
         v({pages, ps, p.s.hk, p.s.dim_v}, strided ? layout::padded : layout::bshd) {
-    fill_nan(k);
-    fill_nan(v);
+    k.fill_nan();
+    v.fill_nan();
     std::vector<index_t> order(static_cast<std::size_t>(pages));
     std::iota(order.begin(), order.end(), index_t{0});
     std::shuffle(order.begin(), order.end(), rng);
@@ -134,11 +134,6 @@ struct paged_case {
       mask = std::make_unique<widened<bool>>(p.opts.mask, logical_keys, true);
       opts.mask = mask->v;
     }
-  }
-
-  template <class E>
-  static void fill_nan(tensor4<E>& t) {
-    std::fill(t.storage.begin(), t.storage.end(), detail::convert<E>(std::numeric_limits<float>::quiet_NaN()));
   }
 
   void copy_row(const problem<T>& p, index_t b, index_t j, index_t page, index_t r) {

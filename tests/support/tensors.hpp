@@ -92,6 +92,11 @@ struct tensor4 {
   }
 
   view<const T, 4> cv() const { return v; }
+  /// NaN in every element, gaps included: rows a kernel must not read (or
+  /// write) stand out in its result.
+  void fill_nan() {
+    std::fill(storage.begin(), storage.end(), detail::convert<T>(std::numeric_limits<float>::quiet_NaN()));
+  }
 };
 
 }  // namespace streamattn::testing

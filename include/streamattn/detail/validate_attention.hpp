@@ -139,9 +139,9 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
     fail(fn, "block_table (a paged KV cache) and key_starts (packed keys) cannot be combined: with a block table, ",
          "each item's keys are already where its pages are");
   if (k.extent(3) != p.dim) fail(fn, "k has head dim ", k.extent(3), " but q has head dim ", p.dim);
-  if (paged && v.extent(1) != k.extent(1))
-    fail(fn, "v has pages of ", v.extent(1), " keys but k has pages of ", k.extent(1));
-  if (v.extent(1) != k.extent(1)) fail(fn, "v has ", v.extent(1), " keys but k has ", k.extent(1));
+  if (v.extent(1) != k.extent(1))
+    fail(fn, paged ? "v has pages of " : "v has ", v.extent(1), paged ? " keys but k has pages of " : " keys but k has ",
+         k.extent(1));
   if (v.extent(2) != p.hk) fail(fn, "v has ", v.extent(2), " heads but k has ", p.hk);
   if (p.hk == 0 && p.hq != 0) fail(fn, "k has 0 heads but q has ", p.hq);
   if (p.hk != 0 && p.hq % p.hk != 0)
