@@ -40,11 +40,21 @@ struct has_workspace_query<Backend, P,
                                                                           std::declval<const P&>()))>>
     : std::true_type {};
 
-template <class Q, class K, class V, class O>
+/// The CPU backends, whose operands live in host memory.
+template <class Backend>
+inline constexpr bool is_host_backend_v = std::is_same_v<Backend, naive_t> || std::is_base_of_v<scalar_t, Backend>;
+
+template <class Backend, class Q, class K, class V, class O>
 constexpr void check_attention_types() {
   using T = std::remove_const_t<Q>;
-  static_assert(std::is_same_v<T, std::remove_const_t<K>> && std::is_same_v<T, std::remove_const_t<V>>,
-                "streamattn::attention: q, k and v must have the same element type");
+  using Tkv = std::remove_const_t<K>;
+  static_assert(std::is_same_v<Tkv, std::remove_const_t<V>>,
+                "streamattn::attention: k and v must have the same element type");
+  static_assert(std::is_same_v<T, Tkv> || is_quantised_v<Tkv>,
+                "streamattn::attention: k and v must have q's element type, or be std::int8_t (a quantised KV cache, "
+                "with attention_options::k_scale and v_scale)");
+  static_assert(!is_quantised_v<Tkv> || is_host_backend_v<Backend>,
+                "streamattn::attention: int8 (quantised) k and v are supported by the CPU backends only");
   static_assert(is_element_v<T>,
                 "streamattn::attention: elements must be float, double, Eigen::half or Eigen::bfloat16");
   static_assert(is_element_v<O>, "streamattn::attention: out must be a writable view of float, double, "
@@ -65,8 +75,7 @@ constexpr void check_attention_backend() {
 /// are refused before anything is read.
 template <class Backend>
 void check_host_options_supported(const char* fn, const attention_options& opts) {
-  constexpr bool host_memory = std::is_same_v<Backend, naive_t> || std::is_base_of_v<scalar_t, Backend>;
-  if constexpr (!host_memory) {
+  if constexpr (!is_host_backend_v<Backend>) {
     if (!opts.query_starts.empty() || !opts.key_starts.empty())
       fail(fn, "query_starts and key_starts (packed sequences) are supported by the CPU backends only");
     if (has_block_table(opts)) fail(fn, "block_table (a paged KV cache) is supported by the CPU backends only");
@@ -85,13 +94,16 @@ void check_host_options_supported(const char* fn, const attention_options& opts)
 template <class Backend, class Q, class K, class V, class O>
 void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out,
                const attention_options& opts = {}) {
-  detail::check_attention_types<Q, K, V, O>();
+  detail::check_attention_types<Backend, Q, K, V, O>();
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
+  using Tkv = std::remove_const_t<K>;
   detail::check_host_options_supported<Backend>("streamattn::attention", opts);
-  const auto params = detail::make_attention_params<T, O>("streamattn::attention", q, k, v, out, opts);
-  detail::check_output_layout("streamattn::attention", out, opts.lse);
-  attention_impl(backend, params);
+  if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {  // else the static_assert said why
+    const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
+    detail::check_output_layout("streamattn::attention", out, opts.lse);
+    attention_impl(backend, params);
+  }
 }
 
 /// `attention` on the default backend (simd).
@@ -106,15 +118,17 @@ void attention(view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out, const a
 template <class Backend, class Q, class K, class V, class O>
 std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out,
                            const attention_options& opts = {}) {
-  detail::check_attention_types<Q, K, V, O>();
+  detail::check_attention_types<Backend, Q, K, V, O>();
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
+  using Tkv = std::remove_const_t<K>;
   detail::check_host_options_supported<Backend>("streamattn::workspace_size", opts);
-  const auto params = detail::make_attention_params<T, O>("streamattn::workspace_size", q, k, v, out, opts);
-  if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)
-    return attention_workspace_bytes(backend, params);
-  else
-    return 0;
+  if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {
+    const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
+    if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)
+      return attention_workspace_bytes(backend, params);
+  }
+  return 0;
 }
 
 /// One-head attention on dense Eigen matrices: Q (Nq x D), K (Nk x D),

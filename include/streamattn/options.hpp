@@ -97,6 +97,20 @@ struct attention_options {
   /// prompt prefix). Queries may be packed (`query_starts`), keys may not.
   /// CPU backends, forward only, for now.
   view<const index_t, 2> block_table{};
+  /// Quantised KV cache: when k and v hold std::int8_t (symmetric int8,
+  /// the query stays float, double, half or bfloat16), element d of key
+  /// j's row of k stands for k(b, j, h, d) x k_scale(b, j, h), and likewise
+  /// for v with v_scale. Each scale view is in k's (or v's) logical order
+  /// without the dim axis: (batch, keys, heads), or (pages, page size,
+  /// heads) with a block table, or (1, rows, heads) with key_starts; any
+  /// axis may broadcast with extent 1: one scale per key and head
+  /// (per-token quantisation), per head (1, 1, Hk), or per tensor
+  /// (1, 1, 1). Required for an int8 k or v, refused otherwise. Values are
+  /// dequantised in the accumulation precision before use, so a call
+  /// computes what it would on a cache holding x * scale. CPU backends,
+  /// forward only, for now.
+  view<const float, 3> k_scale{};
+  view<const float, 3> v_scale{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};

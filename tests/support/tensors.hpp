@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <streamattn/detail/element.hpp>
@@ -29,8 +30,19 @@ inline const char* name_of(layout l) {
   }
 }
 
+/// What fills the elements a kernel must not read: NaN, or for an int8
+/// (quantised) tensor -128, which no symmetric quantisation produces.
+template <class T>
+T poison() {
+  if constexpr (std::is_integral_v<T>) {
+    return std::numeric_limits<T>::min();
+  } else {
+    return detail::convert<T>(std::numeric_limits<float>::quiet_NaN());
+  }
+}
+
 /// A 4-d tensor that owns its storage. Unused (gap) elements are filled with
-/// NaN so a kernel that reads outside the view poisons its result.
+/// NaN (see `poison`) so a kernel that reads outside the view poisons its result.
 template <class T>
 struct tensor4 {
   std::vector<T> storage;
@@ -61,8 +73,7 @@ struct tensor4 {
         break;
       }
     }
-    storage.assign(static_cast<std::size_t>(std::max<index_t>(total, 1)),
-                   detail::convert<T>(std::numeric_limits<float>::quiet_NaN()));
+    storage.assign(static_cast<std::size_t>(std::max<index_t>(total, 1)), poison<T>());
     v = view<T, 4>{storage.data(), shape, strides};
     for_each([&](index_t b, index_t s, index_t h, index_t d) { v(b, s, h, d) = detail::convert<T>(0.0f); });
   }
@@ -95,7 +106,7 @@ struct tensor4 {
   /// NaN in every element, gaps included: rows a kernel must not read (or
   /// write) stand out in its result.
   void fill_nan() {
-    std::fill(storage.begin(), storage.end(), detail::convert<T>(std::numeric_limits<float>::quiet_NaN()));
+    std::fill(storage.begin(), storage.end(), poison<T>());
   }
 };
 

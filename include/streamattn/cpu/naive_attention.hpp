@@ -23,8 +23,8 @@ namespace streamattn::detail {
 /// returns its log-sum-exp (-inf for such a row). With `slopes`, also stores
 /// d(final score)/d(scaled dot product) of each key there (softcap's slope).
 /// Shared by the naive forward and backward, so both see the same weights.
-template <class A, class Matrix, class T, class Tout>
-A naive_softmax_row(const attention_params<T, Tout>& p, index_t b, index_t h, index_t i, Matrix& scores,
+template <class A, class Matrix, class T, class Tout, class Tkv>
+A naive_softmax_row(const attention_params<T, Tout, Tkv>& p, index_t b, index_t h, index_t i, Matrix& scores,
                     Matrix* slopes = nullptr) {
   const score_row<A> terms = make_score_row<A>(p, b, h, i);
   const key_range visible = p.visible_in(b).keys_of(i);
@@ -49,8 +49,8 @@ A naive_softmax_row(const attention_params<T, Tout>& p, index_t b, index_t h, in
 
 /// The naive algorithm computing in precision `A`. Tests also run it with
 /// A = float as "the float32 computation a user would write".
-template <class A, class T, class Tout>
-void naive_attention(const attention_params<T, Tout>& p) {
+template <class A, class T, class Tout, class Tkv>
+void naive_attention(const attention_params<T, Tout, Tkv>& p) {
   using matrix = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   matrix q(p.nq, p.dim), k(p.nk, p.dim), v(p.nk, p.dim_v), scores(p.nq, p.nk), out(p.nq, p.dim_v);
 
@@ -64,8 +64,8 @@ void naive_attention(const attention_params<T, Tout>& p) {
       load_rows(q.data(), p.query_head(p.q, p.q_stride, b, h), p.q_stride, 0, rows, p.dim);
       k.setZero();
       v.setZero();
-      load_key_rows(k.data(), p, p.k, p.k_stride, b, kvh, 0, keys, p.dim);
-      load_key_rows(v.data(), p, p.v, p.v_stride, b, kvh, 0, keys, p.dim_v);
+      load_key_rows(k.data(), p, false, b, kvh, 0, keys);
+      load_key_rows(v.data(), p, true, b, kvh, 0, keys);
       scores.topRows(rows).noalias() = A(p.scale) * (q.topRows(rows) * k.transpose());
       for (index_t i = 0; i < rows; ++i) {
         const A lse = naive_softmax_row<A>(p, b, h, i, scores);
@@ -77,8 +77,8 @@ void naive_attention(const attention_params<T, Tout>& p) {
   }
 }
 
-template <class T, class Tout>
-void attention_impl(naive_t, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+void attention_impl(naive_t, const attention_params<T, Tout, Tkv>& p) {
   check_index_values("streamattn::attention", p);
   naive_attention<oracle_accum_t<T>>(p);
 }

@@ -19,11 +19,15 @@ struct bhqk_strides {
   index_t batch = 0, head = 0, query = 0, key = 0;
 };
 
-template <class T, class Tout>
+/// T: the element type of q (and of k and v unless they are quantised);
+/// Tkv: that of k and v, T or std::int8_t (see `key_scale`).
+template <class T, class Tout, class Tkv = T>
 struct attention_params {
+  using element = T;
+  using kv_element = Tkv;
   const T* q = nullptr;
-  const T* k = nullptr;
-  const T* v = nullptr;
+  const Tkv* k = nullptr;
+  const Tkv* v = nullptr;
   Tout* out = nullptr;
   bshd_strides q_stride, k_stride, v_stride, out_stride;
 
@@ -59,6 +63,13 @@ struct attention_params {
   const index_t* block_table = nullptr;
   index_t block_table_stride_batch = 0, block_table_stride_page = 0;
   index_t page_size = 0, pages = 0;
+
+  // Quantised K/V (Tkv = int8): the scale of each key's row of k and v,
+  // addressed like those rows (key_row) with a dim stride of 0; broadcast
+  // axes have stride 0. Null otherwise.
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  bshd_strides k_scale_stride, v_scale_stride;
 
   float* lse = nullptr;
   index_t lse_stride_batch = 0, lse_stride_head = 0, lse_stride_query = 0;
@@ -119,6 +130,12 @@ struct attention_params {
     if (!block_table) return key_head(data, s, b, h) + j * s.seq;
     const index_t page = block_table[b * block_table_stride_batch + (j / page_size) * block_table_stride_page];
     return data + page * s.batch + (j % page_size) * s.seq + h * s.head;
+  }
+  /// The scale of key j's row of k (or v, given v_scale and its strides):
+  /// 1 when K/V are not quantised.
+  STREAMATTN_HOST_DEVICE float key_scale(const float* scale, const bshd_strides& s, index_t b, index_t h,
+                                         index_t j) const {
+    return scale ? *key_row(scale, s, b, h, j) : 1.0f;
   }
   /// Whether keys [first, first + n) are rows of one page, equally spaced
   /// from key_row(first) on (always, without a block table).

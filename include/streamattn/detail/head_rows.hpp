@@ -19,12 +19,26 @@ void load_rows(A* tile, const E* head, bshd_strides s, index_t first, index_t ro
   }
 }
 
-/// Keys [first, first + rows) of head h of batch item b into `tile`,
-/// wherever they are (its rows of k or v, or pages of a paged cache).
-template <class A, class E, class T, class Tout>
-void load_key_rows(A* tile, const attention_params<T, Tout>& p, const E* data, bshd_strides s, index_t b, index_t h,
-                   index_t first, index_t rows, index_t dim) {
-  for (index_t r = 0; r < rows; ++r) load_rows(tile + r * dim, p.key_row(data, s, b, h, first + r), s, 0, 1, dim);
+/// Key j of head h of batch item b into `row` (dim elements), wherever it
+/// is (its row of k or v, or a page of a paged cache), dequantised with
+/// `scale` (its strides: `scale_s`) when the cache holds int8.
+template <class A, class E, class P>
+void load_key_row(A* row, const P& p, const E* data, const bshd_strides& s, const float* scale,
+                  const bshd_strides& scale_s, index_t b, index_t h, index_t j, index_t dim) {
+  const E* src = p.key_row(data, s, b, h, j);
+  const float sc = p.key_scale(scale, scale_s, b, h, j);
+  for (index_t d = 0; d < dim; ++d) row[d] = dequantise<A>(src[d * s.dim], sc);
+}
+
+/// Keys [first, first + rows) of head h of batch item b of k or v into
+/// `tile` (rows x dim, row-major).
+template <class A, class T, class Tout, class Tkv>
+void load_key_rows(A* tile, const attention_params<T, Tout, Tkv>& p, bool values, index_t b, index_t h, index_t first,
+                   index_t rows) {
+  const index_t dim = values ? p.dim_v : p.dim;
+  for (index_t r = 0; r < rows; ++r)
+    load_key_row(tile + r * dim, p, values ? p.v : p.k, values ? p.v_stride : p.k_stride,
+                 values ? p.v_scale : p.k_scale, values ? p.v_scale_stride : p.k_scale_stride, b, h, first + r, dim);
 }
 
 /// The tile's rows back into rows [first, first + rows) of a head.

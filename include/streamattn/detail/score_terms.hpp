@@ -54,8 +54,8 @@ struct score_row {
   }
 };
 
-template <class Acc, class T, class Tout>
-STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, Tout>& p, index_t b, index_t h,
+template <class Acc, class T, class Tout, class Tkv>
+STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, Tout, Tkv>& p, index_t b, index_t h,
                                                      index_t i) {
   score_row<Acc> r;
   r.softcap = static_cast<Acc>(p.softcap);
@@ -72,8 +72,8 @@ STREAMATTN_HOST_DEVICE score_row<Acc> make_score_row(const attention_params<T, T
   return r;
 }
 
-template <class T, class Tout>
-STREAMATTN_HOST_DEVICE float* lse_at(const attention_params<T, Tout>& p, index_t b, index_t h, index_t i) {
+template <class T, class Tout, class Tkv>
+STREAMATTN_HOST_DEVICE float* lse_at(const attention_params<T, Tout, Tkv>& p, index_t b, index_t h, index_t i) {
   // lse is laid out like q along batch and queries (packed rows included).
   const bshd_strides rows{p.lse_stride_batch, p.lse_stride_query, 0, 0};
   return p.lse + p.query_rows_at(b, rows) + h * p.lse_stride_head + i * p.lse_stride_query;

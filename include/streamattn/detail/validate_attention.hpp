@@ -9,6 +9,7 @@
 #include "../tensor.hpp"
 #include "attention_params.hpp"
 #include "check.hpp"
+#include "element.hpp"
 
 namespace streamattn::detail {
 
@@ -39,9 +40,9 @@ bhqk_strides broadcast_strides(const char* function, const char* name, const vie
 }
 
 /// Throws when `written` overlaps q, k, v or any input an option points at.
-template <class W, int R, class T>
+template <class W, int R, class T, class Tkv>
 void check_not_over_inputs(const char* fn, const char* name, const view<W, R>& written, const view<const T, 4>& q,
-                           const view<const T, 4>& k, const view<const T, 4>& v, const attention_options& opts) {
+                           const view<const Tkv, 4>& k, const view<const Tkv, 4>& v, const attention_options& opts) {
   check_no_alias(fn, name, written, "q", q);
   check_no_alias(fn, name, written, "k", k);
   check_no_alias(fn, name, written, "v", v);
@@ -52,6 +53,8 @@ void check_not_over_inputs(const char* fn, const char* name, const view<W, R>& w
   check_no_alias(fn, name, written, "query_starts", opts.query_starts);
   check_no_alias(fn, name, written, "key_starts", opts.key_starts);
   check_no_alias(fn, name, written, "block_table", opts.block_table);
+  check_no_alias(fn, name, written, "k_scale", opts.k_scale);
+  check_no_alias(fn, name, written, "v_scale", opts.v_scale);
 }
 
 /// A batch described by `query_starts` or `key_starts` (cu_seqlens).
@@ -102,9 +105,9 @@ inline bool has_block_table(const attention_options& opts) {
 /// table's row b lists batch item b's pages. Sets the key count (pages per
 /// item x page size) and the table; its entries are checked once the key
 /// lengths are known (check_index_values).
-template <class T, class Tout>
-void set_block_table(const char* fn, const view<const index_t, 2>& table, const view<const T, 4>& k,
-                     const view<const T, 4>& v, attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+void set_block_table(const char* fn, const view<const index_t, 2>& table, const view<const Tkv, 4>& k,
+                     const view<const Tkv, 4>& v, attention_params<T, Tout, Tkv>& p) {
   check_view(fn, "block_table", table);
   if (table.extent(0) != p.batch)
     fail(fn, "block_table has ", table.extent(0), " rows (batch items) but the batch has ", p.batch, " items");
@@ -120,16 +123,50 @@ void set_block_table(const char* fn, const view<const index_t, 2>& table, const 
   p.block_table_stride_page = table.stride(1);
 }
 
-template <class T, class Tout>
-attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4> q, view<const T, 4> k,
-                                                view<const T, 4> v, view<Tout, 4> out,
-                                                const attention_options& opts) {
+/// The scales of an int8 k or v (`kv`): extents equal to its (batch or
+/// pages, seq, heads) or 1 on any axis, which then broadcasts (one scale per
+/// head: (1, 1, H); per tensor: (1, 1, 1)). Required for an int8 cache that
+/// has elements, refused for any other. Sets `data` and `strides` (dim 0).
+template <class E>
+void set_kv_scale(const char* fn, const char* name, const view<const float, 3>& scale, const char* kv_name,
+                  const view<const E, 4>& kv, const float*& data, bshd_strides& strides) {
+  const bool given = !scale.empty() || scale.shape != std::array<index_t, 3>{};
+  if constexpr (!is_quantised_v<E>) {
+    if (given) fail(fn, name, " is given but ", kv_name, " does not hold int8 values; only an int8 cache has scales");
+  } else {
+    if (!given) {
+      if (kv.size() != 0) fail(fn, kv_name, " holds int8 values, so ", name, " (their scales) is required");
+      return;
+    }
+    check_view(fn, name, scale);
+    static const char* const axis_names[] = {"batch", "seq", "head"};
+    index_t* out[] = {&strides.batch, &strides.seq, &strides.head};
+    for (int a = 0; a < 3; ++a) {
+      if (scale.extent(a) == kv.extent(a)) {
+        *out[a] = kv.extent(a) == 0 ? 0 : scale.stride(a);
+      } else if (scale.extent(a) == 1) {
+        *out[a] = 0;
+      } else {
+        fail(fn, name, " has shape ", shape_string(scale), " which neither matches nor broadcasts to the (",
+             axis_names[0], ", ", axis_names[1], ", ", axis_names[2], ") = (", kv.extent(0), ", ", kv.extent(1), ", ",
+             kv.extent(2), ") of ", kv_name, " (", axis_names[a], " axis)");
+      }
+    }
+    strides.dim = 0;
+    data = scale.data;
+  }
+}
+
+template <class T, class Tout, class Tkv = T>
+attention_params<T, Tout, Tkv> make_attention_params(const char* fn, view<const T, 4> q, view<const Tkv, 4> k,
+                                                     view<const Tkv, 4> v, view<Tout, 4> out,
+                                                     const attention_options& opts) {
   check_view(fn, "q", q);
   check_view(fn, "k", k);
   check_view(fn, "v", v);
   check_view(fn, "out", out);
 
-  attention_params<T, Tout> p;
+  attention_params<T, Tout, Tkv> p;
   p.hq = q.extent(2);
   p.dim = q.extent(3);
   p.hk = k.extent(2);
@@ -184,7 +221,8 @@ attention_params<T, Tout> make_attention_params(const char* fn, view<const T, 4>
   p.k_stride = bshd_of(k.strides);
   p.v_stride = bshd_of(v.strides);
   p.out_stride = bshd_of(out.strides);
-
+  set_kv_scale(fn, "k_scale", opts.k_scale, "k", k, p.k_scale, p.k_scale_stride);
+  set_kv_scale(fn, "v_scale", opts.v_scale, "v", v, p.v_scale, p.v_scale_stride);
 
   if (opts.scale) check_finite(fn, "scale", *opts.scale);
   p.scale = opts.scale ? *opts.scale : (p.dim > 0 ? 1.0f / std::sqrt(static_cast<float>(p.dim)) : 1.0f);
@@ -270,8 +308,8 @@ void check_output_layout(const char* fn, const view<Tout, 4>& out, const view<fl
 /// of the item's keys] (the kernels clamp regardless, so a length is never
 /// a reason to read outside k and v); each table entry of a page holding
 /// some of an item's keys must be a page of k and v.
-template <class T, class Tout>
-void check_index_values(const char* fn, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+void check_index_values(const char* fn, const attention_params<T, Tout, Tkv>& p) {
   for (index_t b = 0; p.key_lengths && b < p.batch; ++b) {
     const index_t n = p.key_lengths[b * p.key_lengths_stride], rows = p.key_rows_in(b);
     if (n < 0 || n > rows)

@@ -24,13 +24,13 @@ STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail {
 
-template <class T, class Tout>
-std::size_t attention_workspace_bytes(simd_t, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+std::size_t attention_workspace_bytes(simd_t, const attention_params<T, Tout, Tkv>& p) {
   return simd::make_plan<accum_t<T>>(p).workspace_bytes();
 }
 
-template <class T, class Tout>
-void attention_impl(simd_t, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+void attention_impl(simd_t, const attention_params<T, Tout, Tkv>& p) {
   using Acc = accum_t<T>;
   check_index_values("streamattn::attention", p);
   simd::simd_plan<Acc> plan = simd::make_plan<Acc>(p);
@@ -61,8 +61,8 @@ void attention_impl(simd_t, const attention_params<T, Tout>& p) {
 
   Acc* const partials = reinterpret_cast<Acc*>(base + static_cast<std::size_t>(plan.workers) * plan.slab_bytes);
   parallel_for(plan.items, plan.workers, [&](index_t item, int worker) {
-    const simd::block<Acc, T, Tout> blk(p, plan, item, base + static_cast<std::size_t>(worker) * plan.slab_bytes,
-                                        partials);
+    const simd::block<Acc, T, Tout, Tkv> blk(p, plan, item,
+                                             base + static_cast<std::size_t>(worker) * plan.slab_bytes, partials);
     if (blk.rows == 0) return;  // a packed item shorter than the longest
     if (plan.decode)
       simd::run_decode_block(blk);

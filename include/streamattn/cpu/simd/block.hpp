@@ -26,9 +26,9 @@ namespace streamattn::detail::simd {
 /// head that shares the K/V it streams. A work item is one block, or on the
 /// decode path the blocks of every K/V head of a batch (see `for_kv_head`),
 /// restricted to one key segment with split-KV.
-template <class Acc, class T, class Tout>
+template <class Acc, class T, class Tout, class Tkv>
 struct block {
-  const attention_params<T, Tout>& p;
+  const attention_params<T, Tout, Tkv>& p;
   const simd_plan<Acc>& plan;
   index_t batch = 0, kv_head = 0, row_block = 0;
   index_t row_begin = 0, rows = 0;  // head rows [row_begin, row_begin + rows)
@@ -38,7 +38,7 @@ struct block {
   Acc* partials = nullptr;          // split-KV: every block's partial states, else null
 
   /// Work item `item` (on the decode path: its first K/V head).
-  block(const attention_params<T, Tout>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab,
+  block(const attention_params<T, Tout, Tkv>& params, const simd_plan<Acc>& pl, index_t item, std::byte* worker_slab,
         Acc* all_partials = nullptr)
       : p(params), plan(pl), slab(worker_slab), partials(plan.splits > 1 ? all_partials : nullptr) {
     split = item % plan.splits;
@@ -104,12 +104,12 @@ struct block {
 
   /// K rows [first, first + n) as an (n x D) Acc matrix: the caller's
   /// memory as it is when the plan allows and the rows lie in one page (of
-  /// a paged cache), else a converted, row-major copy in the slab.
+  /// a paged cache), else a converted (or dequantised) row-major copy in the slab.
   strided_operand<Acc> k_rows(index_t first, index_t n) const {
-    return stage(p.k, p.k_stride, first, n, p.dim, plan.k_off, plan.stage_k);
+    return stage(p.k, p.k_stride, p.k_scale, p.k_scale_stride, first, n, p.dim, plan.k_off, plan.stage_k);
   }
   strided_operand<Acc> v_rows(index_t first, index_t n) const {
-    return stage(p.v, p.v_stride, first, n, p.dim_v, plan.v_off, plan.stage_v);
+    return stage(p.v, p.v_stride, p.v_scale, p.v_scale_stride, first, n, p.dim_v, plan.v_off, plan.stage_v);
   }
 
   /// Whether chunk [first, first + n) needs per-element work: a mask edge
@@ -152,25 +152,28 @@ struct block {
   }
 
  private:
-  strided_operand<Acc> stage(const T* data, const bshd_strides& s, index_t first, index_t n, index_t dim,
-                             std::size_t offset, bool copy) const {
+  strided_operand<Acc> stage(const Tkv* data, const bshd_strides& s, const float* scale, const bshd_strides& scale_s,
+                             index_t first, index_t n, index_t dim, std::size_t offset, bool copy) const {
     const bool one_page = p.keys_in_one_page(first, n);
-    const T* src = p.key_row(data, s, batch, kv_head, first);
-    if constexpr (std::is_same_v<T, Acc>) {
+    const Tkv* src = p.key_row(data, s, batch, kv_head, first);
+    if constexpr (std::is_same_v<Tkv, Acc>) {
       if (!copy && one_page) return {src, s.seq, s.dim};
     }
     Acc* dst = buffer<Acc>(offset);
     for (index_t j = 0; j < n; ++j) {
-      const T* row = one_page ? src + j * s.seq : p.key_row(data, s, batch, kv_head, first + j);
+      const Tkv* row = one_page ? src + j * s.seq : p.key_row(data, s, batch, kv_head, first + j);
       Acc* out = dst + j * dim;
-      if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
-        if constexpr (std::is_same_v<T, Acc>) {
+      if constexpr (std::is_same_v<Tkv, Acc>) {
+        if (s.dim == 1) {  // the common case, a plain copy
           std::memcpy(out, row, static_cast<std::size_t>(dim) * sizeof(Acc));
-        } else {
-          for (index_t d = 0; d < dim; ++d) out[d] = convert<Acc>(row[d]);
+          continue;
         }
+      }
+      const float sc = p.key_scale(scale, scale_s, batch, kv_head, first + j);
+      if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
+        for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Acc>(row[d], sc);
       } else {
-        for (index_t d = 0; d < dim; ++d) out[d] = convert<Acc>(row[d * s.dim]);
+        for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Acc>(row[d * s.dim], sc);
       }
     }
     return {dst, dim, 1};

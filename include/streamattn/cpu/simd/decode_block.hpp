@@ -171,8 +171,8 @@ void decode_accumulate(const Acc* w, index_t ldw, strided_operand<Acc> v, index_
 
 /// The online softmax step of one head's chunk (scores in, weights out):
 /// per row, the new running max and sum, and the rescale of what came before.
-template <class Acc, int R, class T, class Tout>
-void decode_softmax(const block<Acc, T, Tout>& blk, index_t first, index_t n) {
+template <class Acc, int R, class T, class Tout, class Tkv>
+void decode_softmax(const block<Acc, T, Tout, Tkv>& blk, index_t first, index_t n) {
   using P = packet<Acc>;
   constexpr index_t W = packet_size<Acc>;
   const index_t ld = round_up(blk.plan.kv_chunk, W);
@@ -211,8 +211,8 @@ void decode_softmax(const block<Acc, T, Tout>& blk, index_t first, index_t n) {
 /// of its keys, sweep by sweep. A K or V sweep that must be staged (other
 /// element types, strided rows) is copied into the slab's one buffer and
 /// used up before the next head's sweep overwrites it.
-template <class Acc, int R, class T, class Tout>
-void decode_chunk(const block<Acc, T, Tout>& item, index_t first, index_t n) {
+template <class Acc, int R, class T, class Tout, class Tkv>
+void decode_chunk(const block<Acc, T, Tout, Tkv>& item, index_t first, index_t n) {
   const auto& p = item.p;
   const index_t heads = item.plan.heads_per_item;
   const index_t ld = round_up(item.plan.kv_chunk, packet_size<Acc>);
@@ -225,13 +225,13 @@ void decode_chunk(const block<Acc, T, Tout>& item, index_t first, index_t n) {
       for (index_t h = 0; h < heads; ++h) step(item.for_kv_head(item.kv_head + h), j, std::min(sweep, n - j));
   };
 
-  for_each_sweep([&](const block<Acc, T, Tout>& blk, index_t j, index_t count) {
+  for_each_sweep([&](const block<Acc, T, Tout, Tkv>& blk, index_t j, index_t count) {
     decode_scores<Acc, R>(blk.template head_buffer<Acc>(blk.plan.q_off), p.dim, blk.k_rows(first + j, count), count,
                           blk.scores() + j, ld);
   });
   for (index_t h = 0; h < heads; ++h) decode_softmax<Acc, R>(item.for_kv_head(item.kv_head + h), first, n);
   // The rescale of what came before applies once, with the first sweep.
-  for_each_sweep([&](const block<Acc, T, Tout>& blk, index_t j, index_t count) {
+  for_each_sweep([&](const block<Acc, T, Tout, Tkv>& blk, index_t j, index_t count) {
     decode_accumulate<Acc, R>(blk.scores() + j, ld, blk.v_rows(first + j, count), count, p.dim_v,
                               j == 0 ? blk.rescale() : nullptr, blk.template head_buffer<Acc>(blk.plan.o_off), ldo);
   });
@@ -239,8 +239,8 @@ void decode_chunk(const block<Acc, T, Tout>& item, index_t first, index_t n) {
 
 /// A decode item: the same R rows of every K/V head of the item, walked
 /// chunk by chunk with the heads inside.
-template <class Acc, int R, class T, class Tout>
-void run_decode_block_rows(const block<Acc, T, Tout>& item) {
+template <class Acc, int R, class T, class Tout, class Tkv>
+void run_decode_block_rows(const block<Acc, T, Tout, Tkv>& item) {
   const auto& p = item.p;
   const index_t ldo = round_up(p.dim_v, packet_size<Acc>);
   const Acc scale = static_cast<Acc>(p.scale);
@@ -270,8 +270,8 @@ void run_decode_block_rows(const block<Acc, T, Tout>& item) {
   }
 }
 
-template <class Acc, class T, class Tout>
-void run_decode_block(const block<Acc, T, Tout>& blk) {
+template <class Acc, class T, class Tout, class Tkv>
+void run_decode_block(const block<Acc, T, Tout, Tkv>& blk) {
   static_assert(decode_max_rows == 8, "run_decode_block dispatches on 1..8 rows");
   switch (blk.rows) {
     case 1: return run_decode_block_rows<Acc, 1>(blk);

@@ -69,8 +69,8 @@ struct simd_plan {
   }
 };
 
-template <class Acc, class T, class Tout>
-simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
+template <class Acc, class T, class Tout, class Tkv>
+simd_plan<Acc> make_plan(const attention_params<T, Tout, Tkv>& p) {
   constexpr index_t W = packet_size<Acc>;
   constexpr index_t panel = tile_shape::col_packets * W;
   simd_plan<Acc> plan;
@@ -127,7 +127,7 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout>& p) {
   // such conflict, so the wide path reads it in place whenever its type
   // allows. The decode path loads K and V rows as packets (a few rows at a
   // time) and only needs them contiguous.
-  const bool same_type = std::is_same_v<T, Acc>;
+  const bool same_type = std::is_same_v<Tkv, Acc>;  // int8 caches are dequantised here too
   plan.stage_k = !same_type || p.k_stride.dim != 1 || (!plan.decode && p.k_stride.seq != p.dim);
   plan.stage_v = !same_type || (plan.decode && p.v_stride.dim != 1);
 

@@ -12,13 +12,13 @@ STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
-template <class Acc, class T, class Tout>
-void merge_split_kv(const attention_params<T, Tout>& p, const simd_plan<Acc>& plan, Acc* partials) {
+template <class Acc, class T, class Tout, class Tkv>
+void merge_split_kv(const attention_params<T, Tout, Tkv>& p, const simd_plan<Acc>& plan, Acc* partials) {
   const index_t items_per_split = plan.items / plan.splits;
   for (index_t unit = 0; unit < items_per_split; ++unit) {
-    const block<Acc, T, Tout> first(p, plan, unit * plan.splits, nullptr, partials);
+    const block<Acc, T, Tout, Tkv> first(p, plan, unit * plan.splits, nullptr, partials);
     for (index_t h = 0; h < plan.heads_per_item; ++h) {
-      const block<Acc, T, Tout> blk = first.for_kv_head(first.kv_head + h);
+      const block<Acc, T, Tout, Tkv> blk = first.for_kv_head(first.kv_head + h);
       for (index_t r = 0; r < blk.rows; ++r) {
         Acc max = neg_inf<Acc>();
         for (index_t s = 0; s < plan.splits; ++s) max = std::max(max, blk.partial_state(s, r)[0]);

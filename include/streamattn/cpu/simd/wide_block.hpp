@@ -20,8 +20,8 @@ STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
 namespace streamattn::detail::simd {
 
-template <class Acc, class T, class Tout>
-void run_wide_block(const block<Acc, T, Tout>& blk) {
+template <class Acc, class T, class Tout, class Tkv>
+void run_wide_block(const block<Acc, T, Tout, Tkv>& blk) {
   using P = packet<Acc>;
   constexpr index_t W = packet_size<Acc>;
   const auto& p = blk.p;

@@ -1,0 +1,353 @@
+// Quantised KV caches (int8 k and v with float k_scale / v_scale): a call on
+// an int8 cache must compute what the same call computes on a cache holding
+// the values it stands for. Each case draws a random problem (every option
+// set), quantises its K/V rows with one scale per key and head, per head or
+// per tensor, and replaces the problem's K/V by their dequantised values,
+// which the element type holds exactly (the scales of the 16-bit types are
+// powers of two), so the oracle sees what the int8 cache means. The int8
+// call is judged against that oracle with the usual rounding-derived
+// tolerances, with the cache batched (with gaps after every axis), packed
+// (key_starts) or paged (block_table). Rows past a key length have NaN
+// scales (with per-key scales), so a kernel that reads one poisons its result.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <streamattn/streamattn.hpp>
+
+#include "support/combos.hpp"
+#include "support/expect_invalid.hpp"
+#include "support/problem.hpp"
+#include "support/seed.hpp"
+
+namespace {
+
+using namespace streamattn;
+using namespace streamattn::testing;
+
+enum class granularity { per_key, per_head, per_tensor };
+enum class placement { batched, packed, paged };
+
+const char* name_of(granularity g) {
+  return g == granularity::per_key ? "per-key scales" : g == granularity::per_head ? "per-head scales" : "one scale";
+}
+const char* name_of(placement p) {
+  return p == placement::batched ? "batched" : p == placement::packed ? "packed" : "paged";
+}
+
+struct cache_shape {
+  shape s;
+  index_t page_size;  // divides Nk, so paging adds no keys
+};
+
+const std::vector<cache_shape> kShapes = {
+    // GQA, D != Dv, the wide path; 7-key pages, which its chunks cross.
+    {{2, 37, 70, 4, 2, 16, 24}, 7},
+    // One query, one key, odd dims.
+    {{3, 1, 1, 1, 1, 5, 3}, 1},
+    // A prime key count past the wide path's 256-key chunk, in one page.
+    {{1, 9, 257, 2, 1, 32, 8}, 257},
+    // Decoding: one token, four query heads per K/V head, keys enough for
+    // the simd backend to split them into segments; 12-key pages make some
+    // of its 8-key sweeps cross pages.
+    {{2, 1, 2100, 8, 2, 32, 32}, 12},
+};
+
+/// One int8 tensor of a problem (its k or v) with its scales, quantised
+/// from the problem's values, which are then replaced by what the int8
+/// values stand for.
+struct quantised {
+  tensor4<std::int8_t> values;  // (B, Nk, Hk, dim)
+  std::vector<float> scales;    // one per scale group (see group)
+  granularity g;
+
+  index_t group(index_t b, index_t j, index_t h) const {
+    const index_t nk = values.v.extent(1), hk = values.v.extent(2);
+    return g == granularity::per_key ? (b * nk + j) * hk + h : g == granularity::per_head ? h : 0;
+  }
+  float scale(index_t b, index_t j, index_t h) const { return scales[static_cast<std::size_t>(group(b, j, h))]; }
+
+  template <class T, class Rng>
+  quantised(tensor4<T>& x, const std::vector<index_t>& lengths, granularity gr, Rng& rng) : values(x.v.shape), g(gr) {
+    const index_t B = x.v.extent(0), nk = x.v.extent(1), hk = x.v.extent(2);
+    const auto length = [&](index_t b) { return lengths.empty() ? nk : lengths[static_cast<std::size_t>(b)]; };
+    const index_t groups = g == granularity::per_key ? B * nk * hk : g == granularity::per_head ? hk : 1;
+    std::vector<double> largest(static_cast<std::size_t>(groups), 0.0);
+    x.for_each([&](index_t b, index_t j, index_t h, index_t d) {
+      if (j < length(b)) {
+        double& m = largest[static_cast<std::size_t>(group(b, j, h))];
+        m = std::max(m, std::abs(detail::convert<double>(x.v(b, j, h, d))));
+      }
+    });
+    // Scales a little above the smallest that fits (so not every group
+    // reaches 127); powers of two for the 16-bit types, which then hold
+    // every dequantised value exactly.
+    std::uniform_real_distribution<double> slack(1.0, 1.25);
+    for (double m : largest) {
+      double s = m > 0 ? m / 127 * slack(rng) : 1.0;
+      if (sizeof(T) == 2) s = std::exp2(std::ceil(std::log2(s)));
+      scales.push_back(static_cast<float>(s));
+    }
+    std::uniform_int_distribution<int> any(-127, 127);
+    using Acc = detail::accum_t<T>;
+    x.for_each([&](index_t b, index_t j, index_t h, index_t d) {
+      if (j >= length(b)) {  // never read: any value, and x stays NaN
+        values.v(b, j, h, d) = static_cast<std::int8_t>(any(rng));
+        return;
+      }
+      const float s = scale(b, j, h);
+      const double r = std::nearbyint(detail::convert<double>(x.v(b, j, h, d)) / static_cast<double>(s));
+      const auto q = static_cast<std::int8_t>(std::clamp(r, -127.0, 127.0));
+      values.v(b, j, h, d) = q;
+      x.v(b, j, h, d) = detail::convert<T>(detail::dequantise<Acc>(q, s));
+    });
+    // A per-key scale past a length is NaN: reading that row poisons the result.
+    if (g == granularity::per_key)
+      for (index_t b = 0; b < B; ++b)
+        for (index_t j = length(b); j < nk; ++j)
+          for (index_t h = 0; h < hk; ++h) scales[static_cast<std::size_t>(group(b, j, h))] = std::nanf("");
+  }
+};
+
+/// A quantised k and v placed as a batched, packed or paged cache, with the
+/// options of the call on it.
+struct int8_cache {
+  tensor4<std::int8_t> k, v;
+  std::vector<float> k_scale, v_scale;  // laid out like k's rows, or the broadcast groups
+  std::vector<index_t> starts, table;
+  attention_options opts;
+
+  template <class T, class Rng>
+  int8_cache(const problem<T>& p, const quantised& qk, const quantised& qv, placement where, index_t page_size,
+             Rng& rng)
+      : opts(p.opts) {
+    const shape& s = p.s;
+    // Where key j of item b goes: (batch or page, row) of the cache.
+    std::vector<index_t> order;
+    index_t slots = s.batch, rows = s.nk;
+    const index_t lead = 3;
+    if (where == placement::packed) {
+      slots = 1, rows = lead + s.batch * s.nk + 2;
+      for (index_t b = 0; b <= s.batch; ++b) starts.push_back(lead + b * s.nk);
+      opts.key_starts = view<const index_t, 1>{starts.data(), {s.batch + 1}, {1}};
+    } else if (where == placement::paged) {
+      const index_t per_item = s.nk / page_size;
+      slots = s.batch * per_item + 1, rows = page_size;  // and a page no item uses
+      order.resize(static_cast<std::size_t>(slots));
+      std::iota(order.begin(), order.end(), index_t{0});
+      std::shuffle(order.begin(), order.end(), rng);
+      for (index_t b = 0; b < s.batch; ++b) {
+        const index_t keys = p.lengths.empty() ? s.nk : p.lengths[static_cast<std::size_t>(b)];
+        for (index_t i = 0; i < per_item; ++i)
+          table.push_back(i * page_size < keys ? order[static_cast<std::size_t>(b * per_item + i)] : -1);
+      }
+      opts.block_table = view<const index_t, 2>{table.data(), {s.batch, per_item}, {per_item, 1}};
+    }
+    const auto slot_of = [&](index_t b, index_t j) -> std::pair<index_t, index_t> {
+      if (where == placement::packed) return {0, lead + b * s.nk + j};
+      if (where == placement::paged)
+        return {table[static_cast<std::size_t>(b * (s.nk / page_size) + j / page_size)], j % page_size};
+      return {b, j};
+    };
+    const layout l = where == placement::batched ? layout::padded : layout::bshd;
+    k = tensor4<std::int8_t>({slots, rows, s.hk, s.dim}, l);
+    v = tensor4<std::int8_t>({slots, rows, s.hk, s.dim_v}, l);
+    k.fill_nan(), v.fill_nan();
+    const bool per_key = qk.g == granularity::per_key;
+    if (per_key) {
+      k_scale.assign(static_cast<std::size_t>(slots * rows * s.hk), std::nanf(""));
+      v_scale = k_scale;
+    } else {
+      k_scale = qk.scales, v_scale = qv.scales;
+    }
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t j = 0; j < s.nk; ++j) {
+        const auto [slot, row] = slot_of(b, j);
+        if (slot < 0) continue;  // a page past the item's keys
+        for (index_t h = 0; h < s.hk; ++h) {
+          for (index_t d = 0; d < s.dim; ++d) k.v(slot, row, h, d) = qk.values.v(b, j, h, d);
+          for (index_t d = 0; d < s.dim_v; ++d) v.v(slot, row, h, d) = qv.values.v(b, j, h, d);
+          if (per_key) {
+            const auto at = static_cast<std::size_t>((slot * rows + row) * s.hk + h);
+            k_scale[at] = qk.scale(b, j, h), v_scale[at] = qv.scale(b, j, h);
+          }
+        }
+      }
+    // Per key: k's (batch or page, rows, heads); per head: extent 1 on the
+    // other axes; one scale: every extent k's, every stride 0.
+    const auto scale_view = [&](const std::vector<float>& data) -> view<const float, 3> {
+      if (per_key) return {data.data(), {slots, rows, s.hk}, {rows * s.hk, s.hk, 1}};
+      if (qk.g == granularity::per_head) return {data.data(), {1, 1, s.hk}, {0, 0, 1}};
+      return {data.data(), {slots, rows, s.hk}, {0, 0, 0}};
+    };
+    opts.k_scale = scale_view(k_scale);
+    opts.v_scale = scale_view(v_scale);
+  }
+};
+
+template <class C>
+class QuantisedKvCache : public ::testing::Test {};
+TYPED_TEST_SUITE(QuantisedKvCache, addressing_combos, combo_names);
+
+TYPED_TEST(QuantisedKvCache, MatchesTheOracleOfTheValuesItStandsFor) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  for (const cache_shape& cs : kShapes)
+    for (const option_set& os : all_option_sets())
+      for (const granularity g : {granularity::per_key, granularity::per_head, granularity::per_tensor}) {
+        problem<T> p(cs.s, os, rng);
+        const quantised qk(p.k, p.lengths, g, rng), qv(p.v, p.lengths, g, rng);
+        const oracle<T> want = make_oracle(p);
+        for (const placement where : {placement::batched, placement::packed, placement::paged}) {
+          int8_cache c(p, qk, qv, where, cs.page_size, rng);
+          result<T> got = poisoned_result<T>(p, layout::bshd);
+          attention_options opts = c.opts;
+          opts.threads = 3;  // fixed: the machine's core count must not pick what is tested
+          if (os.lse) opts.lse = got.lse_view();
+          attention(backend, p.q.cv(), c.k.cv(), c.v.cv(), got.out.v, opts);
+          expect_matches(p, want, got,
+                         std::string(name_of(where)) + ", " + name_of(g) + ", page size " +
+                             std::to_string(cs.page_size) + ", options " + os.name);
+        }
+      }
+}
+
+// workspace_size counts the dequantisation buffers: with that much scratch
+// the call stays inside it and computes what it computes without.
+TEST(QuantisedKvCacheWorkspace, ScratchFromWorkspaceSizeIsEnough) {
+  auto rng = test_rng();
+  for (const cache_shape& cs : kShapes) {
+    problem<float> p(cs.s, options_named("lse"), rng);
+    const quantised qk(p.k, p.lengths, granularity::per_key, rng), qv(p.v, p.lengths, granularity::per_key, rng);
+    const int8_cache c(p, qk, qv, placement::batched, cs.page_size, rng);
+    attention_options opts = c.opts;
+    opts.threads = 1;
+    tensor4<float> want({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v}), got({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v});
+    attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), want.v, opts);
+    const std::size_t bytes = workspace_size(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
+    const std::size_t guard = 4096;
+    std::vector<unsigned char> buffer(bytes + guard, 0xAB);
+    opts.scratch = {buffer.data(), bytes};
+    attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
+    EXPECT_TRUE(std::all_of(buffer.begin() + static_cast<std::ptrdiff_t>(bytes), buffer.end(),
+                            [](unsigned char x) { return x == 0xAB; }))
+        << cs.s.describe() << ": scratch of " << bytes << " bytes was overrun";
+    EXPECT_EQ(got.storage, want.storage) << cs.s.describe();
+  }
+}
+
+// An int8 call with valid arguments, to break one at a time.
+struct int8_args {
+  tensor4<float> q{{2, 3, 4, 8}}, out{{2, 3, 4, 8}};
+  tensor4<std::int8_t> k{{2, 5, 2, 8}}, v{{2, 5, 2, 8}};
+  std::vector<float> k_scale = std::vector<float>(20, 0.01f), v_scale = std::vector<float>(20, 0.02f);
+  attention_options opts;
+  int8_args() {
+    auto rng = test_rng();
+    q.randomize(rng);
+    std::uniform_int_distribution<int> any(-127, 127);
+    k.for_each([&](index_t b, index_t j, index_t h, index_t d) {
+      k.v(b, j, h, d) = static_cast<std::int8_t>(any(rng));
+      v.v(b, j, h, d) = static_cast<std::int8_t>(any(rng));
+    });
+    opts.k_scale = view<const float, 3>{k_scale.data(), {2, 5, 2}, {10, 2, 1}};
+    opts.v_scale = view<const float, 3>{v_scale.data(), {2, 5, 2}, {10, 2, 1}};
+  }
+  template <class Backend>
+  void call(const Backend& backend) {
+    attention(backend, q.cv(), k.cv(), v.cv(), out.v, opts);
+  }
+};
+
+TEST(QuantisedKvCacheValidation, ValidArgumentsRun) {
+  int8_args a;
+  a.call(scalar);
+  for (float x : a.out.storage) EXPECT_TRUE(std::isfinite(x));
+}
+
+TEST(QuantisedKvCacheValidation, ScalesAreRequired) {
+  int8_args a;
+  a.opts.k_scale = {};
+  expect_invalid([&] { a.call(simd); }, {"k holds int8", "k_scale", "required"});
+  int8_args b;
+  b.opts.v_scale = {};
+  expect_invalid([&] { b.call(naive); }, {"v holds int8", "v_scale", "required"});
+}
+
+TEST(QuantisedKvCacheValidation, ScalesOnlyForInt8) {
+  int8_args a;
+  const tensor4<float> k({2, 5, 2, 8}), v({2, 5, 2, 8});
+  expect_invalid([&] { attention(scalar, a.q.cv(), k.cv(), v.cv(), a.out.v, a.opts); },
+                 {"k_scale", "given", "k", "int8"});
+}
+
+TEST(QuantisedKvCacheValidation, ScaleShapeMustMatchOrBroadcast) {
+  int8_args a;
+  a.opts.k_scale.shape = {2, 4, 2};
+  expect_invalid([&] { a.call(scalar); }, {"k_scale", "(2, 4, 2)", "(2, 5, 2)", "seq axis"});
+  int8_args b;
+  b.opts.v_scale.shape = {2, 5, 3};
+  expect_invalid([&] { b.call(simd); }, {"v_scale", "(2, 5, 3)", "head axis"});
+  int8_args c;
+  c.opts.v_scale.shape = {2, 5, -1};
+  expect_invalid([&] { c.call(simd); }, {"v_scale", "negative"});
+}
+
+TEST(QuantisedKvCacheValidation, OutputMustNotOverlapTheScales) {
+  int8_args a;
+  a.opts.v_scale = view<const float, 3>{a.out.storage.data(), {2, 5, 2}, {10, 2, 1}};
+  expect_invalid([&] { a.call(scalar); }, {"out", "v_scale", "overlap"});
+}
+
+// A cache with no keys reads no scale: every row is zeros, lse = -inf.
+TEST(QuantisedKvCacheValidation, NoKeysNeedNoScales) {
+  int8_args a;
+  a.k = tensor4<std::int8_t>({2, 0, 2, 8});
+  a.v = tensor4<std::int8_t>({2, 0, 2, 8});
+  a.opts.k_scale = {}, a.opts.v_scale = {};
+  std::vector<float> lse(24, 1.0f);
+  a.opts.lse = view<float, 3>{lse.data(), {2, 4, 3}, {12, 3, 1}};
+  a.call(simd);
+  for (float x : a.out.storage) EXPECT_EQ(x, 0.0f);
+  for (float x : lse) EXPECT_EQ(x, -std::numeric_limits<float>::infinity());
+}
+
+// One head on Eigen matrices: an int8 K and V with per-key scales.
+TEST(QuantisedKvCacheEigen, Int8MatricesWithScales) {
+  auto rng = test_rng();
+  std::uniform_int_distribution<int> any(-127, 127);
+  std::uniform_real_distribution<float> unit(0.005f, 0.01f);
+  const index_t nq = 5, nk = 11, dim = 6;
+  std::uniform_real_distribution<float> any_q(-1, 1);
+  Eigen::MatrixXf q(nq, dim), k_values(nk, dim), v_values(nk, dim);
+  for (index_t i = 0; i < nq; ++i)
+    for (index_t d = 0; d < dim; ++d) q(i, d) = any_q(rng);
+  Eigen::Matrix<std::int8_t, -1, -1, Eigen::RowMajor> k(nk, dim), v(nk, dim);
+  std::vector<float> k_scale(nk), v_scale(nk);
+  for (index_t j = 0; j < nk; ++j) {
+    k_scale[static_cast<std::size_t>(j)] = unit(rng), v_scale[static_cast<std::size_t>(j)] = unit(rng);
+    for (index_t d = 0; d < dim; ++d) {
+      k(j, d) = static_cast<std::int8_t>(any(rng)), v(j, d) = static_cast<std::int8_t>(any(rng));
+      k_values(j, d) = static_cast<float>(k(j, d)) * k_scale[static_cast<std::size_t>(j)];
+      v_values(j, d) = static_cast<float>(v(j, d)) * v_scale[static_cast<std::size_t>(j)];
+    }
+  }
+  attention_options opts;
+  opts.k_scale = view<const float, 3>{k_scale.data(), {1, nk, 1}, {0, 1, 0}};
+  opts.v_scale = view<const float, 3>{v_scale.data(), {1, nk, 1}, {0, 1, 0}};
+  const auto got = attention(simd, q, k, v, opts);
+  const auto want = attention(naive, q, k_values, v_values);
+  // Outputs are weighted means of V's rows, whose weights carry a few float
+  // roundings of scores below 4 in magnitude: 16 epsilons of the largest row.
+  const float allowed = 16 * std::numeric_limits<float>::epsilon() * v_values.cwiseAbs().maxCoeff();
+  EXPECT_LE((got - want).cwiseAbs().maxCoeff(), allowed) << "seed " << run_seed();
+}
+
+}  // namespace
