@@ -1,9 +1,11 @@
 // Softmax attention: naive vs scalar vs simd over sequence length, head dim,
-// heads, causal masking and threads, plus decode cases, over contiguous and
-// paged KV caches.
+// heads, causal masking and threads, plus decode cases, over contiguous,
+// paged and int8 KV caches.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
@@ -34,6 +36,9 @@ struct attention_case {
   /// v. The pages of all items are shuffled through one pool, as a cache
   /// that has served many requests leaves them.
   index_t page_size = 0;
+  /// K and V held as int8 with one float scale per key and head (a
+  /// quantised cache), instead of float.
+  bool int8 = false;
 };
 
 index_t keys_of_item(const attention_case& c, index_t b) {
@@ -51,6 +56,7 @@ std::string name_of(const attention_case& c) {
   if (c.cache == ragged::mask) n += "_ragged_mask";
   if (c.cache == ragged::capacity) n += "_filled_to_1_16th";
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
+  if (c.int8) n += "_int8";
   return n + "/threads:" + std::to_string(c.threads);
 }
 
@@ -67,12 +73,32 @@ double attention_flops(const attention_case& c) {
   return 4.0 * pairs * static_cast<double>(c.dim) * static_cast<double>(c.hq);
 }
 
-/// K and V bytes the call needs: every item's valid keys.
+/// K and V bytes the call needs: every item's valid keys (int8: a byte per
+/// element and a float scale per row).
 double kv_bytes(const attention_case& c) {
   double keys = 0;
   for (index_t b = 0; b < c.batch; ++b) keys += static_cast<double>(keys_of_item(c, b));
-  return 2.0 * 4.0 * keys * static_cast<double>(c.hk * c.dim);
+  const double row_bytes = c.int8 ? static_cast<double>(c.dim) + 4.0 : 4.0 * static_cast<double>(c.dim);
+  return 2.0 * keys * static_cast<double>(c.hk) * row_bytes;
 }
+
+/// Rows of `dim` floats quantised to int8 with one scale per row (absmax / 127).
+struct int8_rows {
+  std::vector<std::int8_t> values;
+  std::vector<float> scales;
+  int8_rows(const std::vector<float>& x, index_t dim)
+      : values(x.size()), scales(x.size() / static_cast<std::size_t>(dim)) {
+    for (std::size_t r = 0; r < scales.size(); ++r) {
+      const float* row = x.data() + r * static_cast<std::size_t>(dim);
+      float largest = 0;
+      for (index_t d = 0; d < dim; ++d) largest = std::max(largest, std::abs(row[d]));
+      scales[r] = largest > 0 ? largest / 127 : 1.0f;
+      for (index_t d = 0; d < dim; ++d)
+        values[r * static_cast<std::size_t>(dim) + static_cast<std::size_t>(d)] =
+            static_cast<std::int8_t>(std::lround(row[d] / scales[r]));
+    }
+  }
+};
 
 template <class Backend>
 void run_attention(benchmark::State& state, const Backend& backend, attention_case c) {
@@ -113,11 +139,27 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
     opts.mask = view<const bool, 4>{keep.get(), {c.batch, 1, 1, c.nk}, {c.nk, 0, 0, 1}};
   }
 
+  const index_t kv_batch = c.page_size > 0 ? pages : c.batch, kv_rows = c.page_size > 0 ? page : c.nk;
+  std::unique_ptr<int8_rows> k8, v8;
+  if (c.int8) {
+    k8 = std::make_unique<int8_rows>(k, c.dim);
+    v8 = std::make_unique<int8_rows>(v, c.dim);
+    const view<const float, 3> rows{nullptr, {kv_batch, kv_rows, c.hk}, {kv_rows * c.hk, c.hk, 1}};
+    opts.k_scale = opts.v_scale = rows;
+    opts.k_scale.data = k8->scales.data();
+    opts.v_scale.data = v8->scales.data();
+  }
+  const auto call = [&](const auto* k_data, const auto* v_data) {
+    attention(backend, bshd(q.data(), c.batch, c.nq, c.hq, c.dim), bshd(k_data, kv_batch, kv_rows, c.hk, c.dim),
+              bshd(v_data, kv_batch, kv_rows, c.hk, c.dim), bshd(out.data(), c.batch, c.nq, c.hq, c.dim), opts);
+  };
+
   reset_heap_peak();
   for (auto _ : state) {
-    const index_t kv_batch = c.page_size > 0 ? pages : c.batch, kv_rows = c.page_size > 0 ? page : c.nk;
-    attention(backend, bshd(q.data(), c.batch, c.nq, c.hq, c.dim), bshd(k.data(), kv_batch, kv_rows, c.hk, c.dim),
-              bshd(v.data(), kv_batch, kv_rows, c.hk, c.dim), bshd(out.data(), c.batch, c.nq, c.hq, c.dim), opts);
+    if (c.int8)
+      call(k8->values.data(), v8->values.data());
+    else
+      call(k.data(), v.data());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -145,6 +187,7 @@ void register_attention_benchmarks(workload w) {
   if (w == workload::quick) {
     for (const char* be : {"naive", "scalar", "simd"}) add({be, 1, 128, 128, 2, 2, 32, true, 1});
     add({"simd", 2, 1, 300, 4, 2, 32, false, 1, ragged::key_lengths, 16});
+    add({"simd", 2, 1, 300, 4, 2, 32, false, 1, ragged::key_lengths, 0, true});
     return;
   }
   if (w == workload::standard) {
@@ -161,6 +204,8 @@ void register_attention_benchmarks(workload w) {
     // over the same cache in pages of 16 keys.
     for (ragged r : {ragged::key_lengths, ragged::mask}) add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, r});
     add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, ragged::key_lengths, 16});
+    // And over the same cache quantised to int8: a quarter of the bytes.
+    add({"simd", 4, 1, 32768, 32, 8, 128, false, 2, ragged::key_lengths, 0, true});
     return;
   }
   if (w == workload::targets) {
@@ -189,6 +234,14 @@ void register_attention_benchmarks(workload w) {
     // One decode over a cache allocated for 64K keys and holding 4K: its
     // keys are split by the fill, not the capacity.
     for (int t : {1, 2}) add({"simd", 1, 1, 65536, 32, 8, 128, false, t, ragged::capacity});
+    // The one-token decodes, the ragged ones and the causal prefill over an
+    // int8 cache with a scale per key and head: decoding reads a quarter of
+    // the bytes; the prefill pays the dequantisation on top of its arithmetic.
+    for (index_t hk : {8, 32})
+      for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, hk, 128, false, t, ragged::none, 0, true});
+    for (index_t page : {0, 16})
+      for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, ragged::key_lengths, page, true});
+    for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, true, t, ragged::none, 0, true});
     return;
   }
   // full: the whole grid of the attention issue.

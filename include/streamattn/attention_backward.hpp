@@ -47,8 +47,10 @@ void attention_backward(const Backend& backend, view<Q, 4> q, view<K, 4> k, view
                         view<DO, 4> dout, const attention_gradients<G>& grads, const attention_options& opts) {
   using T = std::remove_const_t<Q>;
   using To = std::remove_const_t<O>;
-  static_assert(std::is_same_v<T, std::remove_const_t<K>> && std::is_same_v<T, std::remove_const_t<V>>,
-                "streamattn::attention_backward: q, k and v must have the same element type");
+  constexpr bool one_input_type =
+      std::is_same_v<T, std::remove_const_t<K>> && std::is_same_v<T, std::remove_const_t<V>>;
+  static_assert(one_input_type, "streamattn::attention_backward: q, k and v must have the same element type (int8 "
+                                "quantised KV caches are for inference: the forward pass only)");
   static_assert(std::is_same_v<To, std::remove_const_t<DO>>,
                 "streamattn::attention_backward: out and dout must have the same element type");
   static_assert(detail::is_element_v<T> && detail::is_element_v<To> && detail::is_element_v<G>,
@@ -57,12 +59,14 @@ void attention_backward(const Backend& backend, view<Q, 4> q, view<K, 4> k, view
   static_assert(detail::has_attention_backward<Backend>::value,
                 "streamattn::attention_backward: this backend has no backward pass. Use streamattn::naive, "
                 "streamattn::scalar or streamattn::simd (the cuda backend has none yet).");
-  const auto params = detail::make_attention_backward_params<T, To, G>(
-      "streamattn::attention_backward", view<const T, 4>(q), view<const T, 4>(k), view<const T, 4>(v),
-      view<const To, 4>(out), view<const To, 4>(dout), grads, opts);
-  // Guarded so that a backend without a backward pass stops at the sentence
-  // above instead of adding a failed overload resolution to it.
-  if constexpr (detail::has_attention_backward<Backend>::value) attention_backward_impl(backend, params);
+  // Guarded so that a call the assertions above refuse stops at their
+  // sentence instead of adding failed conversions and overload resolutions.
+  if constexpr (one_input_type && detail::has_attention_backward<Backend>::value) {
+    const auto params = detail::make_attention_backward_params<T, To, G>(
+        "streamattn::attention_backward", view<const T, 4>(q), view<const T, 4>(k), view<const T, 4>(v),
+        view<const To, 4>(out), view<const To, 4>(dout), grads, opts);
+    attention_backward_impl(backend, params);
+  }
 }
 
 }  // namespace streamattn

@@ -112,6 +112,26 @@ struct block {
     return stage(p.v, p.v_stride, p.v_scale, p.v_scale_stride, first, n, p.dim_v, plan.v_off, plan.stage_v);
   }
 
+  /// K rows [first, first + n) of an int8 cache as codes (their scales:
+  /// `scale_by_keys`): the caller's memory when the rows lie in one page
+  /// and each is contiguous, else a row-major copy in the slab.
+  strided_operand<Tkv> k_codes(index_t first, index_t n) const {
+    return stage_codes(p.k, p.k_stride, first, n, p.dim, plan.k_off);
+  }
+  strided_operand<Tkv> v_codes(index_t first, index_t n) const {
+    return stage_codes(p.v, p.v_stride, first, n, p.dim_v, plan.v_off);
+  }
+
+  /// s[r * ld + j] *= the scale of key first + j (of k, or of v given v's
+  /// scales), for `count_rows` rows and n keys.
+  void scale_by_keys(Acc* s, index_t ld, int count_rows, index_t first, index_t n, const float* scale,
+                     const bshd_strides& scale_s) const {
+    for (index_t j = 0; j < n; ++j) {
+      const Acc sc = static_cast<Acc>(p.key_scale(scale, scale_s, batch, kv_head, first + j));
+      for (int r = 0; r < count_rows; ++r) s[r * ld + j] *= sc;
+    }
+  }
+
   /// Whether chunk [first, first + n) needs per-element work: a mask edge
   /// crosses it, or a score term applies.
   bool needs_element_pass(index_t first, index_t n) const {
@@ -152,6 +172,19 @@ struct block {
   }
 
  private:
+  template <class E>
+  strided_operand<E> stage_codes(const E* data, const bshd_strides& s, index_t first, index_t n, index_t dim,
+                                 std::size_t offset) const {
+    const E* src = p.key_row(data, s, batch, kv_head, first);
+    if (s.dim == 1 && p.keys_in_one_page(first, n)) return {src, s.seq, 1};
+    E* dst = buffer<E>(offset);
+    for (index_t j = 0; j < n; ++j) {
+      const E* row = p.key_row(data, s, batch, kv_head, first + j);
+      for (index_t d = 0; d < dim; ++d) dst[j * dim + d] = row[d * s.dim];
+    }
+    return {dst, dim, 1};
+  }
+
   strided_operand<Acc> stage(const Tkv* data, const bshd_strides& s, const float* scale, const bshd_strides& scale_s,
                              index_t first, index_t n, index_t dim, std::size_t offset, bool copy) const {
     const bool one_page = p.keys_in_one_page(first, n);

@@ -5,6 +5,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include <Eigen/Core>
 
@@ -122,6 +125,52 @@ EIGEN_STRONG_INLINE void stream_fence() {
 #if defined(EIGEN_VECTORIZE_SSE2)
   _mm_sfence();
 #endif
+}
+
+/// A packet of the Acc values at `x`: loaded as they are, or widened from
+/// int8 codes (an int8 KV cache, whose scales the caller applies). Reads
+/// exactly one packet's worth of elements, so a row's last full packet
+/// never reads past the row.
+template <class Acc>
+EIGEN_STRONG_INLINE packet<Acc> load_widened(const Acc* x) {
+  return ei::ploadu<packet<Acc>>(x);
+}
+template <class Acc>
+EIGEN_STRONG_INLINE packet<Acc> load_widened(const std::int8_t* x) {
+  constexpr int W = packet_size<Acc>;
+  if constexpr (std::is_same_v<Acc, float>) {
+    // Sign-extend to 32-bit integers, convert: two instructions per packet
+    // where the instruction set has both.
+#if defined(EIGEN_VECTORIZE_AVX512)
+    if constexpr (W == 16)
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))));
+#endif
+#if defined(EIGEN_VECTORIZE_AVX2)
+    if constexpr (W == 8)
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+#endif
+#if defined(EIGEN_VECTORIZE_SSE2)
+    if constexpr (W == 4) {
+      std::int32_t bytes;
+      std::memcpy(&bytes, x, sizeof bytes);
+      __m128i b = _mm_cvtsi32_si128(bytes);
+      b = _mm_unpacklo_epi8(b, b);  // each byte in the top of a 32-bit lane...
+      b = _mm_unpacklo_epi16(b, b);
+      return _mm_cvtepi32_ps(_mm_srai_epi32(b, 24));  // ...shifted down with its sign
+    }
+#endif
+#if defined(EIGEN_VECTORIZE_NEON) && !defined(EIGEN_VECTORIZE_SVE)
+    if constexpr (W == 4) {
+      std::int32_t bytes;
+      std::memcpy(&bytes, x, sizeof bytes);
+      const int16x8_t halves = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes)));
+      return vcvtq_f32_s32(vmovl_s16(vget_low_s16(halves)));
+    }
+#endif
+  }
+  Acc wide[W];  // elsewhere (double, no vectorisation): element by element
+  for (int i = 0; i < W; ++i) wide[i] = static_cast<Acc>(x[i]);
+  return ei::ploadu<packet<Acc>>(wide);
 }
 
 /// Makes the compiler hold `v` in a vector register from here on (an empty
