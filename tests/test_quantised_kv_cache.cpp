@@ -31,11 +31,25 @@ namespace {
 using namespace streamattn;
 using namespace streamattn::testing;
 
-enum class granularity { per_key, per_head, per_tensor };
+/// Which keys and heads share a scale: none (one per key and head), all
+/// heads of a key, all keys of a head, or everything.
+enum class granularity { per_key_and_head, per_key, per_head, per_tensor };
 enum class placement { batched, packed, paged };
 
+const granularity kGranularities[] = {granularity::per_key_and_head, granularity::per_key, granularity::per_head,
+                                      granularity::per_tensor};
+
 const char* name_of(granularity g) {
-  return g == granularity::per_key ? "per-key scales" : g == granularity::per_head ? "per-head scales" : "one scale";
+  switch (g) {
+    case granularity::per_key_and_head:
+      return "per key and head";
+    case granularity::per_key:
+      return "per key";
+    case granularity::per_head:
+      return "per head";
+    default:
+      return "per tensor";
+  }
 }
 const char* name_of(placement p) {
   return p == placement::batched ? "batched" : p == placement::packed ? "packed" : "paged";
@@ -57,6 +71,9 @@ const std::vector<cache_shape> kShapes = {
     // the simd backend to split them into segments; 12-key pages make some
     // of its 8-key sweeps cross pages.
     {{2, 1, 2100, 8, 2, 32, 32}, 12},
+    // Two tokens (8 rows per K/V head, the decode path's widest tile) with
+    // dims that are no multiple of any packet size.
+    {{2, 2, 600, 8, 2, 20, 12}, 12},
 };
 
 /// One int8 tensor of a problem (its k or v) with its scales, quantised
@@ -69,15 +86,28 @@ struct quantised {
 
   index_t group(index_t b, index_t j, index_t h) const {
     const index_t nk = values.v.extent(1), hk = values.v.extent(2);
-    return g == granularity::per_key ? (b * nk + j) * hk + h : g == granularity::per_head ? h : 0;
+    switch (g) {
+      case granularity::per_key_and_head:
+        return (b * nk + j) * hk + h;
+      case granularity::per_key:
+        return b * nk + j;
+      case granularity::per_head:
+        return h;
+      default:
+        return 0;
+    }
   }
+  bool per_key() const { return g == granularity::per_key_and_head || g == granularity::per_key; }
   float scale(index_t b, index_t j, index_t h) const { return scales[static_cast<std::size_t>(group(b, j, h))]; }
 
   template <class T, class Rng>
   quantised(tensor4<T>& x, const std::vector<index_t>& lengths, granularity gr, Rng& rng) : values(x.v.shape), g(gr) {
     const index_t B = x.v.extent(0), nk = x.v.extent(1), hk = x.v.extent(2);
     const auto length = [&](index_t b) { return lengths.empty() ? nk : lengths[static_cast<std::size_t>(b)]; };
-    const index_t groups = g == granularity::per_key ? B * nk * hk : g == granularity::per_head ? hk : 1;
+    const index_t groups = g == granularity::per_key_and_head ? B * nk * hk
+                           : g == granularity::per_key        ? B * nk
+                           : g == granularity::per_head       ? hk
+                                                              : 1;
     std::vector<double> largest(static_cast<std::size_t>(groups), 0.0);
     x.for_each([&](index_t b, index_t j, index_t h, index_t d) {
       if (j < length(b)) {
@@ -108,7 +138,7 @@ struct quantised {
       x.v(b, j, h, d) = detail::convert<T>(detail::dequantise<Acc>(q, s));
     });
     // A per-key scale past a length is NaN: reading that row poisons the result.
-    if (g == granularity::per_key)
+    if (per_key())
       for (index_t b = 0; b < B; ++b)
         for (index_t j = length(b); j < nk; ++j)
           for (index_t h = 0; h < hk; ++h) scales[static_cast<std::size_t>(group(b, j, h))] = std::nanf("");
@@ -159,13 +189,6 @@ struct int8_cache {
     k = tensor4<std::int8_t>({slots, rows, s.hk, s.dim}, l);
     v = tensor4<std::int8_t>({slots, rows, s.hk, s.dim_v}, l);
     k.fill_nan(), v.fill_nan();
-    const bool per_key = qk.g == granularity::per_key;
-    if (per_key) {
-      k_scale.assign(static_cast<std::size_t>(slots * rows * s.hk), std::nanf(""));
-      v_scale = k_scale;
-    } else {
-      k_scale = qk.scales, v_scale = qv.scales;
-    }
     for (index_t b = 0; b < s.batch; ++b)
       for (index_t j = 0; j < s.nk; ++j) {
         const auto [slot, row] = slot_of(b, j);
@@ -173,21 +196,35 @@ struct int8_cache {
         for (index_t h = 0; h < s.hk; ++h) {
           for (index_t d = 0; d < s.dim; ++d) k.v(slot, row, h, d) = qk.values.v(b, j, h, d);
           for (index_t d = 0; d < s.dim_v; ++d) v.v(slot, row, h, d) = qv.values.v(b, j, h, d);
-          if (per_key) {
-            const auto at = static_cast<std::size_t>((slot * rows + row) * s.hk + h);
-            k_scale[at] = qk.scale(b, j, h), v_scale[at] = qv.scale(b, j, h);
-          }
         }
       }
-    // Per key: k's (batch or page, rows, heads); per head: extent 1 on the
-    // other axes; one scale: every extent k's, every stride 0.
-    const auto scale_view = [&](const std::vector<float>& data) -> view<const float, 3> {
-      if (per_key) return {data.data(), {slots, rows, s.hk}, {rows * s.hk, s.hk, 1}};
-      if (qk.g == granularity::per_head) return {data.data(), {1, 1, s.hk}, {0, 0, 1}};
+    opts.k_scale = place_scales(qk, p.s, slots, rows, where, slot_of, k_scale);
+    opts.v_scale = place_scales(qv, p.s, slots, rows, where, slot_of, v_scale);
+  }
+
+  /// The scales of `q` laid out for the cache (its slots x rows x heads
+  /// when per key; NaN where no key of an item is), and their view.
+  /// Per head: extent 1 on the other axes. Per tensor: (1, 1, 1) when
+  /// batched, else every extent k's with every stride 0.
+  template <class SlotOf>
+  static view<const float, 3> place_scales(const quantised& q, const shape& s, index_t slots, index_t rows,
+                                           placement where, const SlotOf& slot_of, std::vector<float>& data) {
+    if (!q.per_key()) {
+      data = q.scales;
+      if (q.g == granularity::per_head) return {data.data(), {1, 1, s.hk}, {0, 0, 1}};
+      if (where == placement::batched) return {data.data(), {1, 1, 1}, {1, 1, 1}};
       return {data.data(), {slots, rows, s.hk}, {0, 0, 0}};
-    };
-    opts.k_scale = scale_view(k_scale);
-    opts.v_scale = scale_view(v_scale);
+    }
+    const index_t heads = q.g == granularity::per_key ? 1 : s.hk;
+    data.assign(static_cast<std::size_t>(slots * rows * heads), std::nanf(""));
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t j = 0; j < s.nk; ++j) {
+        const auto [slot, row] = slot_of(b, j);
+        if (slot < 0) continue;
+        for (index_t h = 0; h < heads; ++h)
+          data[static_cast<std::size_t>((slot * rows + row) * heads + h)] = q.scale(b, j, h);
+      }
+    return {data.data(), {slots, rows, heads}, {rows * heads, heads, 1}};
   }
 };
 
@@ -199,48 +236,96 @@ TYPED_TEST(QuantisedKvCache, MatchesTheOracleOfTheValuesItStandsFor) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;
   auto rng = test_rng();
-  for (const cache_shape& cs : kShapes)
-    for (const option_set& os : all_option_sets())
-      for (const granularity g : {granularity::per_key, granularity::per_head, granularity::per_tensor}) {
-        problem<T> p(cs.s, os, rng);
-        const quantised qk(p.k, p.lengths, g, rng), qv(p.v, p.lengths, g, rng);
-        const oracle<T> want = make_oracle(p);
-        for (const placement where : {placement::batched, placement::packed, placement::paged}) {
-          int8_cache c(p, qk, qv, where, cs.page_size, rng);
-          result<T> got = poisoned_result<T>(p, layout::bshd);
-          attention_options opts = c.opts;
-          opts.threads = 3;  // fixed: the machine's core count must not pick what is tested
-          if (os.lse) opts.lse = got.lse_view();
-          attention(backend, p.q.cv(), c.k.cv(), c.v.cv(), got.out.v, opts);
-          expect_matches(p, want, got,
-                         std::string(name_of(where)) + ", " + name_of(g) + ", page size " +
-                             std::to_string(cs.page_size) + ", options " + os.name);
-        }
+  const std::vector<option_set> option_sets = all_option_sets();
+  for (std::size_t shape_index = 0; shape_index < kShapes.size(); ++shape_index)
+    for (std::size_t set = 0; set < option_sets.size(); ++set) {
+      const cache_shape& cs = kShapes[shape_index];
+      const option_set& os = option_sets[set];
+      // Each option set with one way of sharing k's scales, in turn (every
+      // way meets every shape), and v's shared differently from k's: a
+      // kernel that reads one with the other's layout is caught.
+      const granularity g = kGranularities[(set + shape_index) % 4];
+      const granularity gv = kGranularities[(set + shape_index + 1) % 4];
+      problem<T> p(cs.s, os, rng);
+      const quantised qk(p.k, p.lengths, g, rng), qv(p.v, p.lengths, gv, rng);
+      const oracle<T> want = make_oracle(p);
+      for (const placement where : {placement::batched, placement::packed, placement::paged}) {
+        int8_cache c(p, qk, qv, where, cs.page_size, rng);
+        result<T> got = poisoned_result<T>(p, layout::bshd);
+        attention_options opts = c.opts;
+        opts.threads = 3;  // fixed: the machine's core count must not pick what is tested
+        if (os.lse) opts.lse = got.lse_view();
+        attention(backend, p.q.cv(), c.k.cv(), c.v.cv(), got.out.v, opts);
+        expect_matches(p, want, got,
+                       std::string(name_of(where)) + ", k scales " + name_of(g) + ", v scales " + name_of(gv) +
+                           ", page size " + std::to_string(cs.page_size) + ", options " + os.name);
       }
+    }
 }
 
 // workspace_size counts the dequantisation buffers: with that much scratch
 // the call stays inside it and computes what it computes without.
 TEST(QuantisedKvCacheWorkspace, ScratchFromWorkspaceSizeIsEnough) {
   auto rng = test_rng();
+  for (const cache_shape& cs : kShapes)
+    for (const placement where : {placement::batched, placement::packed, placement::paged}) {
+      problem<float> p(cs.s, options_named("lse"), rng);
+      const quantised qk(p.k, p.lengths, granularity::per_key_and_head, rng),
+          qv(p.v, p.lengths, granularity::per_key_and_head, rng);
+      const int8_cache c(p, qk, qv, where, cs.page_size, rng);
+      attention_options opts = c.opts;
+      opts.threads = 1;
+      tensor4<float> want({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v}), got({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v});
+      attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), want.v, opts);
+      const std::size_t bytes = workspace_size(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
+      const std::size_t guard = 4096;
+      std::vector<unsigned char> buffer(bytes + guard, 0xAB);
+      opts.scratch = {buffer.data(), bytes};
+      attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
+      EXPECT_TRUE(std::all_of(buffer.begin() + static_cast<std::ptrdiff_t>(bytes), buffer.end(),
+                              [](unsigned char x) { return x == 0xAB; }))
+          << cs.s.describe() << " " << name_of(where) << ": scratch of " << bytes << " bytes was overrun";
+      EXPECT_EQ(got.storage, want.storage) << cs.s.describe() << " " << name_of(where);
+    }
+}
+
+// The thread count never changes a result, int8 caches included.
+TEST(QuantisedKvCacheWorkspace, SameBitsOnAnyThreadCount) {
+  auto rng = test_rng();
   for (const cache_shape& cs : kShapes) {
-    problem<float> p(cs.s, options_named("lse"), rng);
-    const quantised qk(p.k, p.lengths, granularity::per_key, rng), qv(p.v, p.lengths, granularity::per_key, rng);
-    const int8_cache c(p, qk, qv, placement::batched, cs.page_size, rng);
+    problem<float> p(cs.s, options_named("everything"), rng);
+    const quantised qk(p.k, p.lengths, granularity::per_key_and_head, rng),
+        qv(p.v, p.lengths, granularity::per_head, rng);
+    const int8_cache c(p, qk, qv, placement::paged, cs.page_size, rng);
+    tensor4<float> one({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v}), many({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v});
     attention_options opts = c.opts;
     opts.threads = 1;
-    tensor4<float> want({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v}), got({cs.s.batch, cs.s.nq, cs.s.hq, cs.s.dim_v});
-    attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), want.v, opts);
-    const std::size_t bytes = workspace_size(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
-    const std::size_t guard = 4096;
-    std::vector<unsigned char> buffer(bytes + guard, 0xAB);
-    opts.scratch = {buffer.data(), bytes};
-    attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), got.v, opts);
-    EXPECT_TRUE(std::all_of(buffer.begin() + static_cast<std::ptrdiff_t>(bytes), buffer.end(),
-                            [](unsigned char x) { return x == 0xAB; }))
-        << cs.s.describe() << ": scratch of " << bytes << " bytes was overrun";
-    EXPECT_EQ(got.storage, want.storage) << cs.s.describe();
+    attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), one.v, opts);
+    for (int threads : {2, 3}) {
+      opts.threads = threads;
+      attention(simd, p.q.cv(), c.k.cv(), c.v.cv(), many.v, opts);
+      EXPECT_EQ(one.storage, many.storage) << cs.s.describe() << ", " << threads << " threads";
+    }
   }
+}
+
+// The simd kernels widen int8 codes a packet at a time with each
+// instruction set's own instructions: every code, -128 included, must come
+// out as the number it is, from every offset.
+TEST(QuantisedKvCacheWidening, EveryCodeFromEveryOffset) {
+  std::vector<std::int8_t> codes(256 + 64);
+  for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<std::int8_t>(static_cast<int>(i % 256) - 128);
+  const auto check = [&](auto zero) {
+    using Acc = decltype(zero);
+    constexpr int W = detail::simd::packet_size<Acc>;
+    Acc lanes[W];
+    for (std::size_t at = 0; at + W <= codes.size(); ++at) {
+      detail::simd::ei::pstoreu(lanes, detail::simd::load_widened<Acc>(codes.data() + at));
+      for (int i = 0; i < W; ++i) ASSERT_EQ(lanes[i], static_cast<Acc>(codes[at + static_cast<std::size_t>(i)])) << at;
+    }
+  };
+  check(0.0f);
+  check(0.0);
 }
 
 // An int8 call with valid arguments, to break one at a time.
@@ -286,6 +371,9 @@ TEST(QuantisedKvCacheValidation, ScalesOnlyForInt8) {
   const tensor4<float> k({2, 5, 2, 8}), v({2, 5, 2, 8});
   expect_invalid([&] { attention(scalar, a.q.cv(), k.cv(), v.cv(), a.out.v, a.opts); },
                  {"k_scale", "given", "k", "int8"});
+  a.opts.k_scale = {};
+  expect_invalid([&] { attention(simd, a.q.cv(), k.cv(), v.cv(), a.out.v, a.opts); },
+                 {"v_scale", "given", "v", "int8"});
 }
 
 TEST(QuantisedKvCacheValidation, ScaleShapeMustMatchOrBroadcast) {

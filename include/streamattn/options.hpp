@@ -104,11 +104,14 @@ struct attention_options {
   /// without the dim axis: (batch, keys, heads), or (pages, page size,
   /// heads) with a block table, or (1, rows, heads) with key_starts; any
   /// axis may broadcast with extent 1: one scale per key and head
-  /// (per-token quantisation), per head (1, 1, Hk), or per tensor
-  /// (1, 1, 1). Required for an int8 k or v, refused otherwise. Values are
-  /// dequantised in the accumulation precision before use, so a call
-  /// computes what it would on a cache holding x * scale. CPU backends,
-  /// forward only, for now.
+  /// (per-token quantisation), per key (B, Nk, 1), per head (1, 1, Hk), or
+  /// per tensor (1, 1, 1). With a block table the scales' first axis counts pages,
+  /// like k's. Required for an int8 k or v that has elements (even if no
+  /// key is read), refused for any other; their values are not checked.
+  /// A call computes what it computes on a cache holding x * scale, up to
+  /// rounding: naive and scalar dequantise each value first, the simd
+  /// decode path scales each key's dot product and softmax weight instead.
+  /// CPU backends, forward only, for now.
   view<const float, 3> k_scale{};
   view<const float, 3> v_scale{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final

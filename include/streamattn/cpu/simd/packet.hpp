@@ -135,42 +135,74 @@ template <class Acc>
 EIGEN_STRONG_INLINE packet<Acc> load_widened(const Acc* x) {
   return ei::ploadu<packet<Acc>>(x);
 }
+/// Element by element: the instruction sets (and element types) below
+/// have no widening load.
+template <class Acc>
+EIGEN_STRONG_INLINE packet<Acc> load_widened_elementwise(const std::int8_t* x) {
+  Acc wide[packet_size<Acc>];
+  for (int i = 0; i < packet_size<Acc>; ++i) wide[i] = static_cast<Acc>(x[i]);
+  return ei::ploadu<packet<Acc>>(wide);
+}
+
+/// The 4 bytes at x in the low lane of an SSE register.
+#if defined(EIGEN_VECTORIZE_SSE2)
+EIGEN_STRONG_INLINE __m128i load_4_bytes(const std::int8_t* x) {
+  std::int32_t bytes;
+  std::memcpy(&bytes, x, sizeof bytes);
+  return _mm_cvtsi32_si128(bytes);
+}
+#endif
+
 template <class Acc>
 EIGEN_STRONG_INLINE packet<Acc> load_widened(const std::int8_t* x) {
+  // Sign-extend to 32-bit integers, convert. One branch per instruction
+  // set, each ending in the element-by-element load for what it lacks.
   constexpr int W = packet_size<Acc>;
-  if constexpr (std::is_same_v<Acc, float>) {
-    // Sign-extend to 32-bit integers, convert: two instructions per packet
-    // where the instruction set has both.
+  [[maybe_unused]] constexpr bool is_float = std::is_same_v<Acc, float>, is_double = std::is_same_v<Acc, double>;
 #if defined(EIGEN_VECTORIZE_AVX512)
-    if constexpr (W == 16)
-      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))));
-#endif
+  if constexpr (is_float && W == 16)
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))));
+  else if constexpr (is_double && W == 8)
+    return _mm512_cvtepi32_pd(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+  else
+    return load_widened_elementwise<Acc>(x);
+#elif defined(EIGEN_VECTORIZE_AVX)
+  // (AVX implies SSE4.1's 4-byte widening; AVX2 widens 8 bytes at once.)
+  if constexpr (is_float && W == 8) {
 #if defined(EIGEN_VECTORIZE_AVX2)
-    if constexpr (W == 8)
-      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+#else
+    const __m128i low = _mm_cvtepi8_epi32(load_4_bytes(x)), high = _mm_cvtepi8_epi32(load_4_bytes(x + 4));
+    return _mm256_cvtepi32_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(low), high, 1));
 #endif
-#if defined(EIGEN_VECTORIZE_SSE2)
-    if constexpr (W == 4) {
-      std::int32_t bytes;
-      std::memcpy(&bytes, x, sizeof bytes);
-      __m128i b = _mm_cvtsi32_si128(bytes);
-      b = _mm_unpacklo_epi8(b, b);  // each byte in the top of a 32-bit lane...
-      b = _mm_unpacklo_epi16(b, b);
-      return _mm_cvtepi32_ps(_mm_srai_epi32(b, 24));  // ...shifted down with its sign
-    }
-#endif
-#if defined(EIGEN_VECTORIZE_NEON) && !defined(EIGEN_VECTORIZE_SVE)
-    if constexpr (W == 4) {
-      std::int32_t bytes;
-      std::memcpy(&bytes, x, sizeof bytes);
-      const int16x8_t halves = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes)));
-      return vcvtq_f32_s32(vmovl_s16(vget_low_s16(halves)));
-    }
-#endif
+  } else if constexpr (is_double && W == 4) {
+    return _mm256_cvtepi32_pd(_mm_cvtepi8_epi32(load_4_bytes(x)));
+  } else {
+    return load_widened_elementwise<Acc>(x);
   }
-  Acc wide[W];  // elsewhere (double, no vectorisation): element by element
-  for (int i = 0; i < W; ++i) wide[i] = static_cast<Acc>(x[i]);
-  return ei::ploadu<packet<Acc>>(wide);
+#elif defined(EIGEN_VECTORIZE_SSE2)
+  if constexpr (is_float && W == 4) {
+    __m128i b = load_4_bytes(x);
+    b = _mm_unpacklo_epi8(b, b);  // each byte at the top of a 32-bit lane...
+    b = _mm_unpacklo_epi16(b, b);
+    return _mm_cvtepi32_ps(_mm_srai_epi32(b, 24));  // ...shifted down with its sign
+  } else {
+    return load_widened_elementwise<Acc>(x);
+  }
+#elif defined(EIGEN_VECTORIZE_NEON) && !defined(EIGEN_VECTORIZE_SVE) && !defined(__ARM_BIG_ENDIAN)
+  if constexpr (is_float && W == 4) {
+    // Exactly 4 bytes (vld1_s8 would read 8, past a row's end), as the
+    // low lanes of a vector: byte i is lane i on little-endian ARM.
+    std::int32_t bytes;
+    std::memcpy(&bytes, x, sizeof bytes);
+    const int16x8_t halves = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes)));
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(halves)));
+  } else {
+    return load_widened_elementwise<Acc>(x);
+  }
+#else
+  return load_widened_elementwise<Acc>(x);
+#endif
 }
 
 /// Makes the compiler hold `v` in a vector register from here on (an empty

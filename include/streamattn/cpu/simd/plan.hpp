@@ -127,9 +127,13 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout, Tkv>& p) {
   // such conflict, so the wide path reads it in place whenever its type
   // allows. The decode path loads K and V rows as packets (a few rows at a
   // time) and only needs them contiguous.
-  const bool same_type = std::is_same_v<Tkv, Acc>;  // int8 caches are dequantised here too
-  plan.stage_k = !same_type || p.k_stride.dim != 1 || (!plan.decode && p.k_stride.seq != p.dim);
-  plan.stage_v = !same_type || (plan.decode && p.v_stride.dim != 1);
+  // An int8 cache is dequantised here too on the wide path; the decode path
+  // reads its codes as they are, copying them only from strided rows.
+  const bool same_type = std::is_same_v<Tkv, Acc>;
+  const bool codes = is_quantised_v<Tkv> && plan.decode;
+  plan.stage_k =
+      codes ? p.k_stride.dim != 1 : !same_type || p.k_stride.dim != 1 || (!plan.decode && p.k_stride.seq != p.dim);
+  plan.stage_v = codes ? p.v_stride.dim != 1 : !same_type || (plan.decode && p.v_stride.dim != 1);
 
   const auto bytes = [](index_t n) { return align_up(static_cast<std::size_t>(n) * sizeof(Acc)); };
   const index_t rows = plan.decode ? plan.block_rows : plan.cols;
@@ -141,8 +145,11 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout, Tkv>& p) {
   if (!plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
   // A chunk that crosses pages of a paged cache is staged whatever its type.
   const bool paged = p.block_table != nullptr;
-  plan.k_off = at, at += plan.stage_k || paged ? bytes(plan.kv_chunk * p.dim) : 0;
-  plan.v_off = at, at += plan.stage_v || paged ? bytes(plan.kv_chunk * p.dim_v) : 0;
+  const auto staged_bytes = [&](index_t n) {
+    return codes ? align_up(static_cast<std::size_t>(n) * sizeof(Tkv)) : bytes(n);
+  };
+  plan.k_off = at, at += plan.stage_k || paged ? staged_bytes(plan.kv_chunk * p.dim) : 0;
+  plan.v_off = at, at += plan.stage_v || paged ? staged_bytes(plan.kv_chunk * p.dim_v) : 0;
   plan.shared_bytes = at;
   at = 0;
   if (plan.decode) plan.s_off = at, at += bytes(rows * kv_cols);
