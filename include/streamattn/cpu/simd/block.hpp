@@ -172,6 +172,8 @@ struct block {
   }
 
  private:
+  // Copies exactly when the plan reserved room for it: rows with a dim
+  // stride (stage_k / stage_v) or a chunk that crosses pages (paged).
   template <class E>
   strided_operand<E> stage_codes(const E* data, const bshd_strides& s, index_t first, index_t n, index_t dim,
                                  std::size_t offset) const {

@@ -48,7 +48,7 @@ struct simd_plan {
   index_t items = 0;        // all work items: (blocks / heads_per_item) x splits
   bool decode = false;      // row-oriented path for small blocks
   index_t cols = 0;         // wide path: block rows padded to the packet size
-  bool stage_k = false;     // K chunks copied to a dense row-major Acc buffer first
+  bool stage_k = false;     // K chunks copied to a dense row-major buffer first (Acc; int8 decode: codes)
   bool stage_v = false;     // likewise V
   int workers = 1;
 
