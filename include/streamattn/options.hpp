@@ -105,9 +105,10 @@ struct attention_options {
   /// heads) with a block table, or (1, rows, heads) with key_starts; any
   /// axis may broadcast with extent 1: one scale per key and head
   /// (per-token quantisation), per key (B, Nk, 1), per head (1, 1, Hk), or
-  /// per tensor (1, 1, 1). With a block table the scales' first axis counts pages,
-  /// like k's. Required for an int8 k or v that has elements (even if no
-  /// key is read), refused for any other; their values are not checked.
+  /// per tensor (1, 1, 1). With a block table the scales' first axis
+  /// counts pages, like k's. Required for an int8 k or v that has elements
+  /// (even if no key is read), refused for any other; their values are not
+  /// checked.
   /// A call computes what it computes on a cache holding x * scale, up to
   /// rounding: naive and scalar dequantise each value first, the simd
   /// decode path scales each key's dot product and softmax weight instead.

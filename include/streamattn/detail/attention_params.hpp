@@ -23,8 +23,6 @@ struct bhqk_strides {
 /// Tkv: that of k and v, T or std::int8_t (see `key_scale`).
 template <class T, class Tout, class Tkv = T>
 struct attention_params {
-  using element = T;
-  using kv_element = Tkv;
   const T* q = nullptr;
   const Tkv* k = nullptr;
   const Tkv* v = nullptr;

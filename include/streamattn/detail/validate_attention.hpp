@@ -15,28 +15,38 @@ namespace streamattn::detail {
 
 inline bshd_strides bshd_of(const std::array<index_t, 4>& s) { return {s[0], s[1], s[2], s[3]}; }
 
-/// Bias and mask extents must equal (B, Hq, Nq, Nk) or be 1 on any axis; a
-/// broadcast axis gets stride 0 so kernels never branch on it.
+/// The strides of view `m` broadcast to the extents `expected`: on each
+/// axis its extent must match (the axis keeps its stride) or be 1 (stride
+/// 0, so kernels never branch on it); an axis of extent 0 gets stride 0
+/// too. `axes` names the axes, `target...` says what `expected` is, in the
+/// message of a mismatch.
+template <class E, int R, class... Target>
+typename view<const E, R>::extents_type broadcast_to(
+    const char* function, const char* name, const view<const E, R>& m,
+    const typename view<const E, R>::extents_type& expected,
+    const std::array<const char*, static_cast<std::size_t>(R)>& axes, const Target&... target) {
+  check_view(function, name, m);
+  typename view<const E, R>::extents_type strides{};
+  for (int a = 0; a < R; ++a) {
+    const auto i = static_cast<std::size_t>(a);
+    if (m.extent(a) == expected[i]) {
+      strides[i] = expected[i] == 0 ? 0 : m.stride(a);
+    } else if (m.extent(a) != 1) {
+      const view<const E, R> e{nullptr, expected, {}};
+      fail(function, name, " has shape ", shape_string(m), " which neither matches nor broadcasts to ", target...,
+           " = ", shape_string(e), " (", axes[i], " axis)");
+    }
+  }
+  return strides;
+}
+
+/// Bias and mask extents must equal (B, Hq, Nq, Nk) or be 1 on any axis.
 template <class E>
 bhqk_strides broadcast_strides(const char* function, const char* name, const view<const E, 4>& m,
                                const std::array<index_t, 4>& expected) {
-  check_view(function, name, m);
-  static const char* const axis_names[] = {"batch", "head", "query", "key"};
-  bhqk_strides s;
-  index_t* out[] = {&s.batch, &s.head, &s.query, &s.key};
-  for (int a = 0; a < 4; ++a) {
-    if (m.extent(a) == expected[static_cast<std::size_t>(a)]) {
-      *out[a] = m.stride(a);
-    } else if (m.extent(a) == 1) {
-      *out[a] = 0;
-    } else {
-      view<const E, 4> e{nullptr, expected, {}};
-      fail(function, name, " has shape ", shape_string(m), " which neither matches nor broadcasts to ",
-           "(batch, heads, queries, keys) = ", shape_string(e), " (", axis_names[a], " axis)");
-    }
-    if (expected[static_cast<std::size_t>(a)] == 0) *out[a] = 0;
-  }
-  return s;
+  const auto s = broadcast_to(function, name, m, expected, {"batch", "head", "query", "key"},
+                              "(batch, heads, queries, keys)");
+  return {s[0], s[1], s[2], s[3]};
 }
 
 /// Throws when `written` overlaps q, k, v or any input an option points at.
@@ -138,21 +148,9 @@ void set_kv_scale(const char* fn, const char* name, const view<const float, 3>& 
       if (kv.size() != 0) fail(fn, kv_name, " holds int8 values, so ", name, " (their scales) is required");
       return;
     }
-    check_view(fn, name, scale);
-    static const char* const axis_names[] = {"batch", "seq", "head"};
-    index_t* out[] = {&strides.batch, &strides.seq, &strides.head};
-    for (int a = 0; a < 3; ++a) {
-      if (scale.extent(a) == kv.extent(a)) {
-        *out[a] = kv.extent(a) == 0 ? 0 : scale.stride(a);
-      } else if (scale.extent(a) == 1) {
-        *out[a] = 0;
-      } else {
-        fail(fn, name, " has shape ", shape_string(scale), " which neither matches nor broadcasts to the (",
-             axis_names[0], ", ", axis_names[1], ", ", axis_names[2], ") = (", kv.extent(0), ", ", kv.extent(1), ", ",
-             kv.extent(2), ") of ", kv_name, " (", axis_names[a], " axis)");
-      }
-    }
-    strides.dim = 0;
+    const auto s = broadcast_to(fn, name, scale, {kv.extent(0), kv.extent(1), kv.extent(2)},
+                                {"batch", "seq", "head"}, kv_name, "'s (batch, seq, head)");
+    strides = {s[0], s[1], s[2], 0};
     data = scale.data;
   }
 }

@@ -105,30 +105,30 @@ struct block {
   /// K rows [first, first + n) as an (n x D) Acc matrix: the caller's
   /// memory as it is when the plan allows and the rows lie in one page (of
   /// a paged cache), else a converted (or dequantised) row-major copy in the slab.
-  strided_operand<Acc> k_rows(index_t first, index_t n) const {
-    return stage(p.k, p.k_stride, p.k_scale, p.k_scale_stride, first, n, p.dim, plan.k_off, plan.stage_k);
+  strided_operand<Acc> k_rows(index_t first, index_t n) const { return stage<Acc>(false, first, n); }
+  strided_operand<Acc> v_rows(index_t first, index_t n) const { return stage<Acc>(true, first, n); }
+
+  /// What the decode kernels read K and V as: an int8 cache's codes as they
+  /// are (their scales: `scale_by_keys`), else Acc values.
+  using decode_element = std::conditional_t<is_quantised_v<Tkv>, Tkv, Acc>;
+  strided_operand<decode_element> decode_k_rows(index_t first, index_t n) const {
+    return stage<decode_element>(false, first, n);
   }
-  strided_operand<Acc> v_rows(index_t first, index_t n) const {
-    return stage(p.v, p.v_stride, p.v_scale, p.v_scale_stride, first, n, p.dim_v, plan.v_off, plan.stage_v);
+  strided_operand<decode_element> decode_v_rows(index_t first, index_t n) const {
+    return stage<decode_element>(true, first, n);
   }
 
-  /// K rows [first, first + n) of an int8 cache as codes (their scales:
-  /// `scale_by_keys`): the caller's memory when the rows lie in one page
-  /// and each is contiguous, else a row-major copy in the slab.
-  strided_operand<Tkv> k_codes(index_t first, index_t n) const {
-    return stage_codes(p.k, p.k_stride, first, n, p.dim, plan.k_off);
-  }
-  strided_operand<Tkv> v_codes(index_t first, index_t n) const {
-    return stage_codes(p.v, p.v_stride, first, n, p.dim_v, plan.v_off);
-  }
-
-  /// s[r * ld + j] *= the scale of key first + j (of k, or of v given v's
-  /// scales), for `count_rows` rows and n keys.
-  void scale_by_keys(Acc* s, index_t ld, int count_rows, index_t first, index_t n, const float* scale,
-                     const bshd_strides& scale_s) const {
-    for (index_t j = 0; j < n; ++j) {
-      const Acc sc = static_cast<Acc>(p.key_scale(scale, scale_s, batch, kv_head, first + j));
-      for (int r = 0; r < count_rows; ++r) s[r * ld + j] *= sc;
+  /// s[r * ld + j] *= the scale of key first + j of k (or of v), for
+  /// `count_rows` rows and n keys: what decode_k_rows (decode_v_rows) left
+  /// out. Nothing unless the cache holds int8.
+  void scale_by_keys(Acc* s, index_t ld, int count_rows, index_t first, index_t n, bool values) const {
+    if constexpr (is_quantised_v<Tkv>) {
+      const float* scale = values ? p.v_scale : p.k_scale;
+      const bshd_strides& scale_s = values ? p.v_scale_stride : p.k_scale_stride;
+      for (index_t j = 0; j < n; ++j) {
+        const Acc sc = static_cast<Acc>(p.key_scale(scale, scale_s, batch, kv_head, first + j));
+        for (int r = 0; r < count_rows; ++r) s[r * ld + j] *= sc;
+      }
     }
   }
 
@@ -172,43 +172,40 @@ struct block {
   }
 
  private:
-  // Copies exactly when the plan reserved room for it: rows with a dim
-  // stride (stage_k / stage_v) or a chunk that crosses pages (paged).
-  template <class E>
-  strided_operand<E> stage_codes(const E* data, const bshd_strides& s, index_t first, index_t n, index_t dim,
-                                 std::size_t offset) const {
-    const E* src = p.key_row(data, s, batch, kv_head, first);
-    if (s.dim == 1 && p.keys_in_one_page(first, n)) return {src, s.seq, 1};
-    E* dst = buffer<E>(offset);
-    for (index_t j = 0; j < n; ++j) {
-      const E* row = p.key_row(data, s, batch, kv_head, first + j);
-      for (index_t d = 0; d < dim; ++d) dst[j * dim + d] = row[d * s.dim];
-    }
-    return {dst, dim, 1};
-  }
-
-  strided_operand<Acc> stage(const Tkv* data, const bshd_strides& s, const float* scale, const bshd_strides& scale_s,
-                             index_t first, index_t n, index_t dim, std::size_t offset, bool copy) const {
+  /// Rows [first, first + n) of k (or of v) as Out: Tkv as it is (in place
+  /// when the plan allows and the rows lie in one page, else copied), or
+  /// converted and dequantised to Acc (always copied, unless Tkv is Acc).
+  /// The slab has room for a copy whenever one is made: the plan reserves
+  /// it for staged rows (stage_k / stage_v) and for paged caches.
+  template <class Out>
+  strided_operand<Out> stage(bool values, index_t first, index_t n) const {
+    const Tkv* data = values ? p.v : p.k;
+    const bshd_strides& s = values ? p.v_stride : p.k_stride;
+    const index_t dim = values ? p.dim_v : p.dim;
+    constexpr bool as_is = std::is_same_v<Out, Tkv>;
     const bool one_page = p.keys_in_one_page(first, n);
     const Tkv* src = p.key_row(data, s, batch, kv_head, first);
-    if constexpr (std::is_same_v<Tkv, Acc>) {
-      if (!copy && one_page) return {src, s.seq, s.dim};
+    if constexpr (as_is) {
+      if (!(values ? plan.stage_v : plan.stage_k) && one_page) return {src, s.seq, s.dim};
     }
-    Acc* dst = buffer<Acc>(offset);
+    Out* dst = buffer<Out>(values ? plan.v_off : plan.k_off);
     for (index_t j = 0; j < n; ++j) {
       const Tkv* row = one_page ? src + j * s.seq : p.key_row(data, s, batch, kv_head, first + j);
-      Acc* out = dst + j * dim;
-      if constexpr (std::is_same_v<Tkv, Acc>) {
+      Out* out = dst + j * dim;
+      if constexpr (as_is) {
         if (s.dim == 1) {  // the common case, a plain copy
-          std::memcpy(out, row, static_cast<std::size_t>(dim) * sizeof(Acc));
-          continue;
+          std::memcpy(out, row, static_cast<std::size_t>(dim) * sizeof(Out));
+        } else {
+          for (index_t d = 0; d < dim; ++d) out[d] = row[d * s.dim];
         }
-      }
-      const float sc = p.key_scale(scale, scale_s, batch, kv_head, first + j);
-      if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
-        for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Acc>(row[d], sc);
       } else {
-        for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Acc>(row[d * s.dim], sc);
+        const float sc = p.key_scale(values ? p.v_scale : p.k_scale, values ? p.v_scale_stride : p.k_scale_stride,
+                                     batch, kv_head, first + j);
+        if (s.dim == 1) {  // the common case: a contiguous loop the compiler vectorises
+          for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Out>(row[d], sc);
+        } else {
+          for (index_t d = 0; d < dim; ++d) out[d] = dequantise<Out>(row[d * s.dim], sc);
+        }
       }
     }
     return {dst, dim, 1};

@@ -235,26 +235,17 @@ void decode_chunk(const block<Acc, T, Tout, Tkv>& item, index_t first, index_t n
   };
 
   for_each_sweep([&](const block<Acc, T, Tout, Tkv>& blk, index_t j, index_t count) {
-    const Acc* q = blk.template head_buffer<Acc>(blk.plan.q_off);
-    if constexpr (is_quantised_v<Tkv>) {
-      decode_scores<Acc, R>(q, p.dim, blk.k_codes(first + j, count), count, blk.scores() + j, ld);
-      blk.scale_by_keys(blk.scores() + j, ld, R, first + j, count, p.k_scale, p.k_scale_stride);
-    } else {
-      decode_scores<Acc, R>(q, p.dim, blk.k_rows(first + j, count), count, blk.scores() + j, ld);
-    }
+    decode_scores<Acc, R>(blk.template head_buffer<Acc>(blk.plan.q_off), p.dim, blk.decode_k_rows(first + j, count),
+                          count, blk.scores() + j, ld);
+    blk.scale_by_keys(blk.scores() + j, ld, R, first + j, count, false);
   });
   for (index_t h = 0; h < heads; ++h) decode_softmax<Acc, R>(item.for_kv_head(item.kv_head + h), first, n);
   // The rescale of what came before applies once, with the first sweep.
   for_each_sweep([&](const block<Acc, T, Tout, Tkv>& blk, index_t j, index_t count) {
-    const Acc* alpha = j == 0 ? blk.rescale() : nullptr;
-    Acc* o = blk.template head_buffer<Acc>(blk.plan.o_off);
-    if constexpr (is_quantised_v<Tkv>) {
-      // The weights (summed into the row sums already) times V's scales.
-      blk.scale_by_keys(blk.scores() + j, ld, R, first + j, count, p.v_scale, p.v_scale_stride);
-      decode_accumulate<Acc, R>(blk.scores() + j, ld, blk.v_codes(first + j, count), count, p.dim_v, alpha, o, ldo);
-    } else {
-      decode_accumulate<Acc, R>(blk.scores() + j, ld, blk.v_rows(first + j, count), count, p.dim_v, alpha, o, ldo);
-    }
+    // The weights (summed into the row sums already) times V's scales.
+    blk.scale_by_keys(blk.scores() + j, ld, R, first + j, count, true);
+    decode_accumulate<Acc, R>(blk.scores() + j, ld, blk.decode_v_rows(first + j, count), count, p.dim_v,
+                              j == 0 ? blk.rescale() : nullptr, blk.template head_buffer<Acc>(blk.plan.o_off), ldo);
   });
 }
 
