@@ -8,6 +8,7 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "support/kernel_instances.hpp"
 #include "support/seed.hpp"
 
 namespace {

@@ -11,6 +11,7 @@
 #include <streamattn/streamattn.hpp>
 
 #include "support/expect_invalid.hpp"
+#include "support/kernel_instances.hpp"
 
 namespace {
 

@@ -21,6 +21,7 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "kernel_instances.hpp"
 #include "tolerance.hpp"
 
 namespace streamattn::testing::ff {

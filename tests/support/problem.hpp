@@ -16,6 +16,7 @@
 
 #include <streamattn/streamattn.hpp>
 
+#include "kernel_instances.hpp"
 #include "tensors.hpp"
 #include "tolerance.hpp"
 
