@@ -16,27 +16,28 @@
 #include <streamattn/streamattn.hpp>
 
 // X(declaration) for each kernel, grouped by the file that compiles it.
-#define STREAMATTN_TEST_FLOAT_KERNELS(X)                                                                       \
-  X(void attention_impl<float, float, float>(naive_t, const attention_params<float, float, float>&));         \
-  X(void attention_impl<float, float, float>(scalar_t, const attention_params<float, float, float>&));        \
-  X(void attention_impl<float, float, float>(simd_t, const attention_params<float, float, float>&));          \
+#define STREAMATTN_TEST_FLOAT_KERNELS(X)                                                                               \
+  X(void attention_impl<float, float, float>(naive_t, const attention_params<float, float, float>&));                  \
+  X(void attention_impl<float, float, float>(scalar_t, const attention_params<float, float, float>&));                 \
+  X(void attention_impl<float, float, float>(simd_t, const attention_params<float, float, float>&));                   \
   X(std::size_t attention_workspace_bytes<float, float, float>(simd_t, const attention_params<float, float, float>&)); \
-  X(void attention_backward_impl<float, float, float>(scalar_t, const attention_backward_params<float, float, float>&)); \
+  X(void attention_backward_impl<float, float, float>(scalar_t,                                                        \
+                                                      const attention_backward_params<float, float, float>&));         \
   X(void attention_backward_impl<float, float, float>(simd_t, const attention_backward_params<float, float, float>&)); \
-  X(void additive_pool_impl<float, float, float>(naive_t, const additive_pool_params<float, float, float>&));  \
-  X(void additive_pool_impl<float, float, float>(simd_t, const additive_pool_params<float, float, float>&));   \
-  X(void fastformer_impl<float, float, float>(naive_t, const fastformer_params<float, float, float>&));        \
-  X(void fastformer_impl<float, float, float>(scalar_t, const fastformer_params<float, float, float>&));       \
+  X(void additive_pool_impl<float, float, float>(naive_t, const additive_pool_params<float, float, float>&));          \
+  X(void additive_pool_impl<float, float, float>(simd_t, const additive_pool_params<float, float, float>&));           \
+  X(void fastformer_impl<float, float, float>(naive_t, const fastformer_params<float, float, float>&));                \
+  X(void fastformer_impl<float, float, float>(scalar_t, const fastformer_params<float, float, float>&));               \
   X(void fastformer_impl<float, float, float>(simd_t, const fastformer_params<float, float, float>&));
 
-#define STREAMATTN_TEST_DOUBLE_KERNELS(X)                                                                      \
-  X(void attention_impl<double, double, double>(naive_t, const attention_params<double, double, double>&));   \
+#define STREAMATTN_TEST_DOUBLE_KERNELS(X)                                                                   \
+  X(void attention_impl<double, double, double>(naive_t, const attention_params<double, double, double>&)); \
   X(void attention_impl<double, double, double>(simd_t, const attention_params<double, double, double>&));
 
-#define STREAMATTN_TEST_16BIT_KERNELS(X)                                                                       \
-  X(void attention_impl<Eigen::half, Eigen::half, Eigen::half>(                                               \
-      simd_t, const attention_params<Eigen::half, Eigen::half, Eigen::half>&));                               \
-  X(void attention_impl<Eigen::bfloat16, Eigen::bfloat16, Eigen::bfloat16>(                                   \
+#define STREAMATTN_TEST_16BIT_KERNELS(X)                                        \
+  X(void attention_impl<Eigen::half, Eigen::half, Eigen::half>(                 \
+      simd_t, const attention_params<Eigen::half, Eigen::half, Eigen::half>&)); \
+  X(void attention_impl<Eigen::bfloat16, Eigen::bfloat16, Eigen::bfloat16>(     \
       scalar_t, const attention_params<Eigen::bfloat16, Eigen::bfloat16, Eigen::bfloat16>&));
 
 #define STREAMATTN_TEST_EXTERN_TEMPLATE(...) extern template __VA_ARGS__
