@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -236,6 +237,17 @@ struct backward_case {
                         2 * u_float * std::abs(exact.dbias[n]);
   }
 };
+
+// The exact gradients and their bounds, compiled once, uninstrumented in the
+// sanitizer build (see problem.hpp's STREAMATTN_TEST_ATTENTION_ORACLES).
+#define STREAMATTN_TEST_BACKWARD_ORACLES(X)                                                    \
+  X(backward_case<float>::backward_case(const problem<float>&, std::mt19937_64&));             \
+  X(backward_case<double>::backward_case(const problem<double>&, std::mt19937_64&));           \
+  X(backward_case<Eigen::half>::backward_case(const problem<Eigen::half>&, std::mt19937_64&)); \
+  X(backward_case<Eigen::bfloat16>::backward_case(const problem<Eigen::bfloat16>&, std::mt19937_64&));
+#if defined(STREAMATTN_TEST_KERNEL_INSTANCES)
+STREAMATTN_TEST_BACKWARD_ORACLES(STREAMATTN_TEST_EXTERN_TEMPLATE)
+#endif
 
 /// The worst element of `got` against `exact` relative to its bound: the
 /// error must not exceed the bound anywhere (a zero bound demands an exact 0).

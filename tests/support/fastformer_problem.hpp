@@ -293,6 +293,17 @@ tensor3<double> oracle(const problem<T>& p, const fastformer_options& opts) {
   return out;
 }
 
+// Compiled once, uninstrumented in the sanitizer build (see problem.hpp's
+// STREAMATTN_TEST_ATTENTION_ORACLES).
+#define STREAMATTN_TEST_FASTFORMER_ORACLES(X)                                        \
+  X(tensor3<double> oracle(const problem<float>&, const fastformer_options&));       \
+  X(tensor3<double> oracle(const problem<double>&, const fastformer_options&));      \
+  X(tensor3<double> oracle(const problem<Eigen::half>&, const fastformer_options&)); \
+  X(tensor3<double> oracle(const problem<Eigen::bfloat16>&, const fastformer_options&));
+#if defined(STREAMATTN_TEST_KERNEL_INSTANCES)
+STREAMATTN_TEST_FASTFORMER_ORACLES(STREAMATTN_TEST_EXTERN_TEMPLATE)
+#endif
+
 /// Unit roundoff x 2 of a storage type. (Eigen 3.4's NumTraits<half>::epsilon()
 /// is 2^-13, not binary16's 2^-10, so 16-bit types are spelled out here.)
 template <class T>

@@ -10,7 +10,9 @@
 // explicit instantiation declarations (`extern template`), so their files call
 // the copies compiled in support/kernel_instances/*.cpp. The lists hold what at
 // least two test files run; anything else is instantiated where it is used, as
-// usual, since moving it here would save nothing.
+// usual, since moving it here would save nothing. The oracles (problem.hpp,
+// fastformer_problem.hpp, backward_case.hpp) are compiled once the same way,
+// in oracle.cpp, which a build may compile with options of its own.
 #pragma once
 
 #include <streamattn/streamattn.hpp>
@@ -30,9 +32,13 @@
   X(void fastformer_impl<float, float, float>(scalar_t, const fastformer_params<float, float, float>&));               \
   X(void fastformer_impl<float, float, float>(simd_t, const fastformer_params<float, float, float>&));
 
-#define STREAMATTN_TEST_DOUBLE_KERNELS(X)                                                                   \
-  X(void attention_impl<double, double, double>(naive_t, const attention_params<double, double, double>&)); \
+#define STREAMATTN_TEST_DOUBLE_KERNELS(X) \
   X(void attention_impl<double, double, double>(simd_t, const attention_params<double, double, double>&));
+
+// The oracle's kernel (support/kernel_instances/oracle.cpp, with the oracles
+// of problem.hpp, fastformer_problem.hpp and backward_case.hpp).
+#define STREAMATTN_TEST_ORACLE_KERNELS(X) \
+  X(void attention_impl<double, double, double>(naive_t, const attention_params<double, double, double>&));
 
 #define STREAMATTN_TEST_16BIT_KERNELS(X)                                        \
   X(void attention_impl<Eigen::half, Eigen::half, Eigen::half>(                 \
@@ -47,6 +53,7 @@
 namespace streamattn::detail {
 STREAMATTN_TEST_FLOAT_KERNELS(STREAMATTN_TEST_EXTERN_TEMPLATE)
 STREAMATTN_TEST_DOUBLE_KERNELS(STREAMATTN_TEST_EXTERN_TEMPLATE)
+STREAMATTN_TEST_ORACLE_KERNELS(STREAMATTN_TEST_EXTERN_TEMPLATE)
 STREAMATTN_TEST_16BIT_KERNELS(STREAMATTN_TEST_EXTERN_TEMPLATE)
 }  // namespace streamattn::detail
 #endif

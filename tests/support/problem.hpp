@@ -309,6 +309,20 @@ oracle<T> make_oracle(const problem<T>& p) {
   return o;
 }
 
+// The oracles run the naive backend in long double over every problem: most
+// of a suite's run time. They are compiled once, in
+// support/kernel_instances/oracle.cpp (see kernel_instances.hpp), which the
+// sanitizer build leaves uninstrumented: it checks the library, not the
+// reference computation.
+#define STREAMATTN_TEST_ATTENTION_ORACLES(X)                       \
+  X(oracle<float> make_oracle(const problem<float>&));             \
+  X(oracle<double> make_oracle(const problem<double>&));           \
+  X(oracle<Eigen::half> make_oracle(const problem<Eigen::half>&)); \
+  X(oracle<Eigen::bfloat16> make_oracle(const problem<Eigen::bfloat16>&));
+#if defined(STREAMATTN_TEST_KERNEL_INSTANCES)
+STREAMATTN_TEST_ATTENTION_ORACLES(STREAMATTN_TEST_EXTERN_TEMPLATE)
+#endif
+
 /// "(b,s,h,d)", for failure messages.
 inline std::string position(index_t b, index_t s, index_t h, index_t d) {
   return "(" + std::to_string(b) + "," + std::to_string(s) + "," + std::to_string(h) + "," + std::to_string(d) + ")";

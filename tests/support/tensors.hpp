@@ -73,9 +73,13 @@ struct tensor4 {
         break;
       }
     }
-    storage.assign(static_cast<std::size_t>(std::max<index_t>(total, 1)), poison<T>());
+    // Dense layouts have no gaps: zeros at once. (Element by element, this
+    // took a sixth of the sanitized paged-cache suite.)
+    const bool gaps = l == layout::padded || total == 0;
+    storage.assign(static_cast<std::size_t>(std::max<index_t>(total, 1)),
+                   gaps ? poison<T>() : detail::convert<T>(0.0f));
     v = view<T, 4>{storage.data(), shape, strides};
-    for_each([&](index_t b, index_t s, index_t h, index_t d) { v(b, s, h, d) = detail::convert<T>(0.0f); });
+    if (gaps) for_each([&](index_t b, index_t s, index_t h, index_t d) { v(b, s, h, d) = detail::convert<T>(0.0f); });
   }
 
   template <class F>
