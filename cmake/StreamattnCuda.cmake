@@ -11,7 +11,15 @@ else()
 endif()
 option(STREAMATTN_ENABLE_CUDA "Build the CUDA backend's target, tests and benchmarks (default: ON when nvcc is found)"
        ${_streamattn_cuda_default})
-set(STREAMATTN_CUDA_ARCHITECTURES "80;90" CACHE STRING
+# CUDAARCHS, CMake's environment variable for CMAKE_CUDA_ARCHITECTURES, sets
+# this default too (CI compiles for one architecture: the same code, half the
+# device compile time).
+if(DEFINED ENV{CUDAARCHS})
+  set(_streamattn_cuda_architectures "$ENV{CUDAARCHS}")
+else()
+  set(_streamattn_cuda_architectures "80;90")
+endif()
+set(STREAMATTN_CUDA_ARCHITECTURES "${_streamattn_cuda_architectures}" CACHE STRING
     "CUDA architectures of streamattn's own CUDA tests and benchmarks (the kernels need sm_80 or newer for tensor cores)")
 
 if(NOT STREAMATTN_ENABLE_CUDA)
