@@ -186,8 +186,7 @@ void decode_softmax(const block<Acc, T, Tout, Tkv>& blk, index_t first, index_t 
   Acc* row_sum = blk.row_sum();
   Acc* rescale = blk.rescale();
   if (blk.needs_element_pass(first, n)) {
-    for (int r = 0; r < R; ++r)
-      for (index_t j = 0; j < n; ++j) s[r * ld + j] = blk.element_score(r, first + j, s[r * ld + j]);
+    for (int r = 0; r < R; ++r) blk.finish_scores(r, first, n, s + r * ld, 1);
   }
   for (int r = 0; r < R; ++r) {
     Acc* sr = s + r * ld;

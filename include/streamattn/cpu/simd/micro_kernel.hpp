@@ -51,15 +51,21 @@ EIGEN_STRONG_INLINE void micro_tile(index_t depth, strided_operand<Acc> a, const
   using P = packet<Acc>;
   constexpr int W = packet_size<Acc>;
   P acc[MR][NR];
+  STREAMATTN_UNROLL_REGISTER_TILE
   for (int i = 0; i < MR; ++i)
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int j = 0; j < NR; ++j) acc[i][j] = ei::pzero(P());
   const Acc* a_row[MR];
+  STREAMATTN_UNROLL_REGISTER_TILE
   for (int i = 0; i < MR; ++i) a_row[i] = a.data + i * a.row_stride;
   for (index_t d = 0; d < depth; ++d) {
     P bv[NR];
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int j = 0; j < NR; ++j) bv[j] = ei::ploadu<P>(b + j * W);
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int i = 0; i < MR; ++i) {
       const P av = ei::pset1<P>(*a_row[i]);
+      STREAMATTN_UNROLL_REGISTER_TILE
       for (int j = 0; j < NR; ++j) acc[i][j] = ei::pmadd(av, bv[j], acc[i][j]);
       a_row[i] += a.depth_stride;
     }
@@ -69,12 +75,17 @@ EIGEN_STRONG_INLINE void micro_tile(index_t depth, strided_operand<Acc> a, const
   // long depth split into blocks is a blocked (more accurate) summation.
   if (accumulate) {
     P scale[NR];
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int j = 0; j < NR; ++j) scale[j] = col_scale ? ei::ploadu<P>(col_scale + j * W) : ei::pset1<P>(Acc(1));
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int i = 0; i < MR; ++i)
+      STREAMATTN_UNROLL_REGISTER_TILE
       for (int j = 0; j < NR; ++j)
         ei::pstoreu(c + i * ldc + j * W, ei::pmadd(ei::ploadu<P>(c + i * ldc + j * W), scale[j], acc[i][j]));
   } else {
+    STREAMATTN_UNROLL_REGISTER_TILE
     for (int i = 0; i < MR; ++i)
+      STREAMATTN_UNROLL_REGISTER_TILE
       for (int j = 0; j < NR; ++j) ei::pstoreu(c + i * ldc + j * W, acc[i][j]);
   }
 }
