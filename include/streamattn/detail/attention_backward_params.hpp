@@ -29,10 +29,11 @@ struct attention_backward_params {
   bhqk_strides dbias_stride;
 
   /// Keys per block of the dK/dV pass and queries per tile of the dQ pass of
-  /// the streaming backends: 64 unless the options say otherwise, and never
-  /// more than the problem has (the tiles are allocated at this size).
-  index_t key_block() const { return tile_size(fwd.kv_chunk, fwd.nk); }
-  index_t query_tile() const { return tile_size(fwd.q_chunk, fwd.nq); }
+  /// the streaming backends: the backend's choice (`preferred`) unless the
+  /// options say otherwise, and never more than the problem has (the tiles
+  /// are allocated at this size).
+  index_t key_block(index_t preferred = 64) const { return tile_size(fwd.kv_chunk, fwd.nk, preferred); }
+  index_t query_tile(index_t preferred = 64) const { return tile_size(fwd.q_chunk, fwd.nq, preferred); }
 
   /// Zeroes the bias gradient (if any), which the dQ pass sums into.
   void zero_dbias() const {
@@ -51,8 +52,8 @@ struct attention_backward_params {
   }
 
  private:
-  static index_t tile_size(index_t chunk, index_t n) {
-    const index_t wanted = chunk > 0 ? chunk : 64;
+  static index_t tile_size(index_t chunk, index_t n, index_t preferred) {
+    const index_t wanted = chunk > 0 ? chunk : preferred;
     const index_t most = n > 1 ? n : 1;
     return wanted < most ? wanted : most;
   }

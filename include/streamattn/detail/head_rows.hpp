@@ -3,11 +3,30 @@
 // matrices and scatter results back.
 #pragma once
 
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
 #include "../config.hpp"
 #include "attention_params.hpp"
 #include "element.hpp"
 
 namespace streamattn::detail {
+
+/// to[d * to_stride] = from[d * from_stride] converted, for d < n. Rows of
+/// one type with unit strides (the usual case) are a memcpy: GCC at -O2
+/// leaves the strided loop scalar, and the simd backward pass, which
+/// reloads its tiles many times, spent most of its non-GEMM time in it.
+template <class To, class From>
+void copy_row(To* to, index_t to_stride, const From* from, index_t from_stride, index_t n) {
+  if constexpr (std::is_same_v<To, From>) {
+    if (to_stride == 1 && from_stride == 1) {
+      if (n > 0) std::memcpy(to, from, static_cast<std::size_t>(n) * sizeof(To));
+      return;
+    }
+  }
+  for (index_t d = 0; d < n; ++d) to[d * to_stride] = convert<To>(from[d * from_stride]);
+}
 
 /// Rows [first, first + rows) of a head (`head` points at its row 0) into
 /// `tile` (rows x dim, row-major), converted to the tile's element type.
@@ -15,7 +34,7 @@ template <class A, class E>
 void load_rows(A* tile, const E* head, bshd_strides s, index_t first, index_t rows, index_t dim) {
   for (index_t r = 0; r < rows; ++r) {
     const E* row = head + (first + r) * s.seq;
-    for (index_t d = 0; d < dim; ++d) tile[r * dim + d] = convert<A>(row[d * s.dim]);
+    copy_row(tile + r * dim, 1, row, s.dim, dim);
   }
 }
 
@@ -46,7 +65,7 @@ template <class E, class A>
 void store_rows(E* head, bshd_strides s, const A* tile, index_t first, index_t rows, index_t dim) {
   for (index_t r = 0; r < rows; ++r) {
     E* row = head + (first + r) * s.seq;
-    for (index_t d = 0; d < dim; ++d) row[d * s.dim] = convert<E>(tile[r * dim + d]);
+    copy_row(row, s.dim, tile + r * dim, 1, dim);
   }
 }
 
