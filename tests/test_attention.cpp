@@ -60,6 +60,22 @@ TYPED_TEST(Attention, ChunkSizesDoNotChangeTheResult) {
   }
 }
 
+// Blocks of many query panels streaming over several key chunks, where
+// the causal diagonal and window edges cross chunks inside a block: the
+// simd wide path computes each panel's keys only (and hides the rest), so
+// every panel of a block sees a different span. Nq != Nk moves the diagonal
+// off the chunk grid; Hq = 3 Hk interleaves the heads within panels.
+TYPED_TEST(Attention, MaskedTilesOverManyPanelsAndChunks) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  const shape s{1, 200, 500, 3, 1, 32, 24};
+  for (const char* name : {"causal", "window", "causal_window", "everything"}) {
+    const problem<T> p(s, options_named(name), rng);
+    expect_matches(p, make_oracle(p), run<T>(backend, p, p.opts), name);
+  }
+}
+
 TYPED_TEST(Attention, StridedLayouts) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;

@@ -15,6 +15,7 @@
 
 #include "../../config.hpp"
 #include "../../detail/simd_diagnostics.hpp"
+#include "../../detail/visibility.hpp"
 #include "packet.hpp"
 
 STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
@@ -122,29 +123,44 @@ struct panels {
 /// (which the tests hold us to within 4x of); blocks of 32 bring that to ~2x.
 inline constexpr index_t depth_block = 32;
 
+/// Which rows (or depth) of a product a column panel needs: all of them.
+struct whole_span {
+  key_range operator()(index_t /*col*/, index_t extent) const { return {0, extent}; }
+};
+
 /// C (+)= A . B over whole panels: C (rows x cols) and B (depth x cols) are
 /// panel matrices, A is MR-row strided blocks. For each column panel, every
 /// register tile of rows reuses the same L1-resident B panel.
-template <class Acc>
+///
+/// `row_span(col, rows)` and `depth_span(col, depth)` narrow the rows
+/// computed and the depth summed for the panel holding column `col`: a
+/// causal tile's panels need only the keys their queries see. Rows outside
+/// the row span are left as they were; depth outside the depth span is
+/// taken to contribute nothing.
+template <class Acc, class RowSpan = whole_span, class DepthSpan = whole_span>
 inline void gemm_tiles(index_t rows, strided_operand<Acc> a, panels<Acc> b, panels<Acc> c, const Acc* col_scale,
-                       bool accumulate) {
+                       bool accumulate, RowSpan row_span = {}, DepthSpan depth_span = {}) {
   constexpr int MR = tile_shape::rows, NR = tile_shape::col_packets, W = packet_size<Acc>;
-  const index_t depth = b.rows;
   for (index_t col = 0; col < c.cols; col += panels<Acc>::width) {
     const index_t wp = c.panel_width(col);
     const int nr = static_cast<int>(wp / W);
     Acc* c_panel = c.panel(col);
-    for (index_t r = 0; r < rows; r += MR) {
-      const int mr = static_cast<int>(rows - r < MR ? rows - r : MR);
+    const key_range row_range = row_span(col, rows);
+    const key_range depth_range = depth_span(col, b.rows);
+    for (index_t r = row_range.begin; r < row_range.end; r += MR) {
+      const int mr = static_cast<int>(std::min<index_t>(row_range.end - r, MR));
       Acc* c_tile = c_panel + r * wp;
-      for (index_t d0 = 0; d0 < std::max<index_t>(depth, 1); d0 += depth_block) {
-        const index_t dn = std::min(depth_block, depth - d0);
+      // An empty depth range still runs one empty block: it applies the scale.
+      const index_t depth_end = std::max(depth_range.end, depth_range.begin + 1);
+      for (index_t d0 = depth_range.begin; d0 < depth_end; d0 += depth_block) {
+        const index_t dn = std::min(depth_block, depth_range.end - d0);
         const strided_operand<Acc> a_block{a.data + r * a.row_stride + d0 * a.depth_stride, a.row_stride,
                                            a.depth_stride};
         const Acc* b_panel = b.panel(col) + d0 * wp;
         // Only the first depth block applies the caller's accumulate/scale.
-        const bool acc = d0 > 0 || accumulate;
-        const Acc* scale = d0 == 0 && col_scale ? col_scale + col : nullptr;
+        const bool first_block = d0 == depth_range.begin;
+        const bool acc = !first_block || accumulate;
+        const Acc* scale = first_block && col_scale ? col_scale + col : nullptr;
         if (mr == MR && nr == NR) {
           micro_tile<Acc, MR, NR>(dn, a_block, b_panel, wp, c_tile, wp, scale, acc);
         } else if (nr == NR) {

@@ -27,6 +27,11 @@ inline constexpr index_t decode_max_rows = 8;
 
 inline constexpr std::size_t slab_alignment = 64;
 
+/// Keys per chunk at most, whatever `kv_chunk` asks: the wide path compares
+/// key offsets within a chunk as float lanes, exact up to 2^24. (Such a chunk
+/// of scores is already a gigabyte or more of slab.)
+inline constexpr index_t max_kv_chunk = index_t(1) << 24;
+
 /// Split-KV aims for at least this many work items in a decode call...
 inline constexpr index_t min_blocks_before_split = 16;
 /// ...but never cuts segments shorter than this many keys.
@@ -93,7 +98,7 @@ simd_plan<Acc> make_plan(const attention_params<T, Tout, Tkv>& p) {
     for (index_t b = 0; b < p.batch; ++b) keys = std::max(keys, p.keys_in(b));
   }
   plan.kv_chunk = p.kv_chunk > 0 ? p.kv_chunk : (plan.decode ? 128 : 256);
-  plan.kv_chunk = std::min(plan.kv_chunk, std::max<index_t>(keys, 1));
+  plan.kv_chunk = std::min({plan.kv_chunk, std::max<index_t>(keys, 1), max_kv_chunk});
   plan.row_blocks = (plan.head_rows + plan.block_rows - 1) / plan.block_rows;
   // The decode path takes all K/V heads of a batch in one work item and walks
   // them chunk by chunk: K/V rows of one head are H*D elements apart, and
