@@ -119,6 +119,7 @@ struct attention_options {
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};
   /// Tile sizes; 0 lets the backend choose from D and the cache sizes.
+  /// (`simd` takes at most 2^24 keys per chunk.)
   index_t q_chunk = 0;
   index_t kv_chunk = 0;
   /// Worker threads of the simd backend; 0 = all hardware threads. Results are
