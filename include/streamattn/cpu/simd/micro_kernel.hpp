@@ -147,11 +147,11 @@ inline void gemm_tiles(index_t rows, strided_operand<Acc> a, panels<Acc> b, pane
     Acc* c_panel = c.panel(col);
     const key_range row_range = row_span(col, rows);
     const key_range depth_range = depth_span(col, b.rows);
+    // An empty depth range still runs one empty block: it applies the scale.
+    const index_t depth_end = std::max(depth_range.end, depth_range.begin + 1);
     for (index_t r = row_range.begin; r < row_range.end; r += MR) {
       const int mr = static_cast<int>(std::min<index_t>(row_range.end - r, MR));
       Acc* c_tile = c_panel + r * wp;
-      // An empty depth range still runs one empty block: it applies the scale.
-      const index_t depth_end = std::max(depth_range.end, depth_range.begin + 1);
       for (index_t d0 = depth_range.begin; d0 < depth_end; d0 += depth_block) {
         const index_t dn = std::min(depth_block, depth_range.end - d0);
         const strided_operand<Acc> a_block{a.data + r * a.row_stride + d0 * a.depth_stride, a.row_stride,
