@@ -69,19 +69,6 @@ constexpr void check_attention_backend() {
                 "that includes <streamattn/cuda.cuh>.");
 }
 
-/// Packed sequences and block tables are read on the host during
-/// validation (their values size the problem and locate the keys), so only
-/// the CPU backends, whose operands live in host memory, take them; others
-/// are refused before anything is read.
-template <class Backend>
-void check_host_options_supported(const char* fn, const attention_options& opts) {
-  if constexpr (!is_host_backend_v<Backend>) {
-    if (!opts.query_starts.empty() || !opts.key_starts.empty())
-      fail(fn, "query_starts and key_starts (packed sequences) are supported by the CPU backends only");
-    if (has_block_table(opts)) fail(fn, "block_table (a paged KV cache) is supported by the CPU backends only");
-  }
-}
-
 }  // namespace detail
 
 /// Softmax attention over views in logical (batch, seq, head, dim) order:
@@ -98,7 +85,6 @@ void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v,
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
-  detail::check_host_options_supported<Backend>("streamattn::attention", opts);
   if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {  // else the static_assert said why
     const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
     detail::check_output_layout("streamattn::attention", out, opts.lse);
@@ -122,7 +108,6 @@ std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, v
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
-  detail::check_host_options_supported<Backend>("streamattn::workspace_size", opts);
   if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {
     const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
     if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)

@@ -22,6 +22,8 @@
 #include <streamattn/cuda/element_kind.hpp>
 
 #include "platform.hpp"
+#include "support/packed_case.hpp"
+#include "support/paged_case.hpp"
 #include "support/problem.hpp"
 #include "support/seed.hpp"
 
@@ -227,8 +229,124 @@ TYPED_TEST_P(AttentionKernels, KeyLengthsOutsideTheKeysAreClamped) {
   }
 }
 
+/// The runs of the packed and paged tests: the public call's plan (the
+/// long-key packings and pagings split their keys there) and three forced
+/// key slices.
+inline std::vector<kernel_run> planned_and_split_runs() {
+  kernel_run split;
+  split.public_api = false;
+  split.overrides.splits = 3;
+  return {kernel_run{}, split};
+}
+
+/// The option sets of the packed and paged tests: full tiles without score
+/// terms, causal with ALiBi and key lengths, and every option at once.
+inline const char* const kIndexingOptionSets[] = {"lse", "causal_key_lengths", "everything"};
+
+inline std::string run_name(const kernel_run& how) {
+  return how.public_api ? "public call" : "splits=" + std::to_string(how.overrides.splits);
+}
+
+// Packed variable-length sequences (query_starts, key_starts): each item as
+// if called alone, on the CPU suite's packings (items of 0 and 1 rows, chunk
+// +-1, packed queries only, packed keys only, decodes), rows outside every
+// sequence neither read (NaN inputs) nor written (NaN outputs).
+TYPED_TEST_P(AttentionKernels, PackedSequencesAsIfCalledAlone) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  for (const packing& pk : kPackings)
+    for (const char* name : kIndexingOptionSets) {
+      const option_set os = options_named(name);
+      const packed_case<T> c(pk, os, rng);
+      for (const kernel_run& how : planned_and_split_runs())
+        expect_packed_call_matches(
+            c, os,
+            [&](const view<const T, 4>& q, const view<const T, 4>& k, const view<const T, 4>& v, const view<T, 4>& out,
+                const attention_options& opts) { P::template call<T>(q, k, v, out, opts, how); },
+            "packing " + pk.name + " options " + os.name + ", " + run_name(how));
+    }
+}
+
+// Paged KV caches (block_table): the CPU suite's pagings (pages ending inside
+// an item's keys, prime page sizes over a strided pool and a column-major
+// table, one key per page, decodes), judged against the oracle of the
+// contiguous keys. Pool rows no item owns are NaN, and table entries past an
+// item's keys are -1 or a NaN page.
+TYPED_TEST_P(AttentionKernels, PagedKvCacheMatchesContiguousKeys) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  for (const paging& pg : kPagings)
+    for (const char* name : kIndexingOptionSets) {
+      const problem<T> p(pg.s, options_named(name), rng);
+      const paged_case<T> c(p, pg.page_size, rng, pg.strided);
+      const auto o = make_oracle(p);
+      for (const kernel_run& how : planned_and_split_runs()) {
+        result<T> got = poisoned_result<T>(p, layout::bshd);
+        attention_options opts = c.opts;
+        if (p.o.lse) opts.lse = got.lse_view();
+        P::template call<T>(p.q.cv(), c.k.cv(), c.v.cv(), got.out.v, opts, how);
+        expect_matches(p, o, got,
+                       "page size " + std::to_string(pg.page_size) + (pg.strided ? " strided" : "") + " options " +
+                           name + ", " + run_name(how));
+      }
+    }
+}
+
+// Chunked prefill over a paged cache: each item's new queries packed into
+// one q (query_starts), its keys in pages (block_table), so the index tables
+// the device gets hold starts and table side by side. Rows of q and out
+// outside every item are NaN and must stay so.
+TYPED_TEST_P(AttentionKernels, PackedQueriesOverPagedKeys) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  const shape s{3, 70, 150, 4, 2, 32, 24};
+  const index_t lead = 5, rows = lead + s.batch * s.nq;
+  std::vector<index_t> starts;
+  for (index_t b = 0; b <= s.batch; ++b) starts.push_back(lead + b * s.nq);
+  for (const char* name : kIndexingOptionSets) {
+    const problem<T> p(s, options_named(name), rng);
+    const paged_case<T> c(p, 16, rng);
+    const auto o = make_oracle(p);
+    tensor4<T> q({1, rows, s.hq, s.dim});
+    q.fill_nan();
+    p.q.for_each([&](index_t b, index_t i, index_t h, index_t d) { q.v(0, starts[b] + i, h, d) = p.q.v(b, i, h, d); });
+    for (const kernel_run& how : planned_and_split_runs()) {
+      tensor4<T> out({1, rows, s.hq, s.dim_v});
+      out.fill_nan();
+      std::vector<float> lse(static_cast<std::size_t>(s.hq * rows), std::nanf(""));
+      attention_options opts = c.opts;
+      opts.query_starts = view<const index_t, 1>{starts.data(), {s.batch + 1}, {1}};
+      if (p.o.lse) opts.lse = view<float, 3>{lse.data(), {1, s.hq, rows}, {s.hq * rows, rows, 1}};
+      P::template call<T>(q.cv(), c.k.cv(), c.v.cv(), out.v, opts, how);
+
+      result<T> got = poisoned_result<T>(p, layout::bshd);
+      got.out.for_each(
+          [&](index_t b, index_t i, index_t h, index_t d) { got.out.v(b, i, h, d) = out.v(0, starts[b] + i, h, d); });
+      if (p.o.lse)
+        for (index_t b = 0; b < s.batch; ++b)
+          for (index_t h = 0; h < s.hq; ++h)
+            for (index_t i = 0; i < s.nq; ++i) got.lse_view()(b, h, i) = opts.lse(0, h, starts[b] + i);
+      const std::string context = std::string("options ") + name + ", " + run_name(how);
+      expect_matches(p, o, got, context);
+      for (index_t r = 0; r < lead; ++r)
+        for (index_t h = 0; h < s.hq; ++h)
+          for (index_t d = 0; d < s.dim_v; ++d)
+            EXPECT_TRUE(std::isnan(detail::convert<float>(out.v(0, r, h, d))))
+                << context << ": row " << r << " written";
+    }
+  }
+}
+
 REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, SplitKvSlicesMatchTheOracle,
                             DecodeSplitsByDefault, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
-                            EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped);
+                            EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
+                            PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
+                            PackedQueriesOverPagedKeys);
 
 }  // namespace streamattn::testing

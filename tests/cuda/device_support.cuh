@@ -162,6 +162,19 @@ result<Tout> run_on_device(const problem<T>& p, const device_problem<T>& dp, con
   return r;
 }
 
+/// A view over a device copy of the elements a writable view spans, and the
+/// copy back into the host view's elements.
+template <class T, int R>
+struct device_output {
+  device_copy<T> memory;
+  view<T, R> device;
+  view<T, R> host;
+  explicit device_output(const view<T, R>& h) : memory(h.data, span_of(h)), host(h) {
+    device = view<T, R>{h.data ? memory.data : nullptr, h.shape, h.strides};
+  }
+  void copy_back() const { memory.copy_to(host.data, span_of(host)); }
+};
+
 /// The attention suite's platform on a real GPU (attention_suite.hpp).
 struct real_gpu {
   static std::string unavailable() { return cuda_unavailable_reason(); }
@@ -175,6 +188,36 @@ struct real_gpu {
     device_run d;
     static_cast<kernel_run&>(d) = how;
     return run_on_device<Tout>(p, dp, d);
+  }
+
+  /// One attention call on views in host memory: copies of q, k, v, out,
+  /// lse and the option arrays the kernels read go to the device and out and
+  /// lse come back. Packed starts and block tables stay in host memory, as
+  /// the API takes them.
+  template <class T, class Tout>
+  static void call(const view<const T, 4>& q, const view<const T, 4>& k, const view<const T, 4>& v,
+                   const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
+    auto [q_mem, qd] = to_device(q);
+    auto [k_mem, kd] = to_device(k);
+    auto [v_mem, vd] = to_device(v);
+    const device_output<Tout, 4> o(out);
+    const device_output<float, 3> lse(opts.lse);
+    attention_options d = opts;
+    d.lse = lse.device;
+    auto [bias_mem, bias] = to_device(opts.bias);
+    auto [mask_mem, mask] = to_device(opts.mask);
+    auto [slopes_mem, slopes] = to_device(opts.alibi_slopes);
+    auto [lengths_mem, lengths] = to_device(opts.key_lengths);
+    d.bias = bias, d.mask = mask, d.alibi_slopes = slopes, d.key_lengths = lengths;
+    if (how.public_api) {
+      attention(cuda, qd, kd, vd, o.device, d);
+    } else {
+      const auto params = detail::make_attention_params<T, Tout>("test", qd, kd, vd, o.device, d);
+      detail::gpu::run_attention(params, nullptr, how.overrides);
+    }
+    cuda_check(cudaStreamSynchronize(nullptr), "the attention kernels");
+    o.copy_back();
+    lse.copy_back();
   }
 };
 

@@ -7,6 +7,7 @@
 
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -40,27 +41,35 @@ struct emulated_gpu {
 
   template <class Tout, class T>
   static result<Tout> run(const problem<T>& p, const problem<T>&, const kernel_run& how) {
-    namespace gpu = detail::gpu;
-    using S = gpu::storage_t<T>;
     result<Tout> r = poisoned_result<Tout>(p, how.out_layout);
     attention_options opts = p.opts;
     if (p.o.lse) opts.lse = r.lse_view();
-    const auto params =
-        detail::make_attention_params<T, Tout>("emulated cuda", p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts);
-    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
-    if (plan.grid_x == 0) return r;  // nothing to write: run_attention launches nothing either
+    call<T, Tout>(p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts, how);
+    return r;
+  }
 
-    // The split workspace starts as NaN, 256-byte aligned as run_attention's.
+  /// One attention call on views in host memory, the emulated device's.
+  template <class T, class Tout>
+  static void call(const view<const T, 4>& q, const view<const T, 4>& k, const view<const T, 4>& v,
+                   const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
+    namespace gpu = detail::gpu;
+    using S = gpu::storage_t<T>;
+    const auto params = detail::make_attention_params<T, Tout>("emulated cuda", q, k, v, out, opts);
+    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
+    if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
+
+    // The workspace starts as NaN, 256-byte aligned as run_attention's.
     std::vector<unsigned char> workspace(plan.workspace_bytes() + 256, 0xff);
     void* aligned = workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
     const gpu::attention_launch_config<S> c =
         gpu::configure_attention_launch(gpu::make_kernel_args(params), plan, aligned, "emulated cuda");
+    // launch_attention's cudaMemcpyAsync of the packed starts and block table.
+    std::copy(c.index_values.begin(), c.index_values.end(), c.index_destination);
     gpu::for_each_attention_kernel(
         c, plan,
         [&](const char* name, gpu::attention_kernel_fn<S> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
           emulator::launch(name, kernel, grid, block, shared_bytes, c.args);
         });
-    return r;
   }
 };
 

@@ -1,6 +1,7 @@
 // The CUDA backend's device-independent logic, run on the host in CI: kernel
 // and tile-size choice, key-tile skipping and masking decisions, the split-KV
-// heuristic and combine, the additive (Fastformer) plan, the load-path test, and the tensor-core fragment
+// heuristic and combine, the packed starts and block table the device gets,
+// the additive (Fastformer) plan, the load-path test, and the tensor-core fragment
 // index arithmetic simulated over a whole warp against the PTX ISA's tables.
 // Plain C++: no nvcc, no GPU.
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 
 #include <streamattn/cuda/additive_plan.hpp>
 #include <streamattn/cuda/attention_plan.hpp>
+#include <streamattn/cuda/index_tables.hpp>
 #include <streamattn/cuda/kernel_choice.hpp>
 #include <streamattn/cuda/load_path.hpp>
 #include <streamattn/cuda/mma_fragments.hpp>
@@ -302,6 +304,78 @@ TEST(CudaPlan, GridAndWorkspace) {
   EXPECT_EQ(forced.split.splits, 5);
 
   EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------- index tables
+
+// The packed starts and block table a call copies to the device: compacted
+// from any strides, in the layout's order, and re-pointed with unit strides
+// so that every key resolves to the row it resolved to on the host. Table
+// entries outside the pool (unused ones may hold anything) become page 0.
+TEST(CudaIndexTables, GatheredCompactAndRepointed) {
+  attention_params<float, void> p;
+  p.batch = 2;
+  p.page_size = 4;
+  p.pages = 5;
+  p.nk = 3 * p.page_size;
+  p.k_stride = {1000, 10, 1, 0};  // page, row in page, head
+  const std::vector<index_t> query_starts{0, -7, 3, -7, 5};  // stride 2
+  const std::vector<index_t> key_starts{1, 4, 9};
+  // Column-major (2 items x 3 pages): entry (b, i) at b + 2 i.
+  const index_t big = index_t{1} << 40;
+  const std::vector<index_t> table{4, 2, -1, big, 5, 0};
+  p.query_starts = query_starts.data();
+  p.query_starts_stride = 2;
+  p.key_starts = key_starts.data();
+  p.key_starts_stride = 1;
+  p.block_table = table.data();
+  p.block_table_stride_batch = 1;
+  p.block_table_stride_page = 2;
+
+  const index_tables_layout l = index_tables_of(p);
+  EXPECT_EQ(l.count(), 3 + 3 + 2 * 3);
+  EXPECT_EQ(l.bytes(), 12 * sizeof(index_t));
+  const std::vector<index_t> values = gather_index_tables(p, l);
+  EXPECT_EQ(values, (std::vector<index_t>{0, 3, 5, 1, 4, 9, 4, 0, 0, 2, 0, 0}));
+
+  attention_params<float, void> d = p;
+  point_at_index_tables(d, l, values.data());
+  for (index_t b = 0; b < 2; ++b) {
+    EXPECT_EQ(d.queries_in(b), p.queries_in(b));
+    EXPECT_EQ(d.key_rows_in(b), p.key_rows_in(b));
+  }
+  // Keys on valid pages resolve to the rows the host table gives them,
+  // the others to page 0's.
+  const float* base = reinterpret_cast<const float*>(std::uintptr_t{1} << 20);
+  for (index_t b = 0; b < 2; ++b)
+    for (index_t j = 0; j < p.nk; ++j) {
+      const index_t entry = table[static_cast<std::size_t>(b + 2 * (j / p.page_size))];
+      const float* want =
+          entry >= 0 && entry < p.pages ? p.key_row(base, p.k_stride, b, 1, j) : base + (j % p.page_size) * 10 + 1;
+      EXPECT_EQ(d.key_row(base, p.k_stride, b, 1, j), want) << "item " << b << " key " << j;
+    }
+  EXPECT_EQ(d.nk, p.nk);
+
+  // An empty pool: no entry can be read, so no item has keys.
+  attention_params<float, void> empty = p;
+  empty.pages = 0;
+  point_at_index_tables(empty, l, values.data());
+  EXPECT_EQ(empty.nk, 0);
+}
+
+TEST(CudaIndexTables, AfterTheSplitPartialsInTheWorkspace) {
+  attention_plan plan;
+  plan.index_tables.batch = 3;
+  plan.index_tables.query_starts = true;
+  EXPECT_EQ(plan.workspace_bytes(), 4 * sizeof(index_t));  // no split: the tables alone
+  plan.workspace.rows = 7;
+  plan.workspace.dim_v = 5;
+  plan.workspace.splits = 3;
+  EXPECT_EQ(plan.index_tables_offset() % 256, 0u);
+  EXPECT_GE(plan.index_tables_offset(), plan.workspace.bytes());
+  EXPECT_EQ(plan.workspace_bytes(), plan.index_tables_offset() + 4 * sizeof(index_t));
+  plan.index_tables = {};
+  EXPECT_EQ(plan.workspace_bytes(), plan.workspace.bytes());
 }
 
 // ---------------------------------------------------------------- additive plan

@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../detail/attention_params.hpp"
+#include "../detail/validate_attention.hpp"
 #include "attention_launch.cuh"
 #include "attention_launch_config.cuh"
 #include "attention_plan.hpp"
@@ -31,6 +32,11 @@ namespace gpu {
 template <class T, class Tout>
 void run_attention(const attention_params<T, Tout>& p, cudaStream_t stream, const plan_overrides& overrides = {}) {
   const char* const fn = attention_function;
+  // Without key_lengths an item reads every page its table row lists, so the
+  // host checks them all, as the CPU backends do. key_lengths live in device
+  // memory: the host cannot tell which entries a call reads, so the copy the
+  // kernels get has entries outside the pool replaced (index_tables.hpp).
+  if (!p.key_lengths) check_index_values(fn, p);
   // Nothing to write: no launch, and no CUDA call that could fail.
   if (p.batch == 0 || p.hq == 0 || p.nq == 0) return;
   const current_device device = query_current_device(fn);

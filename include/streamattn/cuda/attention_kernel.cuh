@@ -67,9 +67,12 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const index_t head = (block / args.query_tiles) % p.hq;
   const index_t batch = block / args.query_tiles / p.hq;
   const index_t kv_head = p.kv_head_of(head);
-  // This batch item's keys (key_lengths) and the causal/window ranges aligned
-  // to them; loads stop at `nk`, so keys past it are never read.
+  // This batch item's queries and keys (packed lengths, key_lengths) and the
+  // causal/window ranges aligned to them; loads stop at `nq` and `nk`, so rows
+  // past them are never read. Blocks past a short item's queries find no key
+  // tile and write nothing.
   const visibility vis = p.visible_in(batch);
+  const index_t nq = vis.nq;
   const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
 
@@ -77,30 +80,32 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const bool quad_leader = lane % 4 == 0;  // one of the four lanes that share a row
 
-  const S* const q_head = p.q + batch * p.q_stride.batch + head * p.q_stride.head;
-  const S* const k_head = p.k + batch * p.k_stride.batch + kv_head * p.k_stride.head;
-  const S* const v_head = p.v + batch * p.v_stride.batch + kv_head * p.v_stride.head;
+  // Rows of this item and head: batched, packed (query_starts, key_starts)
+  // or, for keys, in the pages of a block table.
+  const row_locator<const S> q_src = p.query_rows(p.q, p.q_stride, batch, head);
+  const row_locator<const S> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
+  const row_locator<const S> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
 
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
   const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
   const tile_span tiles = key_tiles_of(vis, row0, rows, keys, split_first, split_last);
 
-  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_head, p.q_stride.seq, p.q_stride.dim, row0, p.nq, p.dim,
-                                              args.vector_q);
+  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, nq, p.dim, args.vector_q);
   if (!tiles.empty())
-    load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, tiles.first * keys,
-                                                nk, p.dim, args.vector_k);
+    load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
+                                                args.vector_k);
   copy_async_commit();
 
   // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
-  // Rows past Nq see no key, so they never read bias or mask out of range.
+  // Rows past the item's queries see no key, so they never read bias or mask
+  // out of range.
   index_t my_row[2];
   key_range my_keys[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     my_row[i] = row0 + warp * 16 + fragment::c_row(lane, 2 * i);
-    my_keys[i] = my_row[i] < p.nq ? vis.keys_of(my_row[i]) : key_range{0, 0};
+    my_keys[i] = my_row[i] < nq ? vis.keys_of(my_row[i]) : key_range{0, 0};
   }
 
   float acc[out_frags][4];
@@ -116,8 +121,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     const index_t key0 = t * keys;
     copy_async_wait_all();
     __syncthreads();  // K tile t (and Q) landed; every warp is done with V tile t - 1
-    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_head, p.v_stride.seq, p.v_stride.dim, key0, nk, p.dim_v,
-                                                args.vector_v);
+    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_src, p.v_stride.dim, key0, nk, p.dim_v, args.vector_v);
     copy_async_commit();
 
     // S = Q K^T for this warp's 16 rows x `keys` keys.
@@ -209,8 +213,8 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     copy_async_wait_all();
     __syncthreads();  // V tile t landed; every warp is done with K tile t
     if (t + 1 < tiles.last)
-      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_head, p.k_stride.seq, p.k_stride.dim, key0 + keys, nk,
-                                                  p.dim, args.vector_k);
+      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim,
+                                                  args.vector_k);
     copy_async_commit();
 
     // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
@@ -247,7 +251,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     const index_t row = my_row[i];
-    if (row >= p.nq) continue;
+    if (row >= nq) continue;
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     const float lse = sum > 0.0f ? row_max[i] * ln2 + logf(sum) : minus_inf;
     const index_t row_id = (batch * p.hq + head) * p.nq + row;
@@ -262,7 +266,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
         }
       if (quad_leader) args.partial_lse[static_cast<index_t>(blockIdx.y) * rows_total + row_id] = lse;
     } else {
-      const index_t out_row = batch * p.out_stride.batch + row * p.out_stride.seq + head * p.out_stride.head;
+      const index_t out_row = p.query_rows_at(batch, p.out_stride) + row * p.out_stride.seq + head * p.out_stride.head;
 #pragma unroll
       for (int d = 0; d < out_frags; ++d)
 #pragma unroll

@@ -11,6 +11,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <vector_types.h>
 
@@ -21,6 +22,7 @@
 #include "attention_split_kv.cuh"
 #include "device_types.cuh"
 #include "element_kind.hpp"
+#include "index_tables.hpp"
 #include "kernel_args.cuh"
 #include "kernel_choice.hpp"
 
@@ -32,8 +34,10 @@ inline constexpr const char* attention_function = "streamattn::attention (cuda)"
 template <class T, class Tout>
 attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,
                         const plan_overrides& overrides = {}) {
-  return plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim, p.dim_v, limits,
-                        overrides);
+  attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim,
+                                       p.dim_v, limits, overrides);
+  plan.index_tables = index_tables_of(p);
+  return plan;
 }
 
 template <class S>
@@ -47,11 +51,17 @@ struct attention_launch_config {
   /// Blocks of the split-KV combine kernel (combine_warps warps each); 0
   /// when the key axis is not split.
   unsigned combine_blocks = 0;
+  /// Packed starts and block table (index_tables.hpp): these host values go
+  /// to `index_destination` in the workspace before the first kernel runs;
+  /// args already point there. Empty when the call has none.
+  std::vector<index_t> index_values;
+  index_t* index_destination = nullptr;
 };
 
-/// `args` as made by make_kernel_args; `workspace` holds at least
-/// plan.workspace_bytes() bytes of device memory, 256-byte aligned, when the
-/// plan splits the key axis. Only for plans with work (grid_x > 0).
+/// `args` as made by make_kernel_args (starts and block table still in host
+/// memory); `workspace` holds at least plan.workspace_bytes() bytes of device
+/// memory, 256-byte aligned, when that is not 0. Only for plans with work
+/// (grid_x > 0).
 template <class S>
 attention_launch_config<S> configure_attention_launch(kernel_args<S> args, const attention_plan& plan, void* workspace,
                                                       const char* function) {
@@ -67,6 +77,12 @@ attention_launch_config<S> configure_attention_launch(kernel_args<S> args, const
     const index_t blocks = (plan.workspace.rows + combine_warps - 1) / combine_warps;
     if (blocks > 0x7fffffff) throw std::invalid_argument(std::string(function) + ": too many rows to combine");
     c.combine_blocks = static_cast<unsigned>(blocks);
+  }
+  if (plan.index_tables.count() > 0) {
+    c.index_destination =
+        reinterpret_cast<index_t*>(static_cast<unsigned char*>(workspace) + plan.index_tables_offset());
+    c.index_values = gather_index_tables(args.p, plan.index_tables);
+    point_at_index_tables(args.p, plan.index_tables, c.index_destination);
   }
   c.args = args;
   c.grid = dim3(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.split.splits),

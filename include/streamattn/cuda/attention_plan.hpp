@@ -11,6 +11,7 @@
 #include "../config.hpp"
 #include "../detail/check.hpp"
 #include "element_kind.hpp"
+#include "index_tables.hpp"
 #include "kernel_choice.hpp"
 #include "split_kv_plan.hpp"
 #include "tile_range.hpp"
@@ -38,8 +39,16 @@ struct attention_plan {
   index_t kv_tiles = 0;     // key tiles of the whole key axis
   split_kv_plan split;      // grid.y = split.splits
   split_workspace_layout workspace;
+  /// Packed starts and block table copied to the device after the partials
+  /// (set by plan_for; plan_attention knows only the sizes).
+  index_tables_layout index_tables;
 
-  std::size_t workspace_bytes() const { return workspace.bytes(); }
+  /// Where the index tables start in the workspace: after the split-KV
+  /// partials, 256-byte aligned.
+  std::size_t index_tables_offset() const { return (workspace.bytes() + 255) / 256 * 256; }
+  std::size_t workspace_bytes() const {
+    return index_tables.count() > 0 ? index_tables_offset() + index_tables.bytes() : workspace.bytes();
+  }
 };
 
 /// Blocks that can be resident per multiprocessor when judging whether a

@@ -53,9 +53,10 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const index_t head = (block / args.query_tiles) % p.hq;
   const index_t batch = block / args.query_tiles / p.hq;
   const index_t kv_head = p.kv_head_of(head);
-  // This batch item's keys (key_lengths) and the causal/window ranges aligned
-  // to them; loads stop at `nk`, so keys past it are never read.
+  // This batch item's queries and keys and the causal/window ranges aligned
+  // to them (see attention_kernel.cuh); rows past `nq` and `nk` are never read.
   const visibility vis = p.visible_in(batch);
+  const index_t nq = vis.nq;
   const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
   const index_t col0 = static_cast<index_t>(blockIdx.z) * out_cols;
@@ -64,9 +65,9 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const int warp = tid / 32;
   const int lane = tid % 32;
 
-  const S* const q_head = p.q + batch * p.q_stride.batch + head * p.q_stride.head;
-  const S* const k_head = p.k + batch * p.k_stride.batch + kv_head * p.k_stride.head;
-  const S* const v_head = p.v + batch * p.v_stride.batch + kv_head * p.v_stride.head;
+  const row_locator<const S> q_src = p.query_rows(p.q, p.q_stride, batch, head);
+  const row_locator<const S> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
+  const row_locator<const S> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
 
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
 #pragma unroll
   for (int r = 0; r < rows_per_warp; ++r) {
     my_row[r] = row0 + warp * rows_per_warp + r;
-    my_keys[r] = my_row[r] < p.nq ? vis.keys_of(my_row[r]) : key_range{0, 0};
+    my_keys[r] = my_row[r] < nq ? vis.keys_of(my_row[r]) : key_range{0, 0};
     row_max[r] = minus_inf;
     row_sum[r] = Acc(0);
 #pragma unroll
@@ -101,14 +102,12 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
       for (int i = tid; i < rows * chunk; i += threads) {
         const int r = i / chunk, c = i % chunk;
         const index_t row = row0 + r, d = d0 + c;
-        q_chunk[r][c] = (row < p.nq && d < p.dim) ? load_as<Acc>(q_head + row * p.q_stride.seq + d * p.q_stride.dim)
-                                                  : Acc(0);
+        q_chunk[r][c] = (row < nq && d < p.dim) ? load_as<Acc>(q_src(row) + d * p.q_stride.dim) : Acc(0);
       }
       for (int i = tid; i < keys * chunk; i += threads) {
         const int j = i / chunk, c = i % chunk;
         const index_t kr = key0 + j, d = d0 + c;
-        k_chunk[j][c] = (kr < nk && d < p.dim) ? load_as<Acc>(k_head + kr * p.k_stride.seq + d * p.k_stride.dim)
-                                                 : Acc(0);
+        k_chunk[j][c] = (kr < nk && d < p.dim) ? load_as<Acc>(k_src(kr) + d * p.k_stride.dim) : Acc(0);
       }
       __syncthreads();
 #pragma unroll 8
@@ -156,8 +155,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
     for (int i = tid; i < keys * out_cols; i += threads) {
       const int j = i / out_cols, c = i % out_cols;
       const index_t kr = key0 + j, col = col0 + c;
-      v_tile[j][c] = (kr < nk && col < p.dim_v) ? load_as<Acc>(v_head + kr * p.v_stride.seq + col * p.v_stride.dim)
-                                                  : Acc(0);
+      v_tile[j][c] = (kr < nk && col < p.dim_v) ? load_as<Acc>(v_src(kr) + col * p.v_stride.dim) : Acc(0);
     }
     __syncthreads();
 #pragma unroll 4
@@ -182,7 +180,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     const index_t row = my_row[r];
-    if (row >= p.nq) continue;
+    if (row >= nq) continue;
     const Acc inv = sum > Acc(0) ? Acc(1) / sum : Acc(0);
     const Acc lse = sum > Acc(0) ? row_max[r] * ln2 + log_(sum) : minus_inf;
     const index_t row_id = (batch * p.hq + head) * p.nq + row;
@@ -195,7 +193,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
       }
       if (writes_lse) args.partial_lse[static_cast<index_t>(blockIdx.y) * rows_total + row_id] = lse;
     } else {
-      const index_t out_row = batch * p.out_stride.batch + row * p.out_stride.seq + head * p.out_stride.head;
+      const index_t out_row = p.query_rows_at(batch, p.out_stride) + row * p.out_stride.seq + head * p.out_stride.head;
 #pragma unroll
       for (int c = 0; c < cols_per_lane; ++c) {
         const index_t col = col0 + lane + 32 * c;

@@ -23,10 +23,12 @@ __global__ void __launch_bounds__(combine_warps * 32) combine_splits_kernel(cons
   const index_t row = row_id % p.nq;
   const index_t head = row_id / p.nq % p.hq;
   const index_t batch = row_id / p.nq / p.hq;
+  // Rows past a packed item's queries have no partials and no output.
+  if (row >= p.queries_in(batch)) return;
 
   const lse_combine<Acc> merge = lse_combine<Acc>::over(args.partial_lse + row_id, args.splits, rows_total);
   const Acc inv = merge.inverse_total();
-  const index_t out_row = batch * p.out_stride.batch + row * p.out_stride.seq + head * p.out_stride.head;
+  const index_t out_row = p.query_rows_at(batch, p.out_stride) + row * p.out_stride.seq + head * p.out_stride.head;
   for (index_t col = lane; col < p.dim_v; col += 32) {
     Acc sum = Acc(0);
     for (int s = 0; s < args.splits; ++s) {

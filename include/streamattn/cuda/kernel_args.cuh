@@ -73,9 +73,18 @@ kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
   d.alibi_stride = p.alibi_stride;
   d.key_lengths = p.key_lengths;
   d.key_lengths_stride = p.key_lengths_stride;
-  // Packed sequences (query_starts, key_starts) and the block table of a
-  // paged cache stay null: attention() refuses them for this backend before
-  // the parameters are made, and the kernels do not read them.
+  // Packed starts and the block table still point at host memory here;
+  // configure_attention_launch points them at their device copies.
+  d.query_starts = p.query_starts;
+  d.query_starts_stride = p.query_starts_stride;
+  d.key_starts = p.key_starts;
+  d.key_starts_stride = p.key_starts_stride;
+  d.block_table = p.block_table;
+  d.block_table_stride_batch = p.block_table_stride_batch;
+  d.block_table_stride_page = p.block_table_stride_page;
+  d.page_size = p.page_size;
+  d.pages = p.pages;
+  // k_scale and v_scale stay null: int8 K/V do not compile for this backend.
   d.lse = p.lse;
   d.lse_stride_batch = p.lse_stride_batch;
   d.lse_stride_head = p.lse_stride_head;

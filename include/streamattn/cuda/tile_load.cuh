@@ -5,14 +5,16 @@
 #pragma once
 
 #include "../config.hpp"
+#include "../detail/attention_params.hpp"
 #include "mma.cuh"
 
 namespace streamattn::detail::gpu {
 
 /// Copies rows [row_begin, row_begin + Rows) of one head into `smem` (row r
 /// at smem + r * Pitch, columns [0, HeadDim)). Source row `row` starts at
-/// src + row * row_stride and its elements are col_stride apart; rows >=
-/// row_count and columns >= cols read as zero.
+/// src(row) (strided, or in its page of a paged cache) and its elements are
+/// col_stride apart; rows >= row_count and columns >= cols read as zero, and
+/// their addresses are never formed (a paged row past the keys has no page).
 ///
 /// With `vector` (see load_path.hpp) each thread issues 16-byte cp.async
 /// copies that complete in the background until copy_async_wait_all();
@@ -20,7 +22,7 @@ namespace streamattn::detail::gpu {
 /// head dim), already complete on return. Either way a __syncthreads() is
 /// needed before other threads read the tile.
 template <class S, int Rows, int HeadDim, int Pitch, int Threads>
-__device__ __forceinline__ void load_tile(S* smem, const S* src, index_t row_stride, index_t col_stride,
+__device__ __forceinline__ void load_tile(S* smem, const row_locator<const S>& src, index_t col_stride,
                                           index_t row_begin, index_t row_count, index_t cols, bool vector) {
   static_assert(sizeof(S) == 2, "the tensor-core tiles hold 16-bit elements");
   if (vector) {
@@ -34,7 +36,7 @@ __device__ __forceinline__ void load_tile(S* smem, const S* src, index_t row_str
       const index_t row = row_begin + r;
       const bool valid = row < row_count && c < cols;
       // A zero-byte copy reads nothing, but still wants a mapped address.
-      const S* from = valid ? src + row * row_stride + c : src;
+      const S* from = valid ? src(row) + c : src.head;
       copy_16_async(smem + r * Pitch + c, from, valid);
     }
   } else {
@@ -44,7 +46,7 @@ __device__ __forceinline__ void load_tile(S* smem, const S* src, index_t row_str
       const int r = i / HeadDim;
       const int c = i % HeadDim;
       const index_t row = row_begin + r;
-      smem[r * Pitch + c] = (row < row_count && c < cols) ? src[row * row_stride + c * col_stride] : zero;
+      smem[r * Pitch + c] = (row < row_count && c < cols) ? src(row)[c * col_stride] : zero;
     }
   }
 }

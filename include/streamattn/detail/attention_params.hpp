@@ -19,6 +19,27 @@ struct bhqk_strides {
   index_t batch = 0, head = 0, query = 0, key = 0;
 };
 
+/// The rows of one (batch item, head) of a tensor laid out like k (or like
+/// q): row j at `operator()(j)`, `seq` apart, or in the page a block table
+/// names. Kernels make one per head and ask it for each row they load.
+template <class E>
+struct row_locator {
+  E* head = nullptr;  // row 0, or (paged) page 0's row 0 of this head
+  index_t seq = 0;
+  const index_t* table = nullptr;  // this item's block table row, or null
+  index_t table_stride = 0, page_size = 0, page_stride = 0;
+
+  STREAMATTN_HOST_DEVICE E* operator()(index_t j) const {
+    if (!table) return head + j * seq;
+    // 64-bit division is a long software routine on a GPU; key counts and
+    // page sizes below 2^31 take the 32-bit one.
+    const bool narrow = ((j | page_size) >> 31) == 0;
+    const index_t page_of =
+        narrow ? static_cast<index_t>(static_cast<unsigned>(j) / static_cast<unsigned>(page_size)) : j / page_size;
+    return head + table[page_of * table_stride] * page_stride + (j - page_of * page_size) * seq;
+  }
+};
+
 /// T: the element type of q (and of k and v unless they are quantised);
 /// Tkv: that of k and v, T or std::int8_t (see `key_scale`).
 template <class T, class Tout, class Tkv = T>
@@ -125,9 +146,23 @@ struct attention_params {
   /// the table entry of key j's page, so only keys the item has may be asked for.)
   template <class E>
   STREAMATTN_HOST_DEVICE E* key_row(E* data, const bshd_strides& s, index_t b, index_t h, index_t j) const {
-    if (!block_table) return key_head(data, s, b, h) + j * s.seq;
-    const index_t page = block_table[b * block_table_stride_batch + (j / page_size) * block_table_stride_page];
-    return data + page * s.batch + (j % page_size) * s.seq + h * s.head;
+    return key_rows(data, s, b, h)(j);
+  }
+  /// All keys of head h of batch item b, as key_row finds them.
+  template <class E>
+  STREAMATTN_HOST_DEVICE row_locator<E> key_rows(E* data, const bshd_strides& s, index_t b, index_t h) const {
+    if (!block_table) return {key_head(data, s, b, h), s.seq};
+    row_locator<E> rows{data + h * s.head, s.seq};
+    rows.table = block_table + b * block_table_stride_batch;
+    rows.table_stride = block_table_stride_page;
+    rows.page_size = page_size;
+    rows.page_stride = s.batch;
+    return rows;
+  }
+  /// All query rows of head h of batch item b in a tensor laid out like q.
+  template <class E>
+  STREAMATTN_HOST_DEVICE row_locator<E> query_rows(E* data, const bshd_strides& s, index_t b, index_t h) const {
+    return {query_head(data, s, b, h), s.seq};
   }
   /// The scale of key j's row of k (or v, given v_scale and its strides):
   /// 1 when K/V are not quantised.

@@ -1,0 +1,84 @@
+// Packed sequences and paged KV caches on the GPU. The cuda backend takes
+// query_starts, key_starts and block_table in host memory, as the CPU
+// backends do (the host validates them, and the starts size the problem),
+// and copies their values, compacted, into the call's device workspace, where
+// the kernels read them. Plain C++ on the host side, so the emulated suite
+// gathers and re-points exactly as a GPU call does.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "../config.hpp"
+#include "../detail/attention_params.hpp"
+
+namespace streamattn::detail::gpu {
+
+/// The index values one call copies to the device, in this order: B + 1
+/// query starts, B + 1 key starts, B x pages-per-item table entries (each
+/// present only when the call has it).
+struct index_tables_layout {
+  index_t batch = 0;
+  bool query_starts = false, key_starts = false;
+  index_t pages_per_item = 0;  // > 0: a block table of that many columns
+
+  index_t starts_count() const { return batch + 1; }
+  index_t key_starts_offset() const { return query_starts ? starts_count() : 0; }
+  index_t table_offset() const { return key_starts_offset() + (key_starts ? starts_count() : 0); }
+  index_t count() const { return table_offset() + batch * pages_per_item; }
+  std::size_t bytes() const { return static_cast<std::size_t>(count()) * sizeof(index_t); }
+};
+
+template <class T, class Tout, class Tkv>
+index_tables_layout index_tables_of(const attention_params<T, Tout, Tkv>& p) {
+  index_tables_layout l;
+  l.batch = p.batch;
+  l.query_starts = p.query_starts != nullptr;
+  l.key_starts = p.key_starts != nullptr;
+  if (p.block_table && p.page_size > 0) l.pages_per_item = p.nk / p.page_size;
+  return l;
+}
+
+/// The values `l` describes, read from the host arrays `p` points at. A
+/// table entry outside the pool becomes page 0: the host cannot tell which
+/// entries a call reads when key_lengths are in device memory, and a kernel
+/// must never read outside k and v (valid entries are unchanged, and the
+/// entries a call reads must be valid).
+template <class S>
+std::vector<index_t> gather_index_tables(const attention_params<S, void>& p, const index_tables_layout& l) {
+  std::vector<index_t> values;
+  values.reserve(static_cast<std::size_t>(l.count()));
+  if (l.query_starts)
+    for (index_t b = 0; b <= l.batch; ++b) values.push_back(p.query_starts[b * p.query_starts_stride]);
+  if (l.key_starts)
+    for (index_t b = 0; b <= l.batch; ++b) values.push_back(p.key_starts[b * p.key_starts_stride]);
+  for (index_t b = 0; b < l.batch; ++b)
+    for (index_t i = 0; i < l.pages_per_item; ++i) {
+      const index_t page = p.block_table[b * p.block_table_stride_batch + i * p.block_table_stride_page];
+      values.push_back(page >= 0 && page < p.pages ? page : 0);
+    }
+  return values;
+}
+
+/// Points p's starts and table at their copies at `device` (laid out as `l`
+/// says, contiguous). A block table over an empty pool leaves every item
+/// without keys: no entry of it could be read.
+template <class S>
+void point_at_index_tables(attention_params<S, void>& p, const index_tables_layout& l, const index_t* device) {
+  if (l.query_starts) {
+    p.query_starts = device;
+    p.query_starts_stride = 1;
+  }
+  if (l.key_starts) {
+    p.key_starts = device + l.key_starts_offset();
+    p.key_starts_stride = 1;
+  }
+  if (p.block_table) {
+    p.block_table = device + l.table_offset();
+    p.block_table_stride_batch = l.pages_per_item;
+    p.block_table_stride_page = 1;
+    if (p.pages == 0) p.nk = 0;
+  }
+}
+
+}  // namespace streamattn::detail::gpu
