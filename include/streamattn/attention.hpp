@@ -69,6 +69,15 @@ constexpr void check_attention_backend() {
                 "that includes <streamattn/cuda.cuh>.");
 }
 
+/// Packed starts and block tables are read on the host (validation reads
+/// their values). A backend whose operands live elsewhere checks, before
+/// anything reads them, that they are host memory: its overload of this
+/// function is found by argument-dependent lookup through the tag. The CPU
+/// backends have nothing to check.
+struct host_arrays_check {};
+template <class Backend>
+void check_host_arrays(const Backend&, const char*, const attention_options&, host_arrays_check) {}
+
 }  // namespace detail
 
 /// Softmax attention over views in logical (batch, seq, head, dim) order:
@@ -85,6 +94,7 @@ void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v,
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
+  check_host_arrays(backend, "streamattn::attention", opts, detail::host_arrays_check{});
   if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {  // else the static_assert said why
     const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
     detail::check_output_layout("streamattn::attention", out, opts.lse);
@@ -108,6 +118,7 @@ std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, v
   detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
+  check_host_arrays(backend, "streamattn::workspace_size", opts, detail::host_arrays_check{});
   if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {
     const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
     if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)

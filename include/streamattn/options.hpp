@@ -83,7 +83,8 @@ struct attention_options {
   /// are neither read nor written (nor are the backward's gradient rows
   /// there). The scratch `workspace_size` reports then depends on the
   /// starts' values too. The cuda backend copies the starts to the device
-  /// (into its workspace) before its kernels run; they stay in host memory.
+  /// (into its workspace) on every call, so they stay in host memory there
+  /// too, and such a call cannot be captured into a CUDA graph.
   view<const index_t, 1> query_starts{};
   view<const index_t, 1> key_starts{};
   /// Paged KV cache (vLLM's block tables, FlashAttention's `block_table`):
@@ -96,10 +97,11 @@ struct attention_options {
   /// pages an item's keys occupy are read (each must lie in [0, pages));
   /// the others may hold anything, -1 say. Items may share pages (a common
   /// prompt prefix). Queries may be packed (`query_starts`), keys may not.
-  /// Forward only. The cuda backend copies the table to the device; with
-  /// key_lengths (device memory there) it cannot tell which entries a call
-  /// reads, so it checks none and reads page 0 for an entry outside the
-  /// pool, as it clamps the lengths; without them it checks every entry.
+  /// Forward only. The cuda backend copies the table to the device on every
+  /// call, as it does the starts. With key_lengths (device memory there) it
+  /// cannot tell which entries a call reads, so it checks none and reads
+  /// page 0 for an entry outside the pool, as it clamps the lengths; without
+  /// them it checks every entry.
   view<const index_t, 2> block_table{};
   /// Quantised KV cache: when k and v hold std::int8_t (symmetric int8,
   /// the query stays float, double, half or bfloat16), element d of key

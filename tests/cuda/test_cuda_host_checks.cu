@@ -123,6 +123,54 @@ TEST(CudaHostChecks, PackedStartsAndBlockTableAreCheckedOnTheHost) {
   }
 }
 
+/// A packed call on device operands: two items of 3 and 5 queries (q and
+/// out packed into 8 rows) against 4 keys each; `run` returns the sentence
+/// of the std::invalid_argument it throws, or "" if it throws none.
+struct packed_device_call {
+  const std::vector<float> host = std::vector<float>(2 * 4 * 1 * 8, 0.5f);
+  const streamattn::testing::device_copy<float> x{host.data(), host.size()}, out{nullptr, host.size()};
+  const std::vector<index_t> starts{0, 3, 8};
+
+  std::string run(const cuda_t& backend, const index_t* query_starts) const {
+    attention_options opts;
+    opts.query_starts = view<const index_t, 1>{query_starts, {3}, {1}};
+    try {
+      attention(backend, bshd<const float>(x.data, 1, 8, 1, 8), bshd<const float>(x.data, 2, 4, 1, 8),
+                bshd<const float>(x.data, 2, 4, 1, 8), bshd(out.data, 1, 8, 1, 8), opts);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  }
+};
+
+// FlashAttention and vLLM take cu_seqlens and block tables in device memory;
+// here they are host memory, and a device pointer is refused with a sentence
+// before anything reads it.
+TEST(CudaHostChecks, StartsAndTablesInDeviceMemoryAreRefused) {
+  STREAMATTN_REQUIRE_CUDA_DEVICE();
+  const packed_device_call call;
+  const streamattn::testing::device_copy<index_t> device_starts(call.starts.data(), call.starts.size());
+  const std::string what = call.run(cuda, device_starts.data);
+  EXPECT_NE(what.find("query_starts points to device memory"), std::string::npos) << what;
+}
+
+// A packed or paged call copies host values that it frees once the copy has
+// run; a graph would replay that copy from freed memory, so capture is refused.
+TEST(CudaHostChecks, PackedCallsAreNotCapturedIntoGraphs) {
+  STREAMATTN_REQUIRE_CUDA_DEVICE();
+  const packed_device_call call;
+  cudaStream_t stream = nullptr;
+  streamattn::testing::cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  streamattn::testing::cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+  const std::string what = call.run(cuda.on(stream), call.starts.data());
+  EXPECT_NE(what.find("cannot be captured into a CUDA graph"), std::string::npos) << what;
+  cudaGraph_t graph = nullptr;
+  (void)cudaStreamEndCapture(stream, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 // Operands on the device but key_lengths left in host memory: the lengths
 // are read by the kernels, so they must be device-readable too.
 TEST(CudaHostChecks, KeyLengthsInHostMemoryAreRejected) {

@@ -1,8 +1,9 @@
 // attention(streamattn::cuda, ...): the overloads the public entry point finds
 // by argument-dependent lookup once <streamattn/cuda.cuh> is included. They
 // check what only the GPU side can check (operands readable by the device),
-// plan on the host from the device's limits, find or allocate the split-KV
-// workspace and launch; all before returning, nothing synchronises.
+// plan on the host from the device's limits, find or allocate the workspace
+// (split-KV partials, packed starts and block table) and launch; all before
+// returning, nothing synchronises.
 #pragma once
 
 #include <cstddef>
@@ -11,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../attention.hpp"
 #include "../detail/attention_params.hpp"
 #include "../detail/validate_attention.hpp"
 #include "attention_launch.cuh"
@@ -42,6 +44,14 @@ void run_attention(const attention_params<T, Tout>& p, cudaStream_t stream, cons
   const current_device device = query_current_device(fn);
   check_operands_on_device(fn, p, device.id);
   const attention_plan plan = plan_for(p, device.limits, overrides);
+  if (plan.index_tables.count() > 0) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    throw_on_error(cudaStreamIsCapturing(stream, &capture), fn, "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone)
+      fail(fn,
+           "a call with packed sequences or a block table cannot be captured into a CUDA graph: it copies their "
+           "values from host memory, which a replay would read again after the call has freed it");
+  }
 
   void* workspace = nullptr;
   std::optional<device_buffer> owned;
@@ -61,6 +71,29 @@ void run_attention(const attention_params<T, Tout>& p, cudaStream_t stream, cons
 
 }  // namespace gpu
 
+/// The cuda backend reads packed starts and block tables on the host (it
+/// checks them and copies them to the device itself), where FlashAttention
+/// and vLLM take them in device memory: such a pointer is refused before
+/// anything reads it. Where the runtime cannot tell (no device), the call
+/// itself will say what is wrong.
+inline void check_host_arrays(cuda_t, const char* fn, const attention_options& opts, host_arrays_check) {
+  auto check = [&](const char* name, const void* ptr) {
+    if (ptr == nullptr) return;
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;
+    }
+    if (a.type == cudaMemoryTypeDevice)
+      fail(fn, name,
+           " points to device memory, but the cuda backend reads packed starts and block tables on the host (it "
+           "checks them and copies them to the device itself): pass them in host memory");
+  };
+  check("query_starts", opts.query_starts.data);
+  check("key_starts", opts.key_starts.data);
+  check("block_table", opts.block_table.data);
+}
+
 /// Softmax attention on the GPU; see attention.hpp. Views must point to
 /// memory the current device can read; the call is asynchronous on
 /// `backend.stream`. `q_chunk`, `kv_chunk` and `threads` are CPU tiling
@@ -71,7 +104,8 @@ void attention_impl(cuda_t backend, const attention_params<T, Tout>& p) {
 }
 
 /// Device bytes of `opts.scratch` that let a call run without allocating
-/// (nonzero only when the key axis is split; 256-byte aligned scratch).
+/// (nonzero when the key axis is split or the call has packed starts or a
+/// block table; 256-byte aligned scratch).
 template <class T, class Tout>
 std::size_t attention_workspace_bytes(cuda_t, const attention_params<T, Tout>& p) {
   if (p.batch == 0 || p.hq == 0 || p.nq == 0) return 0;

@@ -69,12 +69,14 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const index_t kv_head = p.kv_head_of(head);
   // This batch item's queries and keys (packed lengths, key_lengths) and the
   // causal/window ranges aligned to them; loads stop at `nq` and `nk`, so rows
-  // past them are never read. Blocks past a short item's queries find no key
-  // tile and write nothing.
+  // past them are never read.
   const visibility vis = p.visible_in(batch);
   const index_t nq = vis.nq;
   const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
+  // The grid covers the longest packed item: a block past a shorter one's
+  // queries has nothing to do (the whole block leaves, before any barrier).
+  if (row0 >= nq) return;
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;

@@ -13,6 +13,7 @@
 #include "attention_launch_config.cuh"
 #include "attention_plan.hpp"
 #include "error.cuh"
+#include "host_upload.cuh"
 #include "kernel_args.cuh"
 
 namespace streamattn::detail::gpu {
@@ -25,12 +26,8 @@ void launch_attention(kernel_args<S> args, const attention_plan& plan, void* wor
                       const char* function) {
   if (plan.grid_x == 0) return;
   const attention_launch_config<S> c = configure_attention_launch(args, plan, workspace, function);
-  // From pageable host memory: the call returns once the values are staged,
-  // and the copy is ordered before the kernels on the stream.
-  if (!c.index_values.empty())
-    throw_on_error(cudaMemcpyAsync(c.index_destination, c.index_values.data(), c.index_values.size() * sizeof(index_t),
-                                   cudaMemcpyHostToDevice, stream),
-                   function, "cudaMemcpyAsync(packed starts and block table)");
+  // Ordered before the kernels on the stream.
+  upload_async(c.index_destination, c.index_values, stream, function, "cudaMemcpyAsync(packed starts and block table)");
   for_each_attention_kernel(
       c, plan, [&](const char* name, attention_kernel_fn<S> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
         // Above 48 KiB a kernel's dynamic shared memory needs an explicit opt-in,

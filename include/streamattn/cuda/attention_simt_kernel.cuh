@@ -59,6 +59,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const index_t nq = vis.nq;
   const index_t nk = vis.nk;
   const index_t row0 = query_block * rows;
+  if (row0 >= nq) return;  // past a shorter packed item's queries (see attention_kernel.cuh)
   const index_t col0 = static_cast<index_t>(blockIdx.z) * out_cols;
 
   const int tid = static_cast<int>(threadIdx.x);
