@@ -1,7 +1,9 @@
 // streamattn_bench_cuda: the GPU benchmark. Softmax attention forward in
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
-// split-KV decode case in GB/s of K/V read; Fastformer (B = 1, D = 256,
+// split-KV decode case in GB/s of K/V read, once over a contiguous cache and
+// once over the same keys in shuffled 16-key pages (block_table: what the
+// table lookups cost); Fastformer (B = 1, D = 256,
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
 // and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
 // traffic of its passes (4 N D, causal 6 N D); and the card's
@@ -13,10 +15,12 @@
 //   streamattn_bench_cuda [--workload=quick|default] [google-benchmark flags]
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -66,6 +70,7 @@ void fill(void* data, std::size_t n, unsigned seed) {
 struct attention_case {
   index_t batch, nq, nk, hq, hk, dim;
   bool causal;
+  index_t page_size = 0;  // > 0: K/V in a shuffled pool of pages this size (nk a multiple of it)
 };
 
 double visible_pairs(const attention_case& c) {
@@ -110,8 +115,20 @@ void run_attention(benchmark::State& state, attention_case c) {
     opts.causal = c.causal;
     // PyTorch's [B, H, N, D] layout, as SDPA gets it in compare_sdpa.py.
     const auto qv = bhsd(static_cast<const T*>(q.get()), c.batch, c.hq, c.nq, c.dim);
-    const auto kv = bhsd(static_cast<const T*>(k.get()), c.batch, c.hk, c.nk, c.dim);
-    const auto vv = bhsd(static_cast<const T*>(v.get()), c.batch, c.hk, c.nk, c.dim);
+    auto kv = bhsd(static_cast<const T*>(k.get()), c.batch, c.hk, c.nk, c.dim);
+    auto vv = bhsd(static_cast<const T*>(v.get()), c.batch, c.hk, c.nk, c.dim);
+    std::vector<index_t> table;
+    if (c.page_size > 0) {
+      // The same bytes as a pool of (pages, page size, Hk, D) pages, each
+      // item's pages in shuffled order, as a cache that grew page by page.
+      const index_t per_item = c.nk / c.page_size, pages = c.batch * per_item;
+      table.resize(static_cast<std::size_t>(pages));
+      for (index_t i = 0; i < pages; ++i) table[static_cast<std::size_t>(i)] = i;
+      std::shuffle(table.begin(), table.end(), std::mt19937(7));
+      opts.block_table = view<const index_t, 2>{table.data(), {c.batch, per_item}, {per_item, 1}};
+      kv = bshd(static_cast<const T*>(k.get()), pages, c.page_size, c.hk, c.dim);
+      vv = bshd(static_cast<const T*>(v.get()), pages, c.page_size, c.hk, c.dim);
+    }
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
     time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
     const double flops = 4.0 * visible_pairs(c) * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
@@ -185,6 +202,7 @@ std::string name_of(const char* type, const attention_case& c) {
   if (c.hk != c.hq) n += "_Hk" + std::to_string(c.hk);
   n += "_D" + std::to_string(c.dim);
   if (c.causal) n += "_causal";
+  if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   return n;
 }
 
@@ -196,7 +214,11 @@ void register_all(bool quick) {
     for (index_t n : lengths)
       for (bool causal : {false, true}) cases.push_back({batch, n, n, heads, heads, d, causal});
   // Decoding with a KV cache: one query per sequence, grouped heads, split-KV.
-  cases.push_back(quick ? attention_case{1, 1, 4096, 4, 1, 128, true} : attention_case{1, 1, 32768, 32, 8, 128, true});
+  attention_case decode =
+      quick ? attention_case{1, 1, 4096, 4, 1, 128, true} : attention_case{1, 1, 32768, 32, 8, 128, true};
+  cases.push_back(decode);
+  decode.page_size = 16;  // vLLM's default block size
+  cases.push_back(decode);
   for (const auto& c : cases) {
     benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
