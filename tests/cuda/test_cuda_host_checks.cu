@@ -12,6 +12,7 @@
 #include <streamattn/cuda.cuh>
 
 #include "device_support.cuh"
+#include "support/expect_invalid.hpp"
 
 namespace {
 
@@ -100,27 +101,26 @@ TEST(CudaHostChecks, ValidCallWithoutDeviceThrowsCudaErrorOrRejectsHostMemory) {
 // and are checked there before any CUDA call: decreasing starts, and (with
 // no key_lengths, so every page is read) a table entry outside the pool.
 TEST(CudaHostChecks, PackedStartsAndBlockTableAreCheckedOnTheHost) {
+  using streamattn::testing::expect_invalid;
   std::vector<float> q(1 * 6 * 2 * 8), k(3 * 4 * 1 * 8), v(k.size()), out(q.size());
   const std::vector<index_t> decreasing{0, 4, 3};
   attention_options packed;
   packed.query_starts = view<const index_t, 1>{decreasing.data(), {3}, {1}};
-  try {
-    attention(cuda, bshd<const float>(q.data(), 1, 6, 2, 8), bshd<const float>(k.data(), 2, 4, 1, 8),
-              bshd<const float>(v.data(), 2, 4, 1, 8), bshd(out.data(), 1, 6, 2, 8), packed);
-    FAIL() << "decreasing query_starts were accepted";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("query_starts"), std::string::npos) << e.what();
-  }
+  expect_invalid(
+      [&] {
+        attention(cuda, bshd<const float>(q.data(), 1, 6, 2, 8), bshd<const float>(k.data(), 2, 4, 1, 8),
+                  bshd<const float>(v.data(), 2, 4, 1, 8), bshd(out.data(), 1, 6, 2, 8), packed);
+      },
+      {"query_starts"});
   const std::vector<index_t> table{0, 3, 1, 2};  // (2 items, 2 pages); page 3 is not in the pool of 3
   attention_options paged;
   paged.block_table = view<const index_t, 2>{table.data(), {2, 2}, {2, 1}};
-  try {
-    attention(cuda, bshd<const float>(q.data(), 2, 3, 2, 8), bshd<const float>(k.data(), 3, 4, 1, 8),
-              bshd<const float>(v.data(), 3, 4, 1, 8), bshd(out.data(), 2, 3, 2, 8), paged);
-    FAIL() << "a table entry outside the pool was accepted";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("block_table(0, 1) is 3"), std::string::npos) << e.what();
-  }
+  expect_invalid(
+      [&] {
+        attention(cuda, bshd<const float>(q.data(), 2, 3, 2, 8), bshd<const float>(k.data(), 3, 4, 1, 8),
+                  bshd<const float>(v.data(), 3, 4, 1, 8), bshd(out.data(), 2, 3, 2, 8), paged);
+      },
+      {"block_table(0, 1) is 3"});
 }
 
 /// A packed call on device operands: two items of 3 and 5 queries (q and
