@@ -74,9 +74,10 @@ if(STREAMATTN_INSTALL)
 endif()
 
 # streamattn's own CUDA executables (tests, benchmark) compile each element
-# type's kernels once, in an object library of four generated translation
-# units, instead of once per executable and test file: this roughly halves
-# the CUDA build. Users can do the same (attention_launch.cuh).
+# type's kernels once, in an object library of generated translation units
+# (one per type, and one per type over int8 K/V caches), instead of once per
+# executable and test file: this roughly halves the CUDA build. Users can do
+# the same (attention_launch.cuh).
 if(STREAMATTN_BUILD_TESTS OR STREAMATTN_BUILD_BENCHMARKS)
   set(_streamattn_kernel_sources "")
   foreach(type IN ITEMS float double half bfloat16)
@@ -87,7 +88,12 @@ if(STREAMATTN_BUILD_TESTS OR STREAMATTN_BUILD_BENCHMARKS)
     set(src "${PROJECT_BINARY_DIR}/streamattn_cuda_kernels/attention_kernels_${type}.cu")
     file(CONFIGURE OUTPUT "${src}" CONTENT
          "#include <streamattn/cuda/kernel_instantiation.cuh>\nSTREAMATTN_CUDA_INSTANTIATE_KERNELS(${cxx_type})\n")
-    list(APPEND _streamattn_kernel_sources "${src}")
+    # Queries of this type over int8 K/V caches: a file of their own, so the
+    # two compile in parallel.
+    set(int8_src "${PROJECT_BINARY_DIR}/streamattn_cuda_kernels/attention_kernels_${type}_int8_kv.cu")
+    file(CONFIGURE OUTPUT "${int8_src}" CONTENT
+         "#include <streamattn/cuda/kernel_instantiation.cuh>\nSTREAMATTN_CUDA_INSTANTIATE_INT8_KV_KERNELS(${cxx_type})\n")
+    list(APPEND _streamattn_kernel_sources "${src}" "${int8_src}")
   endforeach()
   add_library(streamattn_cuda_kernels OBJECT ${_streamattn_kernel_sources})
   target_link_libraries(streamattn_cuda_kernels PUBLIC streamattn::cuda)

@@ -40,10 +40,6 @@ struct has_workspace_query<Backend, P,
                                                                           std::declval<const P&>()))>>
     : std::true_type {};
 
-/// The CPU backends, whose operands live in host memory.
-template <class Backend>
-inline constexpr bool is_host_backend_v = std::is_same_v<Backend, naive_t> || std::is_base_of_v<scalar_t, Backend>;
-
 template <class Backend, class Q, class K, class V, class O>
 constexpr void check_attention_types() {
   using T = std::remove_const_t<Q>;
@@ -53,8 +49,6 @@ constexpr void check_attention_types() {
   static_assert(std::is_same_v<T, Tkv> || is_quantised_v<Tkv>,
                 "streamattn::attention: k and v must have q's element type, or be std::int8_t (a quantised KV cache, "
                 "with attention_options::k_scale and v_scale)");
-  static_assert(!is_quantised_v<Tkv> || is_host_backend_v<Backend>,
-                "streamattn::attention: int8 (quantised) k and v are supported by the CPU backends only");
   static_assert(is_element_v<T>,
                 "streamattn::attention: elements must be float, double, Eigen::half or Eigen::bfloat16");
   static_assert(is_element_v<O>, "streamattn::attention: out must be a writable view of float, double, "
@@ -95,11 +89,9 @@ void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v,
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
   check_host_arrays(backend, "streamattn::attention", opts, detail::host_arrays_check{});
-  if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {  // else the static_assert said why
-    const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
-    detail::check_output_layout("streamattn::attention", out, opts.lse);
-    attention_impl(backend, params);
-  }
+  const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
+  detail::check_output_layout("streamattn::attention", out, opts.lse);
+  attention_impl(backend, params);
 }
 
 /// `attention` on the default backend (simd).
@@ -119,11 +111,9 @@ std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, v
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
   check_host_arrays(backend, "streamattn::workspace_size", opts, detail::host_arrays_check{});
-  if constexpr (std::is_same_v<T, Tkv> || detail::is_host_backend_v<Backend>) {
-    const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
-    if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)
-      return attention_workspace_bytes(backend, params);
-  }
+  const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
+  if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)
+    return attention_workspace_bytes(backend, params);
   return 0;
 }
 

@@ -117,8 +117,9 @@ struct attention_options {
   /// checked.
   /// A call computes what it computes on a cache holding x * scale, up to
   /// rounding: naive and scalar dequantise each value first, the simd
-  /// decode path scales each key's dot product and softmax weight instead.
-  /// CPU backends, forward only, for now.
+  /// decode path and the cuda kernels scale each key's dot product and
+  /// softmax weight instead. Forward only, for now. On cuda the scales, like
+  /// k and v, are device memory.
   view<const float, 3> k_scale{};
   view<const float, 3> v_scale{};
   /// Optional output (batch, head, query): log-sum-exp of each row's final

@@ -25,6 +25,7 @@
 #include "support/packed_case.hpp"
 #include "support/paged_case.hpp"
 #include "support/problem.hpp"
+#include "support/quantised_case.hpp"
 #include "support/seed.hpp"
 
 namespace streamattn::testing {
@@ -343,10 +344,61 @@ TYPED_TEST_P(AttentionKernels, PackedQueriesOverPagedKeys) {
   }
 }
 
+// Quantised (int8) K/V caches: the CPU suite's quantisations (scales per key
+// and head, per key, per head, per tensor; k and v shared differently),
+// batched (strided: the element-wise path), packed and paged (8-byte row
+// reads), judged against the oracle of the values the codes stand for. Per
+// key scales past a key length are NaN, so reading one fails. Public plan,
+// 3 forced key slices and, for 16-bit queries, the FMA kernel.
+TYPED_TEST_P(AttentionKernels, QuantisedKvCacheMatchesTheValuesItStandsFor) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  struct cache_shape {
+    shape s;
+    index_t page_size;  // divides Nk
+  };
+  // Tensor-core head dims 64 and 128 (a decode the plan splits), and odd
+  // dims that take the element-wise path and a wider compiled head dim.
+  const cache_shape shapes[] = {
+      {{2, 37, 70, 4, 2, 64, 64}, 7}, {{2, 1, 600, 8, 2, 128, 128}, 12}, {{1, 9, 257, 2, 1, 20, 12}, 257}};
+  std::vector<kernel_run> runs = planned_and_split_runs();
+  if (sizeof(T) == 2) {
+    kernel_run fma;
+    fma.public_api = false;
+    fma.overrides.simt_only = true;
+    runs.push_back(fma);
+  }
+  std::size_t pair = 0;
+  for (const cache_shape& cs : shapes)
+    for (const char* name : kIndexingOptionSets) {
+      // A different way of sharing k's and v's scales each time.
+      const granularity gk = kGranularities[pair % 4], gv = kGranularities[(pair / 4 + pair) % 4];
+      ++pair;
+      problem<T> p(cs.s, options_named(name), rng);
+      const quantised qk(p.k, p.lengths, gk, rng), qv(p.v, p.lengths, gv, rng);
+      const auto o = make_oracle(p);
+      for (const placement where : {placement::batched, placement::packed, placement::paged}) {
+        const int8_cache c(p, qk, qv, where, cs.page_size, rng);
+        for (const kernel_run& how : runs) {
+          result<T> got = poisoned_result<T>(p, layout::bshd);
+          attention_options opts = c.opts;
+          if (p.o.lse) opts.lse = got.lse_view();
+          P::template call<T>(p.q.cv(), c.k.cv(), c.v.cv(), got.out.v, opts, how);
+          expect_matches(p, o, got,
+                         std::string(name_of(where)) + ", k scales " + name_of(gk) + ", v scales " + name_of(gv) +
+                             ", page size " + std::to_string(cs.page_size) + ", options " + name + ", " +
+                             (how.overrides.simt_only ? std::string("FMA kernel") : run_name(how)));
+        }
+      }
+    }
+}
+
 REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, SplitKvSlicesMatchTheOracle,
                             DecodeSplitsByDefault, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
                             EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
                             PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
-                            PackedQueriesOverPagedKeys);
+                            PackedQueriesOverPagedKeys, QuantisedKvCacheMatchesTheValuesItStandsFor);
 
 }  // namespace streamattn::testing

@@ -193,9 +193,9 @@ struct real_gpu {
   /// One attention call on views in host memory: copies of q, k, v, out,
   /// lse and the option arrays the kernels read go to the device and out and
   /// lse come back. Packed starts and block tables stay in host memory, as
-  /// the API takes them.
-  template <class T, class Tout>
-  static void call(const view<const T, 4>& q, const view<const T, 4>& k, const view<const T, 4>& v,
+  /// the API takes them. k and v are of q's type, or int8 with scales.
+  template <class T, class Tkv, class Tout>
+  static void call(const view<const T, 4>& q, const view<const Tkv, 4>& k, const view<const Tkv, 4>& v,
                    const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
     auto [q_mem, qd] = to_device(q);
     auto [k_mem, kd] = to_device(k);
@@ -208,11 +208,14 @@ struct real_gpu {
     auto [mask_mem, mask] = to_device(opts.mask);
     auto [slopes_mem, slopes] = to_device(opts.alibi_slopes);
     auto [lengths_mem, lengths] = to_device(opts.key_lengths);
+    auto [k_scale_mem, k_scale] = to_device(opts.k_scale);
+    auto [v_scale_mem, v_scale] = to_device(opts.v_scale);
     d.bias = bias, d.mask = mask, d.alibi_slopes = slopes, d.key_lengths = lengths;
+    d.k_scale = k_scale, d.v_scale = v_scale;
     if (how.public_api) {
       attention(cuda, qd, kd, vd, o.device, d);
     } else {
-      const auto params = detail::make_attention_params<T, Tout>("test", qd, kd, vd, o.device, d);
+      const auto params = detail::make_attention_params<T, Tout, Tkv>("test", qd, kd, vd, o.device, d);
       detail::gpu::run_attention(params, nullptr, how.overrides);
     }
     cuda_check(cudaStreamSynchronize(nullptr), "the attention kernels");

@@ -44,30 +44,33 @@ struct emulated_gpu {
     result<Tout> r = poisoned_result<Tout>(p, how.out_layout);
     attention_options opts = p.opts;
     if (p.o.lse) opts.lse = r.lse_view();
-    call<T, Tout>(p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts, how);
+    call<T, T, Tout>(p.q.cv(), p.k.cv(), p.v.cv(), r.out.v, opts, how);
     return r;
   }
 
-  /// One attention call on views in host memory, the emulated device's.
-  template <class T, class Tout>
-  static void call(const view<const T, 4>& q, const view<const T, 4>& k, const view<const T, 4>& v,
+  /// One attention call on views in host memory, the emulated device's
+  /// (k and v of q's type, or int8).
+  template <class T, class Tkv, class Tout>
+  static void call(const view<const T, 4>& q, const view<const Tkv, 4>& k, const view<const Tkv, 4>& v,
                    const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
     namespace gpu = detail::gpu;
     using S = gpu::storage_t<T>;
-    const auto params = detail::make_attention_params<T, Tout>("emulated cuda", q, k, v, out, opts);
+    using Skv = gpu::storage_t<Tkv>;
+    const auto params = detail::make_attention_params<T, Tout, Tkv>("emulated cuda", q, k, v, out, opts);
     const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
     if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
 
     // The workspace starts as NaN, 256-byte aligned as run_attention's.
     std::vector<unsigned char> workspace(plan.workspace_bytes() + 256, 0xff);
     void* aligned = workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
-    const gpu::attention_launch_config<S> c =
+    const gpu::attention_launch_config<S, Skv> c =
         gpu::configure_attention_launch(gpu::make_kernel_args(params), plan, aligned, "emulated cuda");
     // launch_attention's cudaMemcpyAsync of the packed starts and block table.
     std::copy(c.index_values.begin(), c.index_values.end(), c.index_destination);
     gpu::for_each_attention_kernel(
         c, plan,
-        [&](const char* name, gpu::attention_kernel_fn<S> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
+        [&](const char* name, gpu::attention_kernel_fn<S, Skv> kernel, dim3 grid, dim3 block,
+            std::size_t shared_bytes) {
           emulator::launch(name, kernel, grid, block, shared_bytes, c.args);
         });
   }

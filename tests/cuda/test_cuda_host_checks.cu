@@ -5,6 +5,7 @@
 // with one, the last test checks the host-memory sentence instead).
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -186,6 +187,28 @@ TEST(CudaHostChecks, KeyLengthsInHostMemoryAreRejected) {
     FAIL() << "host key_lengths were accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("key_lengths points to ordinary host memory"), std::string::npos) << e.what();
+  }
+}
+
+// An int8 K/V cache on the device with its scales left in host memory: the
+// kernels read the scales, so they must be device-readable too.
+TEST(CudaHostChecks, Int8ScalesInHostMemoryAreRejected) {
+  STREAMATTN_REQUIRE_CUDA_DEVICE();
+  const std::vector<float> host(2 * 4 * 1 * 8, 0.5f);
+  const std::vector<std::int8_t> codes(2 * 4 * 1 * 8, 3);
+  const streamattn::testing::device_copy<float> q(host.data(), host.size()), out(nullptr, host.size()),
+      k_scale(host.data(), 8);
+  const streamattn::testing::device_copy<std::int8_t> kv(codes.data(), codes.size());
+  const std::vector<float> scales(8, 0.01f);
+  attention_options opts;
+  opts.k_scale = view<const float, 3>{k_scale.data, {2, 4, 1}, {4, 1, 1}};
+  opts.v_scale = view<const float, 3>{scales.data(), {2, 4, 1}, {4, 1, 1}};
+  try {
+    attention(cuda, bshd<const float>(q.data, 2, 4, 1, 8), bshd<const std::int8_t>(kv.data, 2, 4, 1, 8),
+              bshd<const std::int8_t>(kv.data, 2, 4, 1, 8), bshd(out.data, 2, 4, 1, 8), opts);
+    FAIL() << "host v_scale was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("v_scale points to ordinary host memory"), std::string::npos) << e.what();
   }
 }
 

@@ -477,6 +477,18 @@ TEST(CudaLoadPath, VectorCopiesNeedAlignedContiguousRows) {
   EXPECT_FALSE(rows_are_vector_aligned(nullptr, dense, 64, 2));
 }
 
+// int8 K/V rows are read 8 codes (8 bytes) at a time.
+TEST(CudaLoadPath, Int8RowsAreReadInEightByteVectors) {
+  alignas(16) static std::int8_t codes[4096];
+  const bshd_strides dense{16 * 2 * 24, 2 * 24, 24, 1};
+  EXPECT_TRUE(rows_are_vector_aligned(codes, dense, 24, 1, 8));
+  EXPECT_FALSE(rows_are_vector_aligned(codes, dense, 24, 1));          // 24 codes are no whole 16-byte vectors
+  EXPECT_TRUE(rows_are_vector_aligned(codes + 8, dense, 24, 1, 8));    // 8-byte aligned is enough
+  EXPECT_FALSE(rows_are_vector_aligned(codes + 4, dense, 24, 1, 8));   // misaligned base
+  EXPECT_FALSE(rows_are_vector_aligned(codes, dense, 20, 1, 8));       // partial vector at the end
+  EXPECT_FALSE(rows_are_vector_aligned(codes, {0, 52, 26, 1}, 24, 1, 8));  // head stride not a whole vector
+}
+
 // ---------------------------------------------------------------- fragments
 //
 // The PTX ISA states fragment ownership as "register i of lane (g, t) holds

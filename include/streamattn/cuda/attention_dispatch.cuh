@@ -31,8 +31,8 @@ namespace gpu {
 
 /// The whole GPU call with explicit plan overrides (tests force split-KV and
 /// the FMA kernel through this; attention_impl passes none).
-template <class T, class Tout>
-void run_attention(const attention_params<T, Tout>& p, cudaStream_t stream, const plan_overrides& overrides = {}) {
+template <class T, class Tout, class Tkv>
+void run_attention(const attention_params<T, Tout, Tkv>& p, cudaStream_t stream, const plan_overrides& overrides = {}) {
   const char* const fn = attention_function;
   // Without key_lengths an item reads every page its table row lists, so the
   // host checks them all, as the CPU backends do. key_lengths live in device
@@ -98,16 +98,16 @@ inline void check_host_arrays(cuda_t, const char* fn, const attention_options& o
 /// memory the current device can read; the call is asynchronous on
 /// `backend.stream`. `q_chunk`, `kv_chunk` and `threads` are CPU tiling
 /// hints and are ignored here.
-template <class T, class Tout>
-void attention_impl(cuda_t backend, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+void attention_impl(cuda_t backend, const attention_params<T, Tout, Tkv>& p) {
   gpu::run_attention(p, backend.stream);
 }
 
 /// Device bytes of `opts.scratch` that let a call run without allocating
 /// (nonzero when the key axis is split or the call has packed starts or a
 /// block table; 256-byte aligned scratch).
-template <class T, class Tout>
-std::size_t attention_workspace_bytes(cuda_t, const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+std::size_t attention_workspace_bytes(cuda_t, const attention_params<T, Tout, Tkv>& p) {
   if (p.batch == 0 || p.hq == 0 || p.nq == 0) return 0;
   const gpu::current_device device = gpu::query_current_device(gpu::attention_function);
   return gpu::plan_for(p, device.limits).workspace_bytes();

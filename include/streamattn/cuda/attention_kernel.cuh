@@ -14,6 +14,11 @@
 // and normalisation by the row sum only at the end. Key tiles outside the
 // causal/window band are never visited; tiles fully inside it skip the
 // per-element checks (tile_range.hpp).
+//
+// A quantised (int8) K/V cache is read into the same 16-bit tiles, each code
+// as the element equal to it; each key's k scale then multiplies its column
+// of S, and its v scale its column of P after the row sums, so the products
+// stay on tensor cores and the scales are applied in float.
 #pragma once
 
 #include <cstdint>
@@ -38,9 +43,9 @@ namespace streamattn::detail::gpu {
 // so that waits for a GPU to weigh. Head dims up to 128 do not spill. Smaller
 // head dims keep ptxas's own choice, which leaves room for more resident
 // blocks.
-template <class S, int HeadDim>
+template <class S, class Skv, int HeadDim>
 __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
-    attention_mma_kernel(const kernel_args<S> args) {
+    attention_mma_kernel(const kernel_args<S, Skv> args) {
 #ifdef STREAMATTN_CUDA_NO_SM80
   __trap();
 #else
@@ -52,14 +57,17 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   constexpr int out_frags = HeadDim / 8;   // n8 tiles of O per warp
   constexpr float log2e = 1.4426950408889634f;
   constexpr float ln2 = 0.6931471805599453f;
+  constexpr bool quantised = is_quantised_v<Skv>;
   static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
   const float minus_inf = neg_inf<float>();
 
   S* const q_tile = reinterpret_cast<S*>(dynamic_shared_memory());
   S* const k_tile = q_tile + rows * pitch;
   S* const v_tile = k_tile + keys * pitch;
+  // The k and v scales of the K and V tiles in shared memory (int8 K/V only).
+  __shared__ tile_scales<quantised, keys> scales;
 
-  const attention_params<S, void>& p = args.p;
+  const attention_params<S, void, Skv>& p = args.p;
   const index_t block = blockIdx.x;
   // Under a causal mask the last query tiles see the most keys; starting
   // them first shortens the grid's tail.
@@ -85,8 +93,10 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   // Rows of this item and head: batched, packed (query_starts, key_starts)
   // or, for keys, in the pages of a block table.
   const row_locator<const S> q_src = p.query_rows(p.q, p.q_stride, batch, head);
-  const row_locator<const S> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
-  const row_locator<const S> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
+  const row_locator<const Skv> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
+  const row_locator<const Skv> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
+  const row_locator<const float> k_scale_src = p.key_rows(p.k_scale, p.k_scale_stride, batch, kv_head);
+  const row_locator<const float> v_scale_src = p.key_rows(p.v_scale, p.v_scale_stride, batch, kv_head);
 
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
@@ -94,9 +104,11 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   const tile_span tiles = key_tiles_of(vis, row0, rows, keys, split_first, split_last);
 
   load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, nq, p.dim, args.vector_q);
-  if (!tiles.empty())
+  if (!tiles.empty()) {
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
                                                 args.vector_k);
+    if constexpr (quantised) load_row_scales<keys, threads>(scales.k, k_scale_src, tiles.first * keys, nk);
+  }
   copy_async_commit();
 
   // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
@@ -124,6 +136,9 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     copy_async_wait_all();
     __syncthreads();  // K tile t (and Q) landed; every warp is done with V tile t - 1
     load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_src, p.v_stride.dim, key0, nk, p.dim_v, args.vector_v);
+    // Past the barrier above no warp reads tile t - 1's scales; these are
+    // read after the next one.
+    if constexpr (quantised) load_row_scales<keys, threads>(scales.v, v_scale_src, key0, nk);
     copy_async_commit();
 
     // S = Q K^T for this warp's 16 rows x `keys` keys.
@@ -143,6 +158,13 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
         mma_16x8x16<S>(s[n], a, load_pair(kb + fragment::bt_offset(lane, 0, pitch)),
                        load_pair(kb + fragment::bt_offset(lane, 1, pitch)));
       }
+    }
+    // An int8 K tile holds the codes: key j's scores still need its scale.
+    if constexpr (quantised) {
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[n][c] *= scales.k[n * 8 + fragment::c_col(lane, c)];
     }
 
     // Scores in log2 units; invisible keys (outside the band, past Nk, rows
@@ -214,10 +236,21 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 
     copy_async_wait_all();
     __syncthreads();  // V tile t landed; every warp is done with K tile t
-    if (t + 1 < tiles.last)
+    if (t + 1 < tiles.last) {
       load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim,
                                                   args.vector_k);
+      if constexpr (quantised) load_row_scales<keys, threads>(scales.k, k_scale_src, key0 + keys, nk);
+    }
     copy_async_commit();
+
+    // An int8 V tile holds the codes: key j's weight (already in the row
+    // sums) takes its v scale before it multiplies the codes.
+    if constexpr (quantised) {
+#pragma unroll
+      for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[n][c] *= scales.v[n * 8 + fragment::c_col(lane, c)];
+    }
 
     // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
     // of S tiles 2j and 2j + 1 are, element for element, the A fragment of

@@ -1,12 +1,14 @@
 // Launches the planned kernels on a stream: the attention kernel the plan
 // chose, then the split-KV combine when the key axis was split, in the
 // sequence and with the arguments and grids of attention_launch_config.cuh.
-// Kernel templates are instantiated per input storage type only (and, for
-// the tensor-core kernel, per compiled head dim); the output type is a
-// runtime value, which keeps nvcc's work proportional to what a program uses.
+// Kernel templates are instantiated per input storage type only (q's, and
+// int8 for a quantised K/V cache; for the tensor-core kernel also per
+// compiled head dim); the output type is a runtime value, which keeps nvcc's
+// work proportional to what a program uses.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include <cuda_runtime_api.h>
 
@@ -21,15 +23,16 @@ namespace streamattn::detail::gpu {
 /// `args` as made by make_kernel_args; `workspace` holds at least
 /// plan.workspace_bytes() bytes of device memory, 256-byte aligned, when that
 /// is not 0.
-template <class S>
-void launch_attention(kernel_args<S> args, const attention_plan& plan, void* workspace, cudaStream_t stream,
+template <class S, class Skv>
+void launch_attention(kernel_args<S, Skv> args, const attention_plan& plan, void* workspace, cudaStream_t stream,
                       const char* function) {
   if (plan.grid_x == 0) return;
-  const attention_launch_config<S> c = configure_attention_launch(args, plan, workspace, function);
+  const attention_launch_config<S, Skv> c = configure_attention_launch(args, plan, workspace, function);
   // Ordered before the kernels on the stream.
   upload_async(c.index_destination, c.index_values, stream, function, "cudaMemcpyAsync(packed starts and block table)");
   for_each_attention_kernel(
-      c, plan, [&](const char* name, attention_kernel_fn<S> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
+      c, plan,
+      [&](const char* name, attention_kernel_fn<S, Skv> kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
         // Above 48 KiB a kernel's dynamic shared memory needs an explicit opt-in,
         // which is per device; setting it on every call keeps multi-GPU programs right.
         if (shared_bytes > 0)
@@ -48,16 +51,24 @@ void launch_attention(kernel_args<S> args, const attention_plan& plan, void* wor
 // architecture) the kernels of the element types it calls attention with.
 // A program with many such files can define STREAMATTN_CUDA_EXTERN_KERNELS in
 // all of them and instantiate each type once in a file of its own with
-// STREAMATTN_CUDA_INSTANTIATE_KERNELS (kernel_instantiation.cuh).
+// STREAMATTN_CUDA_INSTANTIATE_KERNELS, and with
+// STREAMATTN_CUDA_INSTANTIATE_INT8_KV_KERNELS for calls on int8 K/V caches
+// (kernel_instantiation.cuh).
 #if defined(STREAMATTN_CUDA_EXTERN_KERNELS)
+// One declaration per (q, K/V) storage pair: STREAMATTN_CUDA_INSTANTIATE_KERNELS(T)
+// defines (T, T), STREAMATTN_CUDA_INSTANTIATE_INT8_KV_KERNELS(T) (T, int8).
+#define STREAMATTN_CUDA_EXTERN_ATTENTION(S, Skv)                                                                  \
+  extern template void launch_attention<S, Skv>(kernel_args<S, Skv>, const attention_plan&, void*, cudaStream_t, \
+                                                const char*);
 namespace streamattn::detail::gpu {
-extern template void launch_attention<float>(kernel_args<float>, const attention_plan&, void*, cudaStream_t,
-                                             const char*);
-extern template void launch_attention<double>(kernel_args<double>, const attention_plan&, void*, cudaStream_t,
-                                              const char*);
-extern template void launch_attention<__half>(kernel_args<__half>, const attention_plan&, void*, cudaStream_t,
-                                              const char*);
-extern template void launch_attention<__nv_bfloat16>(kernel_args<__nv_bfloat16>, const attention_plan&, void*,
-                                                     cudaStream_t, const char*);
+STREAMATTN_CUDA_EXTERN_ATTENTION(float, float)
+STREAMATTN_CUDA_EXTERN_ATTENTION(double, double)
+STREAMATTN_CUDA_EXTERN_ATTENTION(__half, __half)
+STREAMATTN_CUDA_EXTERN_ATTENTION(__nv_bfloat16, __nv_bfloat16)
+STREAMATTN_CUDA_EXTERN_ATTENTION(float, std::int8_t)
+STREAMATTN_CUDA_EXTERN_ATTENTION(double, std::int8_t)
+STREAMATTN_CUDA_EXTERN_ATTENTION(__half, std::int8_t)
+STREAMATTN_CUDA_EXTERN_ATTENTION(__nv_bfloat16, std::int8_t)
 }  // namespace streamattn::detail::gpu
+#undef STREAMATTN_CUDA_EXTERN_ATTENTION
 #endif

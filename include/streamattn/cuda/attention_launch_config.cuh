@@ -31,8 +31,8 @@ namespace streamattn::detail::gpu {
 inline constexpr const char* attention_function = "streamattn::attention (cuda)";
 
 /// The plan for validated params `p` on a GPU with `limits`.
-template <class T, class Tout>
-attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits& limits,
+template <class T, class Tout, class Tkv>
+attention_plan plan_for(const attention_params<T, Tout, Tkv>& p, const device_limits& limits,
                         const plan_overrides& overrides = {}) {
   attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim,
                                        p.dim_v, limits, overrides);
@@ -40,9 +40,9 @@ attention_plan plan_for(const attention_params<T, Tout>& p, const device_limits&
   return plan;
 }
 
-template <class S>
+template <class S, class Skv = S>
 struct attention_launch_config {
-  kernel_args<S> args;
+  kernel_args<S, Skv> args;
   /// The attention kernel's grid: (batch x head x query tile, key slices,
   /// output-column chunks), threads per block and dynamic shared memory.
   dim3 grid;
@@ -62,11 +62,11 @@ struct attention_launch_config {
 /// memory); `workspace` holds at least plan.workspace_bytes() bytes of device
 /// memory, 256-byte aligned, when that is not 0. Only for plans with work
 /// (grid_x > 0).
-template <class S>
-attention_launch_config<S> configure_attention_launch(kernel_args<S> args, const attention_plan& plan, void* workspace,
-                                                      const char* function) {
+template <class S, class Skv>
+attention_launch_config<S, Skv> configure_attention_launch(kernel_args<S, Skv> args, const attention_plan& plan,
+                                                           void* workspace, const char* function) {
   using Acc = device_accum_t<S>;
-  attention_launch_config<S> c;
+  attention_launch_config<S, Skv> c;
   args.query_tiles = plan.query_tiles;
   args.splits = plan.split.splits;
   args.tiles_per_split = plan.split.tiles_per_split;
@@ -109,31 +109,32 @@ void with_mma_head_dim(int head_dim, F&& f) {
     throw std::logic_error("streamattn: no tensor-core kernel for the planned head dim");
 }
 
-/// Every kernel of one attention call, all taking the same kernel_args<S>.
-template <class S>
-using attention_kernel_fn = void (*)(kernel_args<S>);
+/// Every kernel of one attention call, all taking the same kernel_args<S, Skv>.
+template <class S, class Skv = S>
+using attention_kernel_fn = void (*)(kernel_args<S, Skv>);
 
 /// Calls launch(name, kernel, grid, block, dynamic_shared_bytes) for every
 /// kernel configuration `c` runs, in order: the attention kernel the plan
 /// chose, then the split-KV combine when the key axis is split. The one
 /// sequence behind launch_attention and the test suite's emulated launches.
-template <class S, class Launch>
-void for_each_attention_kernel(const attention_launch_config<S>& c, const attention_plan& plan, Launch&& launch) {
+template <class S, class Skv, class Launch>
+void for_each_attention_kernel(const attention_launch_config<S, Skv>& c, const attention_plan& plan, Launch&& launch) {
+  using kernel_fn = attention_kernel_fn<S, Skv>;
   if (plan.kernel.family == kernel_family::mma) {
     if constexpr (is_16bit_storage_v<S>) {
       with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
-        launch("attention_mma_kernel", attention_kernel_fn<S>{&attention_mma_kernel<S, decltype(head_dim)::value>},
-               c.grid, dim3(c.threads), c.shared_bytes);
+        launch("attention_mma_kernel", kernel_fn{&attention_mma_kernel<S, Skv, decltype(head_dim)::value>}, c.grid,
+               dim3(c.threads), c.shared_bytes);
       });
     } else {
       throw std::logic_error("streamattn: the tensor-core kernel was planned for a 32/64-bit input");
     }
   } else {
-    launch("attention_simt_kernel", attention_kernel_fn<S>{&attention_simt_kernel<S>}, c.grid, dim3(c.threads),
+    launch("attention_simt_kernel", kernel_fn{&attention_simt_kernel<S, Skv>}, c.grid, dim3(c.threads),
            std::size_t{0});
   }
   if (c.combine_blocks > 0)
-    launch("combine_splits_kernel", attention_kernel_fn<S>{&combine_splits_kernel<S>}, dim3(c.combine_blocks),
+    launch("combine_splits_kernel", kernel_fn{&combine_splits_kernel<S, Skv>}, dim3(c.combine_blocks),
            dim3(combine_warps * 32), std::size_t{0});
 }
 

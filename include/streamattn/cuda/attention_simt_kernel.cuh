@@ -9,7 +9,9 @@
 // shuffles, and each lane accumulates its 1/32 of the block's output columns
 // from the weights and a shared V tile. Output columns beyond one chunk go to
 // further blocks (grid.z), which recompute the scores: cheap next to D > 128
-// worth of P.V, and it keeps the accumulator in registers.
+// worth of P.V, and it keeps the accumulator in registers. With an int8 K/V
+// cache the tiles hold the codes: lane j scales key j's scores by its k
+// scale and its weights (after the row sums) by its v scale.
 #pragma once
 
 #include "../detail/math.hpp"
@@ -27,8 +29,8 @@ __device__ __forceinline__ float exp2_(float x) { return exp2f(x); }
 template <>
 __device__ __forceinline__ double exp2_(double x) { return exp2(x); }
 
-template <class S>
-__global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const kernel_args<S> args) {
+template <class S, class Skv>
+__global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const kernel_args<S, Skv> args) {
   using Acc = device_accum_t<S>;
   constexpr int threads = simt_warps * 32;
   constexpr int rows = simt_query_rows;
@@ -47,7 +49,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   __shared__ Acc v_tile[keys][out_cols];
   __shared__ Acc weights[rows][keys];
 
-  const attention_params<S, void>& p = args.p;
+  const attention_params<S, void, Skv>& p = args.p;
   const index_t block = blockIdx.x;
   const index_t query_block = args.query_tiles - 1 - block % args.query_tiles;  // heavy causal tiles first
   const index_t head = (block / args.query_tiles) % p.hq;
@@ -67,8 +69,8 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
   const int lane = tid % 32;
 
   const row_locator<const S> q_src = p.query_rows(p.q, p.q_stride, batch, head);
-  const row_locator<const S> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
-  const row_locator<const S> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
+  const row_locator<const Skv> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
+  const row_locator<const Skv> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
 
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
@@ -119,6 +121,17 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
       }
     }
 
+    // An int8 tile holds codes: this lane's key takes its scales, k on its
+    // scores and v on its weights.
+    Acc v_scale = Acc(1);
+    if constexpr (is_quantised_v<Skv>) {
+      const bool real = key < nk;
+      const Acc k_scale = real ? static_cast<Acc>(*p.key_row(p.k_scale, p.k_scale_stride, batch, kv_head, key)) : Acc(0);
+      v_scale = real ? static_cast<Acc>(*p.key_row(p.v_scale, p.v_scale_stride, batch, kv_head, key)) : Acc(0);
+#pragma unroll
+      for (int r = 0; r < rows_per_warp; ++r) dot[r] *= k_scale;
+    }
+
     // Online softmax per row across the warp (one key per lane). The warp's
     // lanes may run apart: no lane may overwrite its weight while another
     // still reads the previous tile's (there is no block barrier in between
@@ -148,7 +161,7 @@ __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const k
       row_sum[r] = row_sum[r] * rescale + w;
 #pragma unroll
       for (int c = 0; c < cols_per_lane; ++c) acc[r][c] *= rescale;
-      weights[warp * rows_per_warp + r][lane] = w;
+      weights[warp * rows_per_warp + r][lane] = w * v_scale;
     }
 
     // P.V for this block's output columns.

@@ -12,10 +12,10 @@
 namespace streamattn::detail::gpu {
 
 /// One warp per (batch, head, query) row; lanes stride over the columns.
-template <class S>
-__global__ void __launch_bounds__(combine_warps * 32) combine_splits_kernel(const kernel_args<S> args) {
+template <class S, class Skv>
+__global__ void __launch_bounds__(combine_warps * 32) combine_splits_kernel(const kernel_args<S, Skv> args) {
   using Acc = device_accum_t<S>;
-  const attention_params<S, void>& p = args.p;
+  const attention_params<S, void, Skv>& p = args.p;
   const index_t rows_total = p.batch * p.hq * p.nq;
   const index_t row_id = static_cast<index_t>(blockIdx.x) * combine_warps + static_cast<index_t>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;

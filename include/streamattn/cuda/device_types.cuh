@@ -3,6 +3,7 @@
 // reinterpreted once on the host and the kernels use CUDA's conversions.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -48,6 +49,8 @@ template <class Acc>
 __host__ __device__ __forceinline__ Acc load_as(const float* p) { return static_cast<Acc>(*p); }
 template <class Acc>
 __host__ __device__ __forceinline__ Acc load_as(const double* p) { return static_cast<Acc>(*p); }
+template <class Acc>
+__host__ __device__ __forceinline__ Acc load_as(const std::int8_t* p) { return static_cast<Acc>(*p); }
 template <class Acc>
 __host__ __device__ __forceinline__ Acc load_as(const __half* p) { return static_cast<Acc>(__half2float(*p)); }
 template <class Acc>

@@ -44,8 +44,8 @@ index_tables_layout index_tables_of(const attention_params<T, Tout, Tkv>& p) {
 /// entries a call reads when key_lengths are in device memory, and a kernel
 /// must never read outside k and v (valid entries are unchanged, and the
 /// entries a call reads must be valid).
-template <class S>
-std::vector<index_t> gather_index_tables(const attention_params<S, void>& p, const index_tables_layout& l) {
+template <class S, class Skv>
+std::vector<index_t> gather_index_tables(const attention_params<S, void, Skv>& p, const index_tables_layout& l) {
   std::vector<index_t> values;
   values.reserve(static_cast<std::size_t>(l.count()));
   if (l.query_starts)
@@ -63,8 +63,8 @@ std::vector<index_t> gather_index_tables(const attention_params<S, void>& p, con
 /// Points p's starts and table at their copies at `device` (laid out as `l`
 /// says, contiguous). A block table over an empty pool leaves every item
 /// without keys: no entry of it could be read.
-template <class S>
-void point_at_index_tables(attention_params<S, void>& p, const index_tables_layout& l, const index_t* device) {
+template <class S, class Skv>
+void point_at_index_tables(attention_params<S, void, Skv>& p, const index_tables_layout& l, const index_t* device) {
   if (l.query_starts) {
     p.query_starts = device;
     p.query_starts_stride = 1;

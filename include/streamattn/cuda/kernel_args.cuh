@@ -7,18 +7,21 @@
 #include <cmath>
 
 #include "../detail/attention_params.hpp"
+#include "../detail/element.hpp"
 #include "device_types.cuh"
 #include "element_kind.hpp"
 #include "load_path.hpp"
 
 namespace streamattn::detail::gpu {
 
-template <class S>
+/// S: the device storage type of q (and of k and v); Skv: that of k and v,
+/// S or std::int8_t (a quantised KV cache, with p.k_scale and p.v_scale).
+template <class S, class Skv = S>
 struct kernel_args {
   using accum = device_accum_t<S>;
 
   /// q, k, v in device storage types; `out` is void*, its type is `out_kind`.
-  attention_params<S, void> p;
+  attention_params<S, void, Skv> p;
   element_kind out_kind = element_kind::f32;
 
   /// scale * log2(e): scores go straight into exp2, one multiply per score.
@@ -42,14 +45,15 @@ struct kernel_args {
 };
 
 /// Field by field, so a field added to attention_params must be added here.
-template <class T, class Tout>
-kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
+template <class T, class Tout, class Tkv>
+kernel_args<storage_t<T>, storage_t<Tkv>> make_kernel_args(const attention_params<T, Tout, Tkv>& p) {
   using S = storage_t<T>;
-  kernel_args<S> a;
-  attention_params<S, void>& d = a.p;
+  using Skv = storage_t<Tkv>;
+  kernel_args<S, Skv> a;
+  attention_params<S, void, Skv>& d = a.p;
   d.q = reinterpret_cast<const S*>(p.q);
-  d.k = reinterpret_cast<const S*>(p.k);
-  d.v = reinterpret_cast<const S*>(p.v);
+  d.k = reinterpret_cast<const Skv*>(p.k);
+  d.v = reinterpret_cast<const Skv*>(p.v);
   d.out = static_cast<void*>(p.out);
   d.q_stride = p.q_stride;
   d.k_stride = p.k_stride;
@@ -84,7 +88,10 @@ kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
   d.block_table_stride_page = p.block_table_stride_page;
   d.page_size = p.page_size;
   d.pages = p.pages;
-  // k_scale and v_scale stay null: int8 K/V do not compile for this backend.
+  d.k_scale = p.k_scale;
+  d.v_scale = p.v_scale;
+  d.k_scale_stride = p.k_scale_stride;
+  d.v_scale_stride = p.v_scale_stride;
   d.lse = p.lse;
   d.lse_stride_batch = p.lse_stride_batch;
   d.lse_stride_head = p.lse_stride_head;
@@ -101,8 +108,11 @@ kernel_args<storage_t<T>> make_kernel_args(const attention_params<T, Tout>& p) {
   a.scale_log2 = static_cast<accum>(p.scale) * log2e;
   a.has_terms = p.has_score_terms();
   a.vector_q = rows_are_vector_aligned(p.q, p.q_stride, p.dim, sizeof(T));
-  a.vector_k = rows_are_vector_aligned(p.k, p.k_stride, p.dim, sizeof(T));
-  a.vector_v = rows_are_vector_aligned(p.v, p.v_stride, p.dim_v, sizeof(T));
+  // int8 rows are read 8 bytes (8 keys' elements) at a time: each widens to
+  // 16 bytes of 16-bit elements in shared memory (tile_load.cuh).
+  const std::size_t kv_vector = is_quantised_v<Tkv> ? 8 : 16;
+  a.vector_k = rows_are_vector_aligned(p.k, p.k_stride, p.dim, sizeof(Tkv), kv_vector);
+  a.vector_v = rows_are_vector_aligned(p.v, p.v_stride, p.dim_v, sizeof(Tkv), kv_vector);
   return a;
 }
 

@@ -36,8 +36,8 @@ inline void check_device_readable(const char* function, const char* name, const 
   }
 }
 
-template <class T, class Tout>
-void check_operands_on_device(const char* function, const attention_params<T, Tout>& p, int device) {
+template <class T, class Tout, class Tkv>
+void check_operands_on_device(const char* function, const attention_params<T, Tout, Tkv>& p, int device) {
   check_device_readable(function, "q", p.q, device);
   check_device_readable(function, "k", p.k, device);
   check_device_readable(function, "v", p.v, device);
@@ -46,6 +46,8 @@ void check_operands_on_device(const char* function, const attention_params<T, To
   check_device_readable(function, "mask", p.mask, device);
   check_device_readable(function, "alibi_slopes", p.alibi_slopes, device);
   check_device_readable(function, "key_lengths", p.key_lengths, device);
+  check_device_readable(function, "k_scale", p.k_scale, device);
+  check_device_readable(function, "v_scale", p.v_scale, device);
   check_device_readable(function, "lse", p.lse, device);
 }
 

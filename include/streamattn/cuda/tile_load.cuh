@@ -4,11 +4,39 @@
 // query rows, so a kernel compiled for head dim 128 computes D = 80 exactly.
 #pragma once
 
+#include <cstdint>
+
 #include "../config.hpp"
 #include "../detail/attention_params.hpp"
 #include "mma.cuh"
 
 namespace streamattn::detail::gpu {
+
+/// A tile element from a source element: itself, or an int8 code as the
+/// 16-bit number equal to it (exact: a code needs at most 8 significant
+/// bits; fp16 and bf16 both have them).
+template <class S>
+__device__ __forceinline__ S tile_element(S x) {
+  return x;
+}
+template <class S>
+__device__ __forceinline__ S tile_element(std::int8_t code) {
+  return static_cast<S>(static_cast<float>(code));
+}
+
+/// The element-by-element copy of load_tile: any strides, any head dim.
+template <class S, int Rows, int HeadDim, int Pitch, int Threads, class E>
+__device__ __forceinline__ void load_tile_elements(S* smem, const row_locator<const E>& src, index_t col_stride,
+                                                   index_t row_begin, index_t row_count, index_t cols) {
+  const S zero = static_cast<S>(0.0f);
+#pragma unroll 4
+  for (int i = static_cast<int>(threadIdx.x); i < Rows * HeadDim; i += Threads) {
+    const int r = i / HeadDim;
+    const int c = i % HeadDim;
+    const index_t row = row_begin + r;
+    smem[r * Pitch + c] = (row < row_count && c < cols) ? tile_element<S>(src(row)[c * col_stride]) : zero;
+  }
+}
 
 /// Copies rows [row_begin, row_begin + Rows) of one head into `smem` (row r
 /// at smem + r * Pitch, columns [0, HeadDim)). Source row `row` starts at
@@ -40,14 +68,59 @@ __device__ __forceinline__ void load_tile(S* smem, const row_locator<const S>& s
       copy_16_async(smem + r * Pitch + c, from, valid);
     }
   } else {
-    const S zero = static_cast<S>(0.0f);
+    load_tile_elements<S, Rows, HeadDim, Pitch, Threads>(smem, src, col_stride, row_begin, row_count, cols);
+  }
+}
+
+/// load_tile for a quantised (int8) K or V: each code is stored as the
+/// 16-bit element equal to it (tile_element), and the kernel applies the
+/// row's scale to the scores and weights instead (attention_kernel.cuh).
+/// With `vector` (8-byte aligned rows, see load_path.hpp) each thread reads
+/// 8 codes at once. Plain loads either way: complete on return, and a
+/// __syncthreads() is needed before other threads read the tile.
+template <class S, int Rows, int HeadDim, int Pitch, int Threads>
+__device__ __forceinline__ void load_tile(S* smem, const row_locator<const std::int8_t>& src, index_t col_stride,
+                                          index_t row_begin, index_t row_count, index_t cols, bool vector) {
+  static_assert(sizeof(S) == 2, "the tensor-core tiles hold 16-bit elements");
+  if (vector) {
+    constexpr int per_vector = 8;
+    constexpr int vectors_per_row = HeadDim / per_vector;
+    static_assert(HeadDim % per_vector == 0, "rows must be whole 8-code vectors");
 #pragma unroll 4
-    for (int i = static_cast<int>(threadIdx.x); i < Rows * HeadDim; i += Threads) {
-      const int r = i / HeadDim;
-      const int c = i % HeadDim;
+    for (int i = static_cast<int>(threadIdx.x); i < Rows * vectors_per_row; i += Threads) {
+      const int r = i / vectors_per_row;
+      const int c = (i % vectors_per_row) * per_vector;
       const index_t row = row_begin + r;
-      smem[r * Pitch + c] = (row < row_count && c < cols) ? src(row)[c * col_stride] : zero;
+      const std::uint64_t codes =
+          row < row_count && c < cols ? *reinterpret_cast<const std::uint64_t*>(src(row) + c) : 0;
+      S* to = smem + r * Pitch + c;
+#pragma unroll
+      for (int e = 0; e < per_vector; ++e) to[e] = tile_element<S>(static_cast<std::int8_t>(codes >> (8 * e)));
     }
+  } else {
+    load_tile_elements<S, Rows, HeadDim, Pitch, Threads>(smem, src, col_stride, row_begin, row_count, cols);
+  }
+}
+
+/// Shared-memory room for the row scales of one K and one V tile of `Keys`
+/// keys: only int8 K/V have scales.
+template <bool Quantised, int Keys>
+struct tile_scales {
+  float k[Keys];
+  float v[Keys];
+};
+template <int Keys>
+struct tile_scales<false, Keys> {};
+
+/// The scales of rows [row_begin, row_begin + Rows) of a quantised K or V
+/// (one float per row, found like the rows themselves); 0 past row_count,
+/// whose scales are never read.
+template <int Rows, int Threads>
+__device__ __forceinline__ void load_row_scales(float* smem, const row_locator<const float>& src, index_t row_begin,
+                                                index_t row_count) {
+  for (int r = static_cast<int>(threadIdx.x); r < Rows; r += Threads) {
+    const index_t row = row_begin + r;
+    smem[r] = row < row_count ? *src(row) : 0.0f;
   }
 }
 
