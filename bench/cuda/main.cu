@@ -1,9 +1,10 @@
 // streamattn_bench_cuda: the GPU benchmark. Softmax attention forward in
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
-// split-KV decode case in GB/s of K/V read, once over a contiguous cache and
+// split-KV decode case in GB/s of K/V read, once over a contiguous cache,
 // once over the same keys in shuffled 16-key pages (block_table: what the
-// table lookups cost); Fastformer (B = 1, D = 256,
+// table lookups cost) and once over an int8 cache with a scale per key and
+// head (GB/s of codes and scales); Fastformer (B = 1, D = 256,
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
 // and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
 // traffic of its passes (4 N D, causal 6 N D); and the card's
@@ -17,11 +18,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -48,7 +51,7 @@ std::shared_ptr<void> device_alloc(std::size_t bytes) {
 /// Uniform values in [-1, 1) from a hash of the index: no host transfer of
 /// gigabyte-sized inputs.
 template <class S>
-__global__ void fill_uniform(S* data, std::size_t n, unsigned seed) {
+__global__ void fill_uniform(S* data, std::size_t n, unsigned seed, float range) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
     unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed;
@@ -56,14 +59,16 @@ __global__ void fill_uniform(S* data, std::size_t n, unsigned seed) {
     x *= 2246822519u;
     x ^= x >> 13;
     const float u = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f;
-    data[i] = static_cast<S>(u);
+    data[i] = static_cast<S>(u * range);
   }
 }
 
+/// Uniform in [-range, range); int8 codes in [-127, 127].
 template <class T>
-void fill(void* data, std::size_t n, unsigned seed) {
+void fill(void* data, std::size_t n, unsigned seed, float range = 1.0f) {
   using S = detail::gpu::storage_t<T>;
-  fill_uniform<S><<<1024, 256>>>(static_cast<S*>(data), n, seed);
+  if (std::is_same_v<T, std::int8_t>) range = 127.0f;
+  fill_uniform<S><<<1024, 256>>>(static_cast<S*>(data), n, seed, range);
   check(cudaGetLastError(), "fill_uniform");
 }
 
@@ -71,6 +76,7 @@ struct attention_case {
   index_t batch, nq, nk, hq, hk, dim;
   bool causal;
   index_t page_size = 0;  // > 0: K/V in a shuffled pool of pages this size (nk a multiple of it)
+  bool int8_kv = false;   // K/V as int8 codes with a float scale per key and head
 };
 
 double visible_pairs(const attention_case& c) {
@@ -101,22 +107,35 @@ void time_calls(benchmark::State& state, F&& call) {
   cudaEventDestroy(stop);
 }
 
-template <class T>
+/// Tkv: T, or std::int8_t for a quantised cache (c.int8_kv).
+template <class T, class Tkv>
 void run_attention(benchmark::State& state, attention_case c) {
   try {
     const std::size_t nq_elems = static_cast<std::size_t>(c.batch * c.nq * c.hq * c.dim);
     const std::size_t nk_elems = static_cast<std::size_t>(c.batch * c.nk * c.hk * c.dim);
-    auto q = device_alloc(nq_elems * sizeof(T)), k = device_alloc(nk_elems * sizeof(T)),
-         v = device_alloc(nk_elems * sizeof(T)), out = device_alloc(nq_elems * sizeof(T));
+    const std::size_t scales = std::is_same_v<T, Tkv> ? 0 : static_cast<std::size_t>(c.batch * c.nk * c.hk);
+    auto q = device_alloc(nq_elems * sizeof(T)), k = device_alloc(nk_elems * sizeof(Tkv)),
+         v = device_alloc(nk_elems * sizeof(Tkv)), out = device_alloc(nq_elems * sizeof(T)),
+         kv_scales = device_alloc(std::max<std::size_t>(2 * scales, 1) * sizeof(float));
     fill<T>(q.get(), nq_elems, 1);
-    fill<T>(k.get(), nk_elems, 2);
-    fill<T>(v.get(), nk_elems, 3);
+    fill<Tkv>(k.get(), nk_elems, 2);
+    fill<Tkv>(v.get(), nk_elems, 3);
+    fill<float>(kv_scales.get(), 2 * scales, 8, 1.0f / 127);
     attention_options opts;
     opts.causal = c.causal;
+    // One scale per key and head, laid out (B or pages, keys, heads) whatever K's layout.
+    const float* const k_scale = static_cast<const float*>(kv_scales.get());
+    const auto scale_view = [&](const float* data, index_t slots, index_t rows) {
+      return view<const float, 3>{data, {slots, rows, c.hk}, {rows * c.hk, c.hk, 1}};
+    };
+    if (scales > 0) {
+      opts.k_scale = scale_view(k_scale, c.batch, c.nk);
+      opts.v_scale = scale_view(k_scale + scales, c.batch, c.nk);
+    }
     // PyTorch's [B, H, N, D] layout, as SDPA gets it in compare_sdpa.py.
     const auto qv = bhsd(static_cast<const T*>(q.get()), c.batch, c.hq, c.nq, c.dim);
-    auto kv = bhsd(static_cast<const T*>(k.get()), c.batch, c.hk, c.nk, c.dim);
-    auto vv = bhsd(static_cast<const T*>(v.get()), c.batch, c.hk, c.nk, c.dim);
+    auto kv = bhsd(static_cast<const Tkv*>(k.get()), c.batch, c.hk, c.nk, c.dim);
+    auto vv = bhsd(static_cast<const Tkv*>(v.get()), c.batch, c.hk, c.nk, c.dim);
     std::vector<index_t> table;
     if (c.page_size > 0) {
       // The same bytes as a pool of (pages, page size, Hk, D) pages, each
@@ -126,13 +145,17 @@ void run_attention(benchmark::State& state, attention_case c) {
       for (index_t i = 0; i < pages; ++i) table[static_cast<std::size_t>(i)] = i;
       std::shuffle(table.begin(), table.end(), std::mt19937(7));
       opts.block_table = view<const index_t, 2>{table.data(), {c.batch, per_item}, {per_item, 1}};
-      kv = bshd(static_cast<const T*>(k.get()), pages, c.page_size, c.hk, c.dim);
-      vv = bshd(static_cast<const T*>(v.get()), pages, c.page_size, c.hk, c.dim);
+      kv = bshd(static_cast<const Tkv*>(k.get()), pages, c.page_size, c.hk, c.dim);
+      vv = bshd(static_cast<const Tkv*>(v.get()), pages, c.page_size, c.hk, c.dim);
+      if (scales > 0) {
+        opts.k_scale = scale_view(k_scale, pages, c.page_size);
+        opts.v_scale = scale_view(k_scale + scales, pages, c.page_size);
+      }
     }
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
     time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
     const double flops = 4.0 * visible_pairs(c) * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
-    const double kv_bytes = 2.0 * static_cast<double>(nk_elems) * sizeof(T);
+    const double kv_bytes = 2.0 * (static_cast<double>(nk_elems) * sizeof(Tkv) + static_cast<double>(scales) * sizeof(float));
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     if (c.nq <= 16) state.counters["GB/s"] = benchmark::Counter(kv_bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
@@ -203,6 +226,7 @@ std::string name_of(const char* type, const attention_case& c) {
   n += "_D" + std::to_string(c.dim);
   if (c.causal) n += "_causal";
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
+  if (c.int8_kv) n += "_int8";
   return n;
 }
 
@@ -219,9 +243,17 @@ void register_all(bool quick) {
   cases.push_back(decode);
   decode.page_size = 16;  // vLLM's default block size
   cases.push_back(decode);
+  decode.page_size = 0;
+  decode.int8_kv = true;  // a quarter of fp16's K/V bytes, plus the scales
+  cases.push_back(decode);
   for (const auto& c : cases) {
-    benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+    if (c.int8_kv) {
+      benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half, std::int8_t>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16, std::int8_t>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+      continue;
+    }
+    benchmark::RegisterBenchmark(name_of("half", c).c_str(), run_attention<Eigen::half, Eigen::half>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(name_of("bfloat16", c).c_str(), run_attention<Eigen::bfloat16, Eigen::bfloat16>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
   for (index_t n : quick ? std::vector<index_t>{4096} : std::vector<index_t>{1 << 16, 1 << 20})
     for (bool causal : {false, true}) {
