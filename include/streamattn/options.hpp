@@ -89,19 +89,22 @@ struct attention_options {
   view<const index_t, 1> key_starts{};
   /// Paged KV cache (vLLM's block tables, FlashAttention's `block_table`):
   /// k and v are then a pool of pages, (pages, page size, Hk, D) and
-  /// (pages, page size, Hk, Dv), and this (B, pages per item) table, in host
-  /// memory, says which page holds each item's keys: key j of batch item b
+  /// (pages, page size, Hk, Dv), and this (B, pages per item) table says
+  /// which page holds each item's keys: key j of batch item b
   /// is row j % page_size of page block_table(b, j / page_size). Every item
   /// has Nk = pages per item x page size keys, the shape bias and mask are
   /// indexed with, unless key_lengths(b) says fewer. Only the entries of the
   /// pages an item's keys occupy are read (each must lie in [0, pages));
   /// the others may hold anything, -1 say. Items may share pages (a common
   /// prompt prefix). Queries may be packed (`query_starts`), keys may not.
-  /// Forward only. The cuda backend copies the table to the device on every
-  /// call, as it does the starts. With key_lengths (device memory there) it
-  /// cannot tell which entries a call reads, so it checks none and reads
-  /// page 0 for an entry outside the pool, as it clamps the lengths; without
-  /// them it checks every entry.
+  /// Forward only. On the CPU backends the table is host memory. On cuda it
+  /// may be host or device memory. A device table (vLLM's way) is read where
+  /// it is: nothing is copied or checked, an entry outside the pool reads
+  /// page 0, and the call can be captured into a CUDA graph. A host table is
+  /// copied to the device on every call, as the starts are. With key_lengths
+  /// (device memory there) the host cannot tell which entries a call reads,
+  /// so it checks none and an entry outside the pool reads page 0, as the
+  /// lengths are clamped; without them it checks every entry.
   view<const index_t, 2> block_table{};
   /// Quantised KV cache: when k and v hold std::int8_t (symmetric int8,
   /// the query stays float, double, half or bfloat16), element d of key

@@ -240,12 +240,25 @@ inline std::vector<kernel_run> planned_and_split_runs() {
   return {kernel_run{}, split};
 }
 
+/// The runs of the paged tests: those of planned_and_split_runs, with the
+/// block table in host memory (checked and copied by the call) and in device
+/// memory (read where it is).
+inline std::vector<kernel_run> paged_runs() {
+  std::vector<kernel_run> runs = planned_and_split_runs();
+  for (std::size_t i = 0, n = runs.size(); i < n; ++i) {
+    runs.push_back(runs[i]);
+    runs.back().table_on_device = true;
+  }
+  return runs;
+}
+
 /// The option sets of the packed and paged tests: full tiles without score
 /// terms, causal with ALiBi and key lengths, and every option at once.
 inline const char* const kIndexingOptionSets[] = {"lse", "causal_key_lengths", "everything"};
 
 inline std::string run_name(const kernel_run& how) {
-  return how.public_api ? "public call" : "splits=" + std::to_string(how.overrides.splits);
+  return (how.public_api ? "public call" : "splits=" + std::to_string(how.overrides.splits)) +
+         (how.table_on_device ? ", table in device memory" : "");
 }
 
 // Packed variable-length sequences (query_starts, key_starts): each item as
@@ -285,7 +298,7 @@ TYPED_TEST_P(AttentionKernels, PagedKvCacheMatchesContiguousKeys) {
       const problem<T> p(pg.s, options_named(name), rng);
       const paged_case<T> c(p, pg.page_size, rng, pg.strided);
       const auto o = make_oracle(p);
-      for (const kernel_run& how : planned_and_split_runs()) {
+      for (const kernel_run& how : paged_runs()) {
         result<T> got = poisoned_result<T>(p, layout::bshd);
         attention_options opts = c.opts;
         if (p.o.lse) opts.lse = got.lse_view();
@@ -295,6 +308,56 @@ TYPED_TEST_P(AttentionKernels, PagedKvCacheMatchesContiguousKeys) {
                            name + ", " + run_name(how));
       }
     }
+}
+
+// A block table in device memory is not checked on the host: an entry
+// outside the pool (past it, or negative) must read page 0, exactly as an
+// entry of 0 does, and never anything outside k and v. Judged bit for bit
+// against the same call with those entries 0 in a host table.
+TYPED_TEST_P(AttentionKernels, DeviceTableEntriesOutsideThePoolReadPageZero) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  const shape s{2, 9, 70, 4, 2, 32, 24};
+  for (const char* name : {"lse", "causal_key_lengths"}) {
+    const problem<T> p(s, options_named(name), rng);
+    paged_case<T> c(p, 16, rng);
+    // Pool rows no item owns become finite, so page 0 reads as numbers
+    // whichever page it is.
+    std::uniform_real_distribution<double> dist(-1, 1);
+    for (tensor4<T>* x : {&c.k, &c.v})
+      x->for_each([&](index_t pg, index_t r, index_t h, index_t d) {
+        if (std::isnan(detail::convert<double>(x->v(pg, r, h, d)))) x->v(pg, r, h, d) = detail::convert<T>(dist(rng));
+      });
+    // Item 0's first page and item 1's last page that holds keys.
+    const index_t keys_1 = p.lengths.empty() ? s.nk : p.lengths[1];
+    const std::size_t first = 0, last = static_cast<std::size_t>(c.pages_per_item + std::max<index_t>(keys_1 - 1, 0) / 16);
+    std::vector<index_t> outside = c.table, zeroed = c.table;
+    outside[first] = c.pages + 3, zeroed[first] = 0;
+    outside[last] = -5, zeroed[last] = 0;
+    for (kernel_run how : planned_and_split_runs()) {
+      const auto run = [&](const std::vector<index_t>& table) {
+        result<T> r = poisoned_result<T>(p, layout::bshd);
+        attention_options opts = c.opts;
+        opts.block_table.data = table.data();
+        if (p.o.lse) opts.lse = r.lse_view();
+        P::template call<T>(p.q.cv(), c.k.cv(), c.v.cv(), r.out.v, opts, how);
+        return r;
+      };
+      const result<T> want = run(zeroed);
+      how.table_on_device = true;
+      const result<T> got = run(outside);
+      const std::string context = std::string("options ") + name + ", " + run_name(how);
+      got.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
+        EXPECT_EQ(detail::convert<double>(got.out.v(b, i, h, d)), detail::convert<double>(want.out.v(b, i, h, d)))
+            << context << " at (" << b << ", " << i << ", " << h << ", " << d << ")";
+      });
+      if (p.o.lse) {
+        EXPECT_EQ(got.lse, want.lse) << context;
+      }
+    }
+  }
 }
 
 // Chunked prefill over a paged cache: each item's new queries packed into
@@ -317,7 +380,7 @@ TYPED_TEST_P(AttentionKernels, PackedQueriesOverPagedKeys) {
     tensor4<T> q({1, rows, s.hq, s.dim});
     q.fill_nan();
     p.q.for_each([&](index_t b, index_t i, index_t h, index_t d) { q.v(0, starts[b] + i, h, d) = p.q.v(b, i, h, d); });
-    for (const kernel_run& how : planned_and_split_runs()) {
+    for (const kernel_run& how : paged_runs()) {
       tensor4<T> out({1, rows, s.hq, s.dim_v});
       out.fill_nan();
       std::vector<float> lse(static_cast<std::size_t>(s.hq * rows), std::nanf(""));
@@ -399,6 +462,7 @@ REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, Spli
                             DecodeSplitsByDefault, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
                             EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
                             PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
-                            PackedQueriesOverPagedKeys, QuantisedKvCacheMatchesTheValuesItStandsFor);
+                            PackedQueriesOverPagedKeys, DeviceTableEntriesOutsideThePoolReadPageZero,
+                            QuantisedKvCacheMatchesTheValuesItStandsFor);
 
 }  // namespace streamattn::testing

@@ -192,8 +192,9 @@ struct real_gpu {
 
   /// One attention call on views in host memory: copies of q, k, v, out,
   /// lse and the option arrays the kernels read go to the device and out and
-  /// lse come back. Packed starts and block tables stay in host memory, as
-  /// the API takes them. k and v are of q's type, or int8 with scales.
+  /// lse come back. Packed starts stay in host memory, as the API takes them,
+  /// and so does a block table unless how.table_on_device. k and v are of
+  /// q's type, or int8 with scales.
   template <class T, class Tkv, class Tout>
   static void call(const view<const T, 4>& q, const view<const Tkv, 4>& k, const view<const Tkv, 4>& v,
                    const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
@@ -212,6 +213,8 @@ struct real_gpu {
     auto [v_scale_mem, v_scale] = to_device(opts.v_scale);
     d.bias = bias, d.mask = mask, d.alibi_slopes = slopes, d.key_lengths = lengths;
     d.k_scale = k_scale, d.v_scale = v_scale;
+    auto [table_mem, table] = to_device(how.table_on_device ? opts.block_table : view<const index_t, 2>{});
+    if (how.table_on_device) d.block_table = table;
     if (how.public_api) {
       attention(cuda, qd, kd, vd, o.device, d);
     } else {

@@ -57,7 +57,10 @@ struct emulated_gpu {
     using S = gpu::storage_t<T>;
     using Skv = gpu::storage_t<Tkv>;
     const auto params = detail::make_attention_params<T, Tout, Tkv>("emulated cuda", q, k, v, out, opts);
-    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides);
+    // Host memory is device memory here: how.table_on_device says which a
+    // GPU call would have found (run_attention asks the runtime).
+    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides,
+                                    how.table_on_device);
     if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
 
     // The workspace starts as NaN, 256-byte aligned as run_attention's.

@@ -24,6 +24,9 @@ struct kernel_run {
   bool public_api = true;
   detail::gpu::plan_overrides overrides{};
   layout out_layout = layout::bshd;
+  /// A block table goes to the device and is read there (unchecked, clamped)
+  /// instead of being checked and copied by the call.
+  bool table_on_device = false;
 };
 
 /// A test type: element type T on platform P.

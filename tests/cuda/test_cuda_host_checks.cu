@@ -5,6 +5,7 @@
 // with one, the last test checks the host-memory sentence instead).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -145,10 +146,10 @@ struct packed_device_call {
   }
 };
 
-// FlashAttention and vLLM take cu_seqlens and block tables in device memory;
-// here they are host memory, and a device pointer is refused with a sentence
-// before anything reads it.
-TEST(CudaHostChecks, StartsAndTablesInDeviceMemoryAreRefused) {
+// FlashAttention takes cu_seqlens in device memory; here the starts are host
+// memory (they size the grid), and a device pointer is refused with a
+// sentence before anything reads it.
+TEST(CudaHostChecks, StartsInDeviceMemoryAreRefused) {
   STREAMATTN_REQUIRE_CUDA_DEVICE();
   const packed_device_call call;
   const streamattn::testing::device_copy<index_t> device_starts(call.starts.data(), call.starts.size());
@@ -169,6 +170,48 @@ TEST(CudaHostChecks, PackedCallsAreNotCapturedIntoGraphs) {
   cudaGraph_t graph = nullptr;
   (void)cudaStreamEndCapture(stream, &graph);
   if (graph) cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// A block table in device memory (vLLM's way) is read where it is: a paged
+// call with one can be captured into a CUDA graph, and the replay computes
+// what the call computes.
+TEST(CudaHostChecks, DeviceMemoryBlockTablesAreCapturedIntoGraphs) {
+  STREAMATTN_REQUIRE_CUDA_DEVICE();
+  using streamattn::testing::cuda_check;
+  using streamattn::testing::device_copy;
+  // 2 items decoding 1 token each over 3 pages of 4 keys, in a pool of 6.
+  std::vector<float> q(2 * 1 * 2 * 8), kv(6 * 4 * 1 * 8);
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)));
+  for (std::size_t i = 0; i < kv.size(); ++i) kv[i] = static_cast<float>(std::cos(0.3 * static_cast<double>(i)));
+  const std::vector<index_t> table{5, 0, 3, 1, 4, 2};
+  const device_copy<float> q_dev(q.data(), q.size()), kv_dev(kv.data(), kv.size()), direct(nullptr, q.size()),
+      replayed(nullptr, q.size());
+  const device_copy<index_t> table_dev(table.data(), table.size());
+  attention_options opts;
+  opts.block_table = view<const index_t, 2>{table_dev.data, {2, 3}, {3, 1}};
+  cudaStream_t stream = nullptr;
+  cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  const auto call = [&](float* out) {
+    attention(cuda.on(stream), bshd<const float>(q_dev.data, 2, 1, 2, 8), bshd<const float>(kv_dev.data, 6, 4, 1, 8),
+              bshd<const float>(kv_dev.data, 6, 4, 1, 8), bshd(out, 2, 1, 2, 8), opts);
+  };
+  call(direct.data);
+  cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "begin capture");
+  call(replayed.data);
+  cudaGraph_t graph = nullptr;
+  cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
+  cudaGraphExec_t exec = nullptr;
+  cuda_check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  cuda_check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+  cuda_check(cudaStreamSynchronize(stream), "the replay");
+  std::vector<float> want(q.size()), got(q.size());
+  direct.copy_to(want.data(), want.size());
+  replayed.copy_to(got.data(), got.size());
+  EXPECT_EQ(got, want);
+  for (float x : got) EXPECT_TRUE(std::isfinite(x));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
 

@@ -308,59 +308,102 @@ TEST(CudaPlan, GridAndWorkspace) {
 
 // ---------------------------------------------------------------- index tables
 
+/// Params with packed queries and keys (starts with strides) and a
+/// column-major block table (2 items x 3 pages over a pool of 5) holding
+/// entries outside the pool (-1 and 2^40), as unused entries may.
+struct index_tables_case {
+  const std::vector<index_t> query_starts{0, -7, 3, -7, 5};  // stride 2
+  const std::vector<index_t> key_starts{1, 4, 9};
+  // Entry (b, i) at b + 2 i.
+  const std::vector<index_t> table{4, 2, -1, index_t{1} << 40, 5, 0};
+  attention_params<float, void> p;
+
+  index_tables_case() {
+    p.batch = 2;
+    p.page_size = 4;
+    p.pages = 5;
+    p.nk = 3 * p.page_size;
+    p.k_stride = {1000, 10, 1, 0};  // page, row in page, head
+    p.query_starts = query_starts.data();
+    p.query_starts_stride = 2;
+    p.key_starts = key_starts.data();
+    p.key_starts_stride = 1;
+    p.block_table = table.data();
+    p.block_table_stride_batch = 1;
+    p.block_table_stride_page = 2;
+  }
+
+  /// `d` (p re-pointed) has p's items, and each key resolves to the row p's
+  /// table gives it, or to page 0's when its entry is outside the pool.
+  void expect_same_rows(const attention_params<float, void>& d) const {
+    for (index_t b = 0; b < 2; ++b) {
+      EXPECT_EQ(d.queries_in(b), p.queries_in(b));
+      EXPECT_EQ(d.key_rows_in(b), p.key_rows_in(b));
+    }
+    const float* base = reinterpret_cast<const float*>(std::uintptr_t{1} << 20);
+    for (index_t b = 0; b < 2; ++b)
+      for (index_t j = 0; j < p.nk; ++j) {
+        const index_t entry = table[static_cast<std::size_t>(b + 2 * (j / p.page_size))];
+        const float* want =
+            entry >= 0 && entry < p.pages ? p.key_row(base, p.k_stride, b, 1, j) : base + (j % p.page_size) * 10 + 1;
+        EXPECT_EQ(d.key_row(base, p.k_stride, b, 1, j), want) << "item " << b << " key " << j;
+      }
+    EXPECT_EQ(d.nk, p.nk);
+  }
+
+  /// Over an empty pool no entry can be read, so no item has keys.
+  void expect_empty_pool_has_no_keys(const index_tables_layout& l, const std::vector<index_t>& values) const {
+    attention_params<float, void> empty = p;
+    empty.pages = 0;
+    point_at_index_tables(empty, l, values.data());
+    EXPECT_EQ(empty.nk, 0);
+  }
+};
+
 // The packed starts and block table a call copies to the device: compacted
 // from any strides, in the layout's order, and re-pointed with unit strides
 // so that every key resolves to the row it resolved to on the host. Table
 // entries outside the pool (unused ones may hold anything) become page 0.
 TEST(CudaIndexTables, GatheredCompactAndRepointed) {
-  attention_params<float, void> p;
-  p.batch = 2;
-  p.page_size = 4;
-  p.pages = 5;
-  p.nk = 3 * p.page_size;
-  p.k_stride = {1000, 10, 1, 0};  // page, row in page, head
-  const std::vector<index_t> query_starts{0, -7, 3, -7, 5};  // stride 2
-  const std::vector<index_t> key_starts{1, 4, 9};
-  // Column-major (2 items x 3 pages): entry (b, i) at b + 2 i.
-  const index_t big = index_t{1} << 40;
-  const std::vector<index_t> table{4, 2, -1, big, 5, 0};
-  p.query_starts = query_starts.data();
-  p.query_starts_stride = 2;
-  p.key_starts = key_starts.data();
-  p.key_starts_stride = 1;
-  p.block_table = table.data();
-  p.block_table_stride_batch = 1;
-  p.block_table_stride_page = 2;
-
-  const index_tables_layout l = index_tables_of(p);
+  const index_tables_case c;
+  const index_tables_layout l = index_tables_of(c.p);
   EXPECT_EQ(l.count(), 3 + 3 + 2 * 3);
   EXPECT_EQ(l.bytes(), 12 * sizeof(index_t));
-  const std::vector<index_t> values = gather_index_tables(p, l);
+  const std::vector<index_t> values = gather_index_tables(c.p, l);
   EXPECT_EQ(values, (std::vector<index_t>{0, 3, 5, 1, 4, 9, 4, 0, 0, 2, 0, 0}));
 
-  attention_params<float, void> d = p;
+  attention_params<float, void> d = c.p;
   point_at_index_tables(d, l, values.data());
-  for (index_t b = 0; b < 2; ++b) {
-    EXPECT_EQ(d.queries_in(b), p.queries_in(b));
-    EXPECT_EQ(d.key_rows_in(b), p.key_rows_in(b));
-  }
-  // Keys on valid pages resolve to the rows the host table gives them,
-  // the others to page 0's.
-  const float* base = reinterpret_cast<const float*>(std::uintptr_t{1} << 20);
-  for (index_t b = 0; b < 2; ++b)
-    for (index_t j = 0; j < p.nk; ++j) {
-      const index_t entry = table[static_cast<std::size_t>(b + 2 * (j / p.page_size))];
-      const float* want =
-          entry >= 0 && entry < p.pages ? p.key_row(base, p.k_stride, b, 1, j) : base + (j % p.page_size) * 10 + 1;
-      EXPECT_EQ(d.key_row(base, p.k_stride, b, 1, j), want) << "item " << b << " key " << j;
-    }
-  EXPECT_EQ(d.nk, p.nk);
+  EXPECT_FALSE(d.unchecked_table);
+  c.expect_same_rows(d);
 
-  // An empty pool: no entry can be read, so no item has keys.
-  attention_params<float, void> empty = p;
-  empty.pages = 0;
-  point_at_index_tables(empty, l, values.data());
-  EXPECT_EQ(empty.nk, 0);
+  c.expect_empty_pool_has_no_keys(l, values);
+}
+
+// A block table in device memory is neither copied nor checked: only the
+// starts are gathered, the table keeps its pointer and strides, and the
+// kernels' row lookups turn entries outside the pool into page 0, as the
+// host copy does.
+TEST(CudaIndexTables, DeviceTableIsReadInPlaceAndClamped) {
+  const index_tables_case c;
+  const index_tables_layout l = index_tables_of(c.p, true);
+  EXPECT_TRUE(l.table_on_device);
+  EXPECT_EQ(l.count(), 3 + 3);
+  const std::vector<index_t> values = gather_index_tables(c.p, l);
+  EXPECT_EQ(values, (std::vector<index_t>{0, 3, 5, 1, 4, 9}));
+
+  attention_params<float, void> d = c.p;
+  point_at_index_tables(d, l, values.data());
+  EXPECT_EQ(d.block_table, c.table.data());
+  EXPECT_EQ(d.block_table_stride_page, 2);
+  EXPECT_TRUE(d.unchecked_table);
+  c.expect_same_rows(d);
+
+  c.expect_empty_pool_has_no_keys(l, values);
+  // No table at all: nothing on the device either way.
+  attention_params<float, void> no_table = c.p;
+  no_table.block_table = nullptr;
+  EXPECT_FALSE(index_tables_of(no_table, true).table_on_device);
 }
 
 TEST(CudaIndexTables, AfterTheSplitPartialsInTheWorkspace) {

@@ -29,28 +29,47 @@
 namespace streamattn::detail {
 namespace gpu {
 
+/// Whether `ptr` is device memory (cudaMalloc), which the host must not
+/// read. False for host, pinned and managed memory, and where the runtime
+/// cannot tell (no device: the call itself will then say what is wrong).
+inline bool is_device_memory(const void* ptr) {
+  if (ptr == nullptr) return false;
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice;
+}
+
 /// The whole GPU call with explicit plan overrides (tests force split-KV and
 /// the FMA kernel through this; attention_impl passes none).
 template <class T, class Tout, class Tkv>
 void run_attention(const attention_params<T, Tout, Tkv>& p, cudaStream_t stream, const plan_overrides& overrides = {}) {
   const char* const fn = attention_function;
-  // Without key_lengths an item reads every page its table row lists, so the
-  // host checks them all, as the CPU backends do. key_lengths live in device
-  // memory: the host cannot tell which entries a call reads, so the copy the
-  // kernels get has entries outside the pool replaced (index_tables.hpp).
-  if (!p.key_lengths) check_index_values(fn, p);
+  // A block table in device memory is read where it is and its entries are
+  // not checked (the kernels clamp them); one in host memory is checked and
+  // copied. Without key_lengths an item reads every page its table row
+  // lists, so the host checks them all, as the CPU backends do. key_lengths
+  // live in device memory: the host cannot tell which entries a call reads,
+  // so the copy the kernels get has entries outside the pool replaced
+  // (index_tables.hpp).
+  const bool table_on_device = is_device_memory(p.block_table);
+  if (!p.key_lengths && !table_on_device) check_index_values(fn, p);
   // Nothing to write: no launch, and no CUDA call that could fail.
   if (p.batch == 0 || p.hq == 0 || p.nq == 0) return;
   const current_device device = query_current_device(fn);
   check_operands_on_device(fn, p, device.id);
-  const attention_plan plan = plan_for(p, device.limits, overrides);
+  if (table_on_device) check_device_readable(fn, "block_table", p.block_table, device.id);
+  const attention_plan plan = plan_for(p, device.limits, overrides, table_on_device);
   if (plan.index_tables.count() > 0) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     throw_on_error(cudaStreamIsCapturing(stream, &capture), fn, "cudaStreamIsCapturing");
     if (capture != cudaStreamCaptureStatusNone)
       fail(fn,
-           "a call with packed sequences or a block table cannot be captured into a CUDA graph: it copies their "
-           "values from host memory, which a replay would read again after the call has freed it");
+           "a call with packed sequences or a block table in host memory cannot be captured into a CUDA graph: it "
+           "copies their values from host memory, which a replay would read again after the call has freed it "
+           "(a block table in device memory is read where it is)");
   }
 
   void* workspace = nullptr;
@@ -71,27 +90,20 @@ void run_attention(const attention_params<T, Tout, Tkv>& p, cudaStream_t stream,
 
 }  // namespace gpu
 
-/// The cuda backend reads packed starts and block tables on the host (it
-/// checks them and copies them to the device itself), where FlashAttention
-/// and vLLM take them in device memory: such a pointer is refused before
-/// anything reads it. Where the runtime cannot tell (no device), the call
-/// itself will say what is wrong.
+/// The cuda backend reads packed starts on the host (it checks them, sizes
+/// the grid by the longest item and copies them to the device itself), where
+/// FlashAttention takes them in device memory with the longest length beside
+/// them: such a pointer is refused before anything reads it. (A block table
+/// may be either: see run_attention.)
 inline void check_host_arrays(cuda_t, const char* fn, const attention_options& opts, host_arrays_check) {
   auto check = [&](const char* name, const void* ptr) {
-    if (ptr == nullptr) return;
-    cudaPointerAttributes a{};
-    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return;
-    }
-    if (a.type == cudaMemoryTypeDevice)
+    if (gpu::is_device_memory(ptr))
       fail(fn, name,
-           " points to device memory, but the cuda backend reads packed starts and block tables on the host (it "
-           "checks them and copies them to the device itself): pass them in host memory");
+           " points to device memory, but the cuda backend reads packed starts on the host (it checks them, sizes "
+           "the grid by the longest sequence and copies them to the device itself): pass them in host memory");
   };
   check("query_starts", opts.query_starts.data);
   check("key_starts", opts.key_starts.data);
-  check("block_table", opts.block_table.data);
 }
 
 /// Softmax attention on the GPU; see attention.hpp. Views must point to
@@ -110,7 +122,7 @@ template <class T, class Tout, class Tkv>
 std::size_t attention_workspace_bytes(cuda_t, const attention_params<T, Tout, Tkv>& p) {
   if (p.batch == 0 || p.hq == 0 || p.nq == 0) return 0;
   const gpu::current_device device = gpu::query_current_device(gpu::attention_function);
-  return gpu::plan_for(p, device.limits).workspace_bytes();
+  return gpu::plan_for(p, device.limits, {}, gpu::is_device_memory(p.block_table)).workspace_bytes();
 }
 
 }  // namespace streamattn::detail

@@ -30,13 +30,14 @@ namespace streamattn::detail::gpu {
 
 inline constexpr const char* attention_function = "streamattn::attention (cuda)";
 
-/// The plan for validated params `p` on a GPU with `limits`.
+/// The plan for validated params `p` on a GPU with `limits`;
+/// `table_on_device`: p.block_table is device memory (index_tables.hpp).
 template <class T, class Tout, class Tkv>
 attention_plan plan_for(const attention_params<T, Tout, Tkv>& p, const device_limits& limits,
-                        const plan_overrides& overrides = {}) {
+                        const plan_overrides& overrides = {}, bool table_on_device = false) {
   attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim,
                                        p.dim_v, limits, overrides);
-  plan.index_tables = index_tables_of(p);
+  plan.index_tables = index_tables_of(p, table_on_device);
   return plan;
 }
 
@@ -58,8 +59,8 @@ struct attention_launch_config {
   index_t* index_destination = nullptr;
 };
 
-/// `args` as made by make_kernel_args (starts and block table still in host
-/// memory); `workspace` holds at least plan.workspace_bytes() bytes of device
+/// `args` as made by make_kernel_args (starts and a host block table still
+/// in host memory); `workspace` holds at least plan.workspace_bytes() bytes of device
 /// memory, 256-byte aligned, when that is not 0. Only for plans with work
 /// (grid_x > 0).
 template <class S, class Skv>
@@ -78,12 +79,13 @@ attention_launch_config<S, Skv> configure_attention_launch(kernel_args<S, Skv> a
     if (blocks > 0x7fffffff) throw std::invalid_argument(std::string(function) + ": too many rows to combine");
     c.combine_blocks = static_cast<unsigned>(blocks);
   }
-  if (plan.index_tables.count() > 0) {
+  const index_tables_layout& tables = plan.index_tables;
+  if (tables.count() > 0) {
     c.index_destination =
         reinterpret_cast<index_t*>(static_cast<unsigned char*>(workspace) + plan.index_tables_offset());
-    c.index_values = gather_index_tables(args.p, plan.index_tables);
-    point_at_index_tables(args.p, plan.index_tables, c.index_destination);
+    c.index_values = gather_index_tables(args.p, tables);
   }
+  if (tables.count() > 0 || tables.table_on_device) point_at_index_tables(args.p, tables, c.index_destination);
   c.args = args;
   c.grid = dim3(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.split.splits),
                 static_cast<unsigned>(plan.col_chunks));

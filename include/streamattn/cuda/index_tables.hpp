@@ -1,9 +1,11 @@
 // Packed sequences and paged KV caches on the GPU. The cuda backend takes
-// query_starts, key_starts and block_table in host memory, as the CPU
-// backends do (the host validates them, and the starts size the problem),
-// and copies their values, compacted, into the call's device workspace, where
-// the kernels read them. Plain C++ on the host side, so the emulated suite
-// gathers and re-points exactly as a GPU call does.
+// query_starts and key_starts in host memory, as the CPU backends do (the
+// host validates them, and the starts size the problem), and block_table in
+// host or device memory; it copies the host values, compacted, into the
+// call's device workspace, where the kernels read them. A table in device
+// memory stays where it is: nothing is copied, and the kernels clamp its
+// entries (attention_params::unchecked_table). Plain C++ on the host side,
+// so the emulated suite gathers and re-points exactly as a GPU call does.
 #pragma once
 
 #include <cstddef>
@@ -20,7 +22,8 @@ namespace streamattn::detail::gpu {
 struct index_tables_layout {
   index_t batch = 0;
   bool query_starts = false, key_starts = false;
-  index_t pages_per_item = 0;  // > 0: a block table of that many columns
+  index_t pages_per_item = 0;  // > 0: a host block table of that many columns to copy
+  bool table_on_device = false;  // a block table the kernels read where it is
 
   index_t starts_count() const { return batch + 1; }
   index_t key_starts_offset() const { return query_starts ? starts_count() : 0; }
@@ -29,13 +32,16 @@ struct index_tables_layout {
   std::size_t bytes() const { return static_cast<std::size_t>(count()) * sizeof(index_t); }
 };
 
+/// `table_on_device`: p.block_table is device memory (the caller asked the
+/// CUDA runtime), so it is not copied.
 template <class T, class Tout, class Tkv>
-index_tables_layout index_tables_of(const attention_params<T, Tout, Tkv>& p) {
+index_tables_layout index_tables_of(const attention_params<T, Tout, Tkv>& p, bool table_on_device = false) {
   index_tables_layout l;
   l.batch = p.batch;
   l.query_starts = p.query_starts != nullptr;
   l.key_starts = p.key_starts != nullptr;
-  if (p.block_table && p.page_size > 0) l.pages_per_item = p.nk / p.page_size;
+  l.table_on_device = p.block_table != nullptr && table_on_device;
+  if (p.block_table && !l.table_on_device && p.page_size > 0) l.pages_per_item = p.nk / p.page_size;
   return l;
 }
 
@@ -61,8 +67,9 @@ std::vector<index_t> gather_index_tables(const attention_params<S, void, Skv>& p
 }
 
 /// Points p's starts and table at their copies at `device` (laid out as `l`
-/// says, contiguous). A block table over an empty pool leaves every item
-/// without keys: no entry of it could be read.
+/// says, contiguous); a table already in device memory stays, its entries
+/// clamped by the kernels. A block table over an empty pool leaves every
+/// item without keys: no entry of it could be read.
 template <class S, class Skv>
 void point_at_index_tables(attention_params<S, void, Skv>& p, const index_tables_layout& l, const index_t* device) {
   if (l.query_starts) {
@@ -74,9 +81,13 @@ void point_at_index_tables(attention_params<S, void, Skv>& p, const index_tables
     p.key_starts_stride = 1;
   }
   if (p.block_table) {
-    p.block_table = device + l.table_offset();
-    p.block_table_stride_batch = l.pages_per_item;
-    p.block_table_stride_page = 1;
+    if (l.table_on_device) {
+      p.unchecked_table = true;
+    } else {
+      p.block_table = device + l.table_offset();
+      p.block_table_stride_batch = l.pages_per_item;
+      p.block_table_stride_page = 1;
+    }
     if (p.pages == 0) p.nk = 0;
   }
 }

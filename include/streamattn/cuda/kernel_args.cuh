@@ -88,6 +88,7 @@ kernel_args<storage_t<T>, storage_t<Tkv>> make_kernel_args(const attention_param
   d.block_table_stride_page = p.block_table_stride_page;
   d.page_size = p.page_size;
   d.pages = p.pages;
+  d.unchecked_table = p.unchecked_table;
   d.k_scale = p.k_scale;
   d.v_scale = p.v_scale;
   d.k_scale_stride = p.k_scale_stride;

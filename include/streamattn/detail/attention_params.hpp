@@ -2,6 +2,8 @@
 // strides, filled once after validation (CUTLASS style).
 #pragma once
 
+#include <cstdint>
+
 #include "../config.hpp"
 #include "../options.hpp"
 #include "visibility.hpp"
@@ -28,6 +30,9 @@ struct row_locator {
   index_t seq = 0;
   const index_t* table = nullptr;  // this item's block table row, or null
   index_t table_stride = 0, page_size = 0, page_stride = 0;
+  /// > 0: the table's entries were not checked, and one outside
+  /// [0, pool_pages) reads page 0 (see attention_params::unchecked_table).
+  index_t pool_pages = 0;
 
   STREAMATTN_HOST_DEVICE E* operator()(index_t j) const {
     if (!table) return head + j * seq;
@@ -36,7 +41,10 @@ struct row_locator {
     const bool narrow = ((j | page_size) >> 31) == 0;
     const index_t page_of =
         narrow ? static_cast<index_t>(static_cast<unsigned>(j) / static_cast<unsigned>(page_size)) : j / page_size;
-    return head + table[page_of * table_stride] * page_stride + (j - page_of * page_size) * seq;
+    index_t page = table[page_of * table_stride];
+    // One unsigned compare also catches negative entries.
+    if (pool_pages > 0 && static_cast<std::uint64_t>(page) >= static_cast<std::uint64_t>(pool_pages)) page = 0;
+    return head + page * page_stride + (j - page_of * page_size) * seq;
   }
 };
 
@@ -82,6 +90,10 @@ struct attention_params {
   const index_t* block_table = nullptr;
   index_t block_table_stride_batch = 0, block_table_stride_page = 0;
   index_t page_size = 0, pages = 0;
+  /// Set by the cuda backend for a block table in device memory, whose
+  /// entries the host cannot check: an entry outside [0, pages) then reads
+  /// page 0, so no value makes a kernel read outside k and v.
+  bool unchecked_table = false;
 
   // Quantised K/V (Tkv = int8): the scale of each key's row of k and v,
   // addressed like those rows (key_row) with a dim stride of 0; broadcast
@@ -157,6 +169,7 @@ struct attention_params {
     rows.table_stride = block_table_stride_page;
     rows.page_size = page_size;
     rows.page_stride = s.batch;
+    rows.pool_pages = unchecked_table ? pages : 0;
     return rows;
   }
   /// All query rows of head h of batch item b in a tensor laid out like q.
