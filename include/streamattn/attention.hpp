@@ -25,11 +25,13 @@ namespace detail {
 // `attention_workspace_bytes(tag, params)`) in namespace streamattn::detail;
 // they are found by argument-dependent lookup, so the CUDA overloads declared
 // in a later header are found too.
-template <class Backend, class = void>
+/// Whether Backend implements attention for params P (its element types,
+/// an int8 K/V cache included).
+template <class Backend, class P = attention_params<float, float>, class = void>
 struct has_attention : std::false_type {};
-template <class Backend>
-struct has_attention<Backend, std::void_t<decltype(attention_impl(
-                                  std::declval<const Backend&>(), std::declval<const attention_params<float, float>&>()))>>
+template <class Backend, class P>
+struct has_attention<Backend, P,
+                     std::void_t<decltype(attention_impl(std::declval<const Backend&>(), std::declval<const P&>()))>>
     : std::true_type {};
 
 template <class Backend, class P, class = void>
@@ -55,12 +57,14 @@ constexpr void check_attention_types() {
                                  "Eigen::half or Eigen::bfloat16");
 }
 
-template <class Backend>
+/// P: the params of the call, so a backend that lacks only some element
+/// types (an int8 K/V cache, say) is named here too.
+template <class Backend, class P>
 constexpr void check_attention_backend() {
-  static_assert(has_attention<Backend>::value,
-                "streamattn::attention: this backend has no attention implementation. Use streamattn::naive, "
-                "streamattn::scalar, streamattn::simd, or streamattn::cuda in a translation unit compiled by nvcc "
-                "that includes <streamattn/cuda.cuh>.");
+  static_assert(has_attention<Backend, P>::value,
+                "streamattn::attention: this backend has no attention implementation for these element types. Use "
+                "streamattn::naive, streamattn::scalar, streamattn::simd, or streamattn::cuda in a translation unit "
+                "compiled by nvcc that includes <streamattn/cuda.cuh>.");
 }
 
 /// Packed starts and block tables are read on the host (validation reads
@@ -85,9 +89,9 @@ template <class Backend, class Q, class K, class V, class O>
 void attention(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out,
                const attention_options& opts = {}) {
   detail::check_attention_types<Backend, Q, K, V, O>();
-  detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
+  detail::check_attention_backend<Backend, detail::attention_params<T, O, Tkv>>();
   check_host_arrays(backend, "streamattn::attention", opts, detail::host_arrays_check{});
   const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::attention", q, k, v, out, opts);
   detail::check_output_layout("streamattn::attention", out, opts.lse);
@@ -107,9 +111,9 @@ template <class Backend, class Q, class K, class V, class O>
 std::size_t workspace_size(const Backend& backend, view<Q, 4> q, view<K, 4> k, view<V, 4> v, view<O, 4> out,
                            const attention_options& opts = {}) {
   detail::check_attention_types<Backend, Q, K, V, O>();
-  detail::check_attention_backend<Backend>();
   using T = std::remove_const_t<Q>;
   using Tkv = std::remove_const_t<K>;
+  detail::check_attention_backend<Backend, detail::attention_params<T, O, Tkv>>();
   check_host_arrays(backend, "streamattn::workspace_size", opts, detail::host_arrays_check{});
   const auto params = detail::make_attention_params<T, O, Tkv>("streamattn::workspace_size", q, k, v, out, opts);
   if constexpr (detail::has_workspace_query<Backend, decltype(params)>::value)

@@ -86,11 +86,13 @@ struct quantised {
     });
     // Scales a little above the smallest that fits (so not every group
     // reaches 127); powers of two for the 16-bit types, which then hold
-    // every dequantised value exactly.
+    // every dequantised value exactly, up to 4x above the smallest that fits
+    // (so that groups of similar values still get different scales).
     std::uniform_real_distribution<double> slack(1.0, 1.25);
+    std::uniform_int_distribution<int> wider(0, 2);
     for (double m : largest) {
       double s = m > 0 ? m / 127 * slack(rng) : 1.0;
-      if (sizeof(T) == 2) s = std::exp2(std::ceil(std::log2(s)));
+      if (sizeof(T) == 2) s = std::exp2(std::ceil(std::log2(s)) + wider(rng));
       scales.push_back(static_cast<float>(s));
     }
     std::uniform_int_distribution<int> any(-127, 127);

@@ -18,10 +18,13 @@
 // A quantised (int8) K/V cache is read into the same 16-bit tiles, each code
 // as the element equal to it; each key's k scale then multiplies its column
 // of S, and its v scale its column of P after the row sums, so the products
-// stay on tensor cores and the scales are applied in float.
+// stay on tensor cores and the scales are applied in float. P.V then runs in
+// bf16 whatever the queries: P times a v scale (absmax / 127) can be far
+// below fp16's normal range, where fp16 would keep few of its bits.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
@@ -61,11 +64,15 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
   const float minus_inf = neg_inf<float>();
 
+  // The 16-bit type of the P.V product: S, or bf16 over an int8 cache.
+  using Spv = std::conditional_t<quantised, __nv_bfloat16, S>;
+
   S* const q_tile = reinterpret_cast<S*>(dynamic_shared_memory());
   S* const k_tile = q_tile + rows * pitch;
-  S* const v_tile = k_tile + keys * pitch;
-  // The k and v scales of the K and V tiles in shared memory (int8 K/V only).
-  __shared__ tile_scales<quantised, keys> scales;
+  Spv* const v_tile = reinterpret_cast<Spv*>(k_tile + keys * pitch);
+  // The k and v scales of the K and V tiles' keys (int8 K/V only).
+  float* const k_scales = reinterpret_cast<float*>(v_tile + keys * pitch);
+  float* const v_scales = k_scales + keys;
 
   const attention_params<S, void, Skv>& p = args.p;
   const index_t block = blockIdx.x;
@@ -107,7 +114,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
   if (!tiles.empty()) {
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
                                                 args.vector_k);
-    if constexpr (quantised) load_row_scales<keys, threads>(scales.k, k_scale_src, tiles.first * keys, nk);
+    if constexpr (quantised) load_row_scales<keys, threads>(k_scales, k_scale_src, tiles.first * keys, nk);
   }
   copy_async_commit();
 
@@ -135,10 +142,10 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     const index_t key0 = t * keys;
     copy_async_wait_all();
     __syncthreads();  // K tile t (and Q) landed; every warp is done with V tile t - 1
-    load_tile<S, keys, HeadDim, pitch, threads>(v_tile, v_src, p.v_stride.dim, key0, nk, p.dim_v, args.vector_v);
+    load_tile<Spv, keys, HeadDim, pitch, threads>(v_tile, v_src, p.v_stride.dim, key0, nk, p.dim_v, args.vector_v);
     // Past the barrier above no warp reads tile t - 1's scales; these are
     // read after the next one.
-    if constexpr (quantised) load_row_scales<keys, threads>(scales.v, v_scale_src, key0, nk);
+    if constexpr (quantised) load_row_scales<keys, threads>(v_scales, v_scale_src, key0, nk);
     copy_async_commit();
 
     // S = Q K^T for this warp's 16 rows x `keys` keys.
@@ -164,7 +171,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 #pragma unroll
       for (int n = 0; n < key_frags; ++n)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) s[n][c] *= scales.k[n * 8 + fragment::c_col(lane, c)];
+        for (int c = 0; c < 4; ++c) s[n][c] *= k_scales[n * 8 + fragment::c_col(lane, c)];
     }
 
     // Scores in log2 units; invisible keys (outside the band, past Nk, rows
@@ -239,7 +246,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
     if (t + 1 < tiles.last) {
       load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim,
                                                   args.vector_k);
-      if constexpr (quantised) load_row_scales<keys, threads>(scales.k, k_scale_src, key0 + keys, nk);
+      if constexpr (quantised) load_row_scales<keys, threads>(k_scales, k_scale_src, key0 + keys, nk);
     }
     copy_async_commit();
 
@@ -249,7 +256,7 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 #pragma unroll
       for (int n = 0; n < key_frags; ++n)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) s[n][c] *= scales.v[n * 8 + fragment::c_col(lane, c)];
+        for (int c = 0; c < 4; ++c) s[n][c] *= v_scales[n * 8 + fragment::c_col(lane, c)];
     }
 
     // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
@@ -261,17 +268,17 @@ __global__ void __launch_bounds__(mma_warps * 32, HeadDim > 128 ? 1 : 0)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
-        split_pair<S>(c[0], c[1], a_hi[r], a_lo[r]);
+        split_pair<Spv>(c[0], c[1], a_hi[r], a_lo[r]);
       }
-      const S* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
+      const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
 #pragma unroll
       for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
         std::uint32_t b[4];
         ldmatrix_x4_trans(b, v_rows + d16 * 16);
-        mma_16x8x16<S>(acc[2 * d16], a_hi, b[0], b[1]);
-        mma_16x8x16<S>(acc[2 * d16], a_lo, b[0], b[1]);
-        mma_16x8x16<S>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
-        mma_16x8x16<S>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
+        mma_16x8x16<Spv>(acc[2 * d16], a_hi, b[0], b[1]);
+        mma_16x8x16<Spv>(acc[2 * d16], a_lo, b[0], b[1]);
+        mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
+        mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
       }
     }
   }

@@ -11,7 +11,7 @@
 // agree: within one phase, f(i) writes only locations no other index of that
 // phase reads or writes, and everything a program keeps across phases lives
 // in shared memory (or is block-uniform). One index after another cannot see
-// a breach; the emulator's two thread orders can.
+// a breach; the emulator's thread orders can.
 #pragma once
 
 #include "../config.hpp"

@@ -36,9 +36,13 @@ constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 /// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or
 /// one fragment load touches fall in distinct banks.
 constexpr int mma_smem_pitch(int head_dim) { return head_dim + 8; }
-/// Dynamic shared memory of the mma kernel: Q, K and V tiles of 2-byte elements.
+/// Dynamic shared memory of the mma kernel: Q, K and V tiles of 2-byte
+/// elements, then a float scale per key of the K and the V tile, which only
+/// an int8 K/V cache uses (256 or 512 bytes; reserved always, so the plan's
+/// check of the device's limit holds for both).
 constexpr int mma_smem_bytes(int head_dim) {
-  return (mma_query_rows + 2 * mma_key_rows(head_dim)) * mma_smem_pitch(head_dim) * 2;
+  return (mma_query_rows + 2 * mma_key_rows(head_dim)) * mma_smem_pitch(head_dim) * 2 +
+         2 * mma_key_rows(head_dim) * 4;
 }
 
 /// simt kernel: 4 warps of 4 query rows; a lane owns one key of a 32-key tile

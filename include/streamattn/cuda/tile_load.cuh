@@ -102,16 +102,6 @@ __device__ __forceinline__ void load_tile(S* smem, const row_locator<const std::
   }
 }
 
-/// Shared-memory room for the row scales of one K and one V tile of `Keys`
-/// keys: only int8 K/V have scales.
-template <bool Quantised, int Keys>
-struct tile_scales {
-  float k[Keys];
-  float v[Keys];
-};
-template <int Keys>
-struct tile_scales<false, Keys> {};
-
 /// The scales of rows [row_begin, row_begin + Rows) of a quantised K or V
 /// (one float per row, found like the rows themselves); 0 past row_count,
 /// whose scales are never read.

@@ -113,7 +113,34 @@ std::string deadlock_report(const grid_run& r) {
   return report;
 }
 
-void run_block(grid_run& r, bool reverse) {
+/// How a block's runnable threads take turns. Blocks cycle through the four,
+/// so each order meets every kernel: a missing barrier between a write and
+/// another thread's read shows in at least one of them. Thread by thread
+/// (either way round), every warp advances about equally; warp by warp
+/// (either way round), one warp runs until it waits at a block barrier or
+/// exits before the next starts, so the warp released last by a barrier runs
+/// on to the next one and may overwrite what the others have yet to read, a
+/// race the first two orders never let happen. (Which warp that is decides
+/// which races show, hence both directions.)
+enum class thread_order { forward, reverse, warps_forward, warps_reverse };
+
+/// Runs each runnable thread of [first, last) once, up to its next wait;
+/// false when none could run.
+bool run_threads(grid_run& r, int first, int last, bool reverse) {
+  bool ran = false;
+  for (int k = first; k < last; ++k) {
+    emulated_thread& t = r.threads[static_cast<std::size_t>(reverse ? first + last - 1 - k : k)];
+    if (t.status != thread_status::runnable) continue;
+    r.current = &t;
+    switch_fiber(r.scheduler, t.stack->context());
+    r.current = nullptr;
+    ran = true;
+    if (!r.fault.empty()) throw std::runtime_error(r.fault);
+  }
+  return ran;
+}
+
+void run_block(grid_run& r, thread_order order) {
   const int n = static_cast<int>(r.threads.size());
   for (emulated_thread& t : r.threads) {
     t.status = thread_status::runnable;
@@ -128,14 +155,14 @@ void run_block(grid_run& r, bool reverse) {
 
   while (r.live > 0) {
     bool ran = false;
-    for (int k = 0; k < n; ++k) {
-      emulated_thread& t = r.threads[static_cast<std::size_t>(reverse ? n - 1 - k : k)];
-      if (t.status != thread_status::runnable) continue;
-      r.current = &t;
-      switch_fiber(r.scheduler, t.stack->context());
-      r.current = nullptr;
-      ran = true;
-      if (!r.fault.empty()) throw std::runtime_error(r.fault);
+    if (order == thread_order::warps_forward || order == thread_order::warps_reverse) {
+      const int warps = n / warp_size;
+      for (int i = 0; i < warps; ++i) {
+        const int first = (order == thread_order::warps_forward ? i : warps - 1 - i) * warp_size;
+        while (run_threads(r, first, first + warp_size, false)) ran = true;
+      }
+    } else {
+      ran = run_threads(r, 0, n, order == thread_order::reverse);
     }
     if (!ran) throw std::runtime_error(deadlock_report(r));
   }
@@ -285,7 +312,7 @@ void run_grid(const char* kernel_name, dim3 grid, dim3 block, std::size_t dynami
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x, ++linear_block) {
         r.block_idx = uint3{x, y, z};
-        run_block(r, linear_block % 2 == 1);
+        run_block(r, static_cast<thread_order>(linear_block % 4));
       }
 }
 

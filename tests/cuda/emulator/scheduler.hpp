@@ -16,9 +16,11 @@
 // shared memory must be within the limits of the GPUs we build for; dynamic
 // shared memory starts as NaN in every block, and cp.async copies land only
 // at the wait, so reading data not yet written or not yet waited for shows
-// up. Blocks with an odd index run their threads in reverse order, so a
-// missing barrier between a write and another thread's read is likely to
-// show in one of the two orders.
+// up. Blocks take turns at four thread orders: thread by thread, forward and
+// in reverse, and warp by warp, forward and in reverse (each warp runs until
+// it waits at a block barrier before the next starts), so a missing barrier
+// between a write and another thread's read is likely to show in one of
+// them.
 //
 // What it cannot see: timing, bank conflicts, register or local-memory
 // limits, and races a given interleaving happens to hide.
