@@ -6,6 +6,7 @@
 #pragma once
 
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
+#include "emulator/address_sanitizer.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -21,6 +22,23 @@
 #include "attention_suite.hpp"
 
 namespace streamattn::testing {
+
+/// Poisons (for AddressSanitizer) the bytes of `buffer` outside
+/// [used, used + bytes) while it lives.
+class poisoned_slack {
+ public:
+  poisoned_slack(const std::vector<unsigned char>& buffer, const unsigned char* used, std::size_t bytes)
+      : buffer_(buffer) {
+    emulator::poison(buffer.data(), static_cast<std::size_t>(used - buffer.data()));
+    emulator::poison(used + bytes, static_cast<std::size_t>(buffer.data() + buffer.size() - (used + bytes)));
+  }
+  ~poisoned_slack() { emulator::unpoison(buffer_.data(), buffer_.size()); }
+  poisoned_slack(const poisoned_slack&) = delete;
+  poisoned_slack& operator=(const poisoned_slack&) = delete;
+
+ private:
+  const std::vector<unsigned char>& buffer_;
+};
 
 struct emulated_gpu {
   static std::string unavailable() { return {}; }
@@ -63,9 +81,13 @@ struct emulated_gpu {
                                     how.table_on_device);
     if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
 
-    // The workspace starts as NaN, 256-byte aligned as run_attention's.
+    // The workspace starts as NaN, 256-byte aligned as run_attention's; under
+    // AddressSanitizer a kernel touching the alignment slack either side of
+    // it is reported.
     std::vector<unsigned char> workspace(plan.workspace_bytes() + 256, 0xff);
-    void* aligned = workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
+    unsigned char* const aligned =
+        workspace.data() + (256 - reinterpret_cast<std::uintptr_t>(workspace.data()) % 256);
+    const poisoned_slack slack{workspace, aligned, plan.workspace_bytes()};
     const gpu::attention_launch_config<S, Skv> c =
         gpu::configure_attention_launch(gpu::make_kernel_args(params), plan, aligned, "emulated cuda");
     // launch_attention's cudaMemcpyAsync of the packed starts and block table.

@@ -20,6 +20,10 @@ namespace streamattn::testing::emulator {
 
 /// What a suspended fiber needs to resume.
 struct fiber_context {
+  // Where the stack this context runs on lies, for AddressSanitizer
+  // (fiber.cpp); null for the OS thread's own stack.
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
 #if defined(__x86_64__)
   void* stack_pointer = nullptr;  // callee-saved registers are on that stack
 #else

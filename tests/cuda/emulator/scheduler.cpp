@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "address_sanitizer.hpp"
 #include "fiber.hpp"
 
 namespace streamattn::testing::emulator {
@@ -83,13 +84,23 @@ void release_block_barrier(grid_run& r) {
   r.at_barrier = 0;
 }
 
+/// Thrown by kernel_fault in the faulting thread and caught where its fiber
+/// began, so that its frames are unwound (their strings freed) before the
+/// fiber is abandoned.
+struct fault_unwind {};
+
 /// Every fiber starts here; body is the kernel with its parameters.
 void thread_main(void*) {
   grid_run& r = *active_run;
-  r.body(r.closure);
-  emulated_thread& t = *r.current;
-  if (!t.copies.empty()) kernel_fault("exited with cp.async copies still in flight");
-  t.status = thread_status::exited;
+  try {
+    r.body(r.closure);
+    if (!r.current->copies.empty()) kernel_fault("exited with cp.async copies still in flight");
+  } catch (const fault_unwind&) {
+    r.current->status = thread_status::exited;
+    yield_to_scheduler(r);
+    std::abort();  // the scheduler throws instead of resuming a faulted fiber
+  }
+  r.current->status = thread_status::exited;
   --r.live;
   if (r.at_barrier > 0 && r.at_barrier == r.live) release_block_barrier(r);
   yield_to_scheduler(r);
@@ -270,9 +281,7 @@ void kernel_fault(const std::string& what) {
   grid_run& r = running();
   r.fault = std::string(r.kernel_name) + ": thread " + describe(r.current->index) + " of block " +
             describe(r.block_idx) + " " + what;
-  r.current->status = thread_status::exited;
-  yield_to_scheduler(r);
-  std::abort();  // the scheduler throws instead of resuming a faulted fiber
+  throw fault_unwind{};
 }
 
 void run_grid(const char* kernel_name, dim3 grid, dim3 block, std::size_t dynamic_shared_bytes, void (*body)(void*),
@@ -299,10 +308,14 @@ void run_grid(const char* kernel_name, dim3 grid, dim3 block, std::size_t dynami
   }
   r.warps.resize(static_cast<std::size_t>(n / warp_size));
 
+  // Under AddressSanitizer, a kernel touching shared memory past what its
+  // launch asked for is reported (a GPU would read another block's, or fault).
+  poison(shared_memory + dynamic_shared_bytes, max_dynamic_shared_bytes - dynamic_shared_bytes);
   struct restore {
     grid_run& r;
     ~restore() {
       for (std::size_t i = 0; i < r.threads.size(); ++i) fiber_pool[i] = std::move(r.threads[i].stack);
+      unpoison(shared_memory, max_dynamic_shared_bytes);
       active_run = nullptr;
     }
   } give_back{r};
