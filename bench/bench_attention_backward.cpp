@@ -2,6 +2,7 @@
 // double) vs scalar vs simd, with the peak heap each call allocates.
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,12 +20,16 @@ struct backward_case {
   index_t n, heads, dim;
   bool causal;
   int threads;
+  /// A learned bias over keys alone, (1, 1, 1, N), with its gradient: the
+  /// gradient sums over heads and queries.
+  bool key_bias = false;
 };
 
 std::string name_of(const backward_case& c) {
   std::string n = std::string("attention_backward/") + c.backend + "/B1_N" + std::to_string(c.n) + "_H" +
                   std::to_string(c.heads) + "_D" + std::to_string(c.dim);
   if (c.causal) n += "_causal";
+  if (c.key_bias) n += "_key_bias";
   return n + "/threads:" + std::to_string(c.threads);
 }
 
@@ -58,8 +63,15 @@ void run_backward(benchmark::State& state, const Backend& backend, const backwar
   opts.causal = c.causal;
   opts.threads = c.threads;
   opts.lse = view<float, 3>{lse.data(), {1, c.heads, c.n}, {c.heads * c.n, c.n, 1}};
+  std::vector<float> bias(static_cast<std::size_t>(c.n)), dbias(bias.size());
+  for (auto& x : bias) x = dist(rng);
+  attention_gradients<float> grads{w(dq), w(dk), w(dv)};
+  if (c.key_bias) {
+    const std::array<index_t, 4> key_axis{1, 1, 1, c.n};
+    opts.bias = contiguous(static_cast<const float*>(bias.data()), key_axis);
+    grads.dbias = contiguous(dbias.data(), key_axis);
+  }
   attention(simd, t(q), t(k), t(v), w(out), opts);
-  const attention_gradients<float> grads{w(dq), w(dk), w(dv)};
 
   reset_heap_peak();
   for (auto _ : state) {
@@ -110,6 +122,7 @@ void register_attention_backward_benchmarks(workload w) {
     for (index_t d : {64, 128})
       for (bool causal : {false, true})
         for (int t : {1, 2}) add({"simd", 4096, 8, d, causal, t});
+    for (int t : {1, 2}) add({"simd", 4096, 8, 64, false, t, true});
     return;
   }
   for (index_t n : {256, 1024, 4096})

@@ -201,8 +201,12 @@ TYPED_TEST(AttentionBackward, ThreadsDoNotChangeTheResult) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;
   auto rng = test_rng();
-  for (const char* name : {"everything", "bias_broadcast", "window"}) {
-    const problem<T> p({2, 150, 70, 4, 2, 16, 8}, options_named(name), rng);
+  for (const std::string name : {"everything", "bias_broadcast", "key_bias", "window"}) {
+    problem<T> p({2, 150, 70, 4, 2, 16, 8}, options_named(name == "key_bias" ? "bias_broadcast" : name), rng);
+    // A bias over keys alone, whose gradient sums over batch items, heads
+    // and queries: with 7-key blocks pass 1 adds it, many items adding into
+    // the same elements unless they are merged.
+    if (name == "key_bias") p.opts.bias = contiguous(p.opts.bias.data, std::array<index_t, 4>{1, 1, 1, p.s.nk});
     backward_case<T> c(p, rng);
     for (index_t kv_chunk : {0, 7}) {
       attention_options opts = c.opts;
@@ -212,8 +216,7 @@ TYPED_TEST(AttentionBackward, ThreadsDoNotChangeTheResult) {
       for (int threads : {2, 3}) {
         opts.threads = threads;
         const gradients<T> got = run_backward(backend, c, opts);
-        const std::string what =
-            std::string(name) + " kv_chunk=" + std::to_string(kv_chunk) + " threads=" + std::to_string(threads);
+        const std::string what = name + " kv_chunk=" + std::to_string(kv_chunk) + " threads=" + std::to_string(threads);
         EXPECT_EQ(compare(got.dq.cv(), reference.dq.cv()).max_abs_error, 0.0) << what << " dq";
         EXPECT_EQ(compare(got.dk.cv(), reference.dk.cv()).max_abs_error, 0.0) << what << " dk";
         EXPECT_EQ(compare(got.dv.cv(), reference.dv.cv()).max_abs_error, 0.0) << what << " dv";
@@ -245,7 +248,9 @@ TYPED_TEST(AttentionBackward, TileSizes) {
 }
 
 // Every way a bias broadcasts, each with its own summing in dbias and its
-// own grouping of the simd backend's pass 2, on several threads.
+// own grouping of the simd backend's work items, on several threads. With
+// 8-key blocks the biases summed over queries but not keys have their
+// gradient added by pass 1 (one item per key block), with one block by pass 2.
 TYPED_TEST(AttentionBackward, BiasBroadcastShapes) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;
@@ -261,13 +266,15 @@ TYPED_TEST(AttentionBackward, BiasBroadcastShapes) {
       for (float& b : bias) b = dist(rng);
       p.opts.bias = contiguous(static_cast<const float*>(bias.data()), ext);
       backward_case<T> c(p, rng);
-      for (int threads : {1, 3}) {
-        attention_options opts = c.opts;
-        opts.threads = threads;
-        expect_gradients_match(
-            backend, c, opts,
-            std::string(name) + " bias " + detail::shape_string(p.opts.bias) + " threads=" + std::to_string(threads));
-      }
+      for (index_t kv_chunk : {0, 8})
+        for (int threads : {1, 3}) {
+          attention_options opts = c.opts;
+          opts.threads = threads;
+          opts.kv_chunk = kv_chunk;
+          expect_gradients_match(backend, c, opts,
+                                 std::string(name) + " bias " + detail::shape_string(p.opts.bias) +
+                                     " kv_chunk=" + std::to_string(kv_chunk) + " threads=" + std::to_string(threads));
+        }
     }
 }
 

@@ -41,8 +41,40 @@ struct score_row {
     return add_terms(s, j);
   }
 
+  /// `apply` (with `slopes`: its three-argument form) on a row of scores
+  /// s[0, n) against keys j0, j0 + 1, ...: term by term over the row, so
+  /// that each loop vectorises, each score seeing the same operations in
+  /// the same order as under `apply`. Host only (the backward pass on CPUs).
+  void apply_to_keys(Acc* s, index_t j0, index_t n, Acc* slopes = nullptr) const {
+    if (softcap > Acc(0)) {
+      for (index_t c = 0; c < n; ++c) {
+        const Acc t = std::tanh(s[c] / softcap);
+        s[c] = softcap * t;
+        if (slopes) slopes[c] = Acc(1) - t * t;
+      }
+    } else if (slopes) {
+      for (index_t c = 0; c < n; ++c) slopes[c] = Acc(1);
+    }
+    if (bias) {
+      const float* row = bias + j0 * bias_key_stride;
+      if (bias_key_stride == 1)
+        for (index_t c = 0; c < n; ++c) s[c] += static_cast<Acc>(row[c]);
+      else
+        for (index_t c = 0; c < n; ++c) s[c] += static_cast<Acc>(row[c * bias_key_stride]);
+    }
+    if (alibi_slope != Acc(0))
+      for (index_t c = 0; c < n; ++c) {
+        const index_t j = j0 + c, distance = diagonal > j ? diagonal - j : j - diagonal;
+        s[c] -= alibi_slope * static_cast<Acc>(distance);
+      }
+    if (mask)
+      for (index_t c = 0; c < n; ++c)
+        if (!mask[(j0 + c) * mask_key_stride]) s[c] = neg_inf<Acc>();
+  }
+
  private:
-  // The terms after softcap, which act on the capped score.
+  // The terms after softcap, which act on the capped score (`apply_to_keys`
+  // has them row by row: keep the two alike).
   STREAMATTN_HOST_DEVICE Acc add_terms(Acc s, index_t j) const {
     if (bias) s += static_cast<Acc>(bias[j * bias_key_stride]);
     if (alibi_slope != Acc(0)) {

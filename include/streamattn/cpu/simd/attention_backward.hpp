@@ -9,12 +9,16 @@
 //     for every key block the tile sees: dQ += dS K (and the bias gradient)
 //
 // Each gradient element is owned by one work item and summed in a fixed
-// order, so the result does not depend on the thread count. When the bias
-// gradient sums over batch items, heads or queries (a broadcast bias), the
-// items that would add into the same elements are merged into one.
+// order, so the result does not depend on the thread count. The bias
+// gradient is added by whichever pass keeps more items once the items that
+// would add into the same elements (along the axes a broadcast bias sums
+// over) are merged into one: pass 2 for most biases, pass 1 for a bias that
+// sums over queries but not keys, like (1, 1, 1, Nk), which would leave pass 2
+// a single item.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <type_traits>
 #include <vector>
 
@@ -106,8 +110,8 @@ void load_query_tile(const attention_backward_params<T, To, G>& g, worker_tiles<
 
 /// For the loaded query tile (rows i0..) and key block (keys j0..): the
 /// weights P and dL/d(q.k) of every pair, 0 where a key is hidden; adds the
-/// score gradients into the bias gradient when `with_bias` (pass 2 only, so
-/// each is added once).
+/// score gradients into the bias gradient when `with_bias` (in one of the
+/// two passes, so that each is added once).
 template <class Acc, class T, class To, class G>
 void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
                     index_t i0, index_t rows, index_t j0, index_t cols, bool with_bias) {
@@ -129,20 +133,20 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
     for (index_t r = 0; r < rows; ++r) weights.row(r).array() = (weights.row(r).array() - lse(r)).exp();
   } else {
     // Final scores, -inf where hidden; the exp below then gives 0 there (and
-    // is zeroed again, whatever the vectorised exp makes of -inf).
+    // is zeroed again, whatever the vectorised exp makes of -inf). Row by
+    // row over the keys the row sees, term by term (vectorised).
     for (index_t r = 0; r < rows; ++r) {
       const index_t i = i0 + r;
-      const key_range keys = visible.keys_of(i);
       const Acc row_lse = lse(r);
-      const score_row<Acc> terms = terms_needed ? make_score_row<Acc>(p, b, h, i) : score_row<Acc>{};
-      for (index_t c = 0; c < cols; ++c) {
-        const index_t j = j0 + c;
-        Acc s = neg_inf<Acc>(), slope = Acc(1);
-        if (row_lse != neg_inf<Acc>() && j >= keys.begin && j < keys.end)
-          s = terms_needed ? terms.apply(weights(r, c), j, slope) : weights(r, c);
-        weights(r, c) = s == neg_inf<Acc>() ? neg_inf<Acc>() : s - row_lse;
-        if (softcap) slopes(r, c) = slope;
-      }
+      const key_range keys = visible.keys_of(i);
+      const index_t lo = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.begin - j0, 0, cols);
+      const index_t hi = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.end - j0, lo, cols);
+      Acc* s = &weights(r, 0);
+      std::fill(s, s + lo, neg_inf<Acc>());
+      std::fill(s + hi, s + cols, neg_inf<Acc>());
+      if (terms_needed)
+        make_score_row<Acc>(p, b, h, i).apply_to_keys(s + lo, j0 + lo, hi - lo, softcap ? &slopes(r, lo) : nullptr);
+      for (index_t c = lo; c < hi; ++c) s[c] -= row_lse;  // -inf stays -inf
     }
     // Hidden pairs hold -inf; remember them before the exp.
     d_dot.array() = (weights.array() == neg_inf<Acc>()).template cast<Acc>();
@@ -155,16 +159,31 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
   for (index_t r = 0; r < rows; ++r)  // dS: the score gradients
     d_dot.row(r).array() = weights.row(r).array() * (d_dot.row(r).array() - delta(r));
   if (with_bias && g.dbias.data)
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t c = 0; c < cols; ++c)
-        if (weights(r, c) != Acc(0)) g.dbias_at(b, h, i0 + r, j0 + c) += static_cast<float>(d_dot(r, c));
+    for (index_t r = 0; r < rows; ++r) {
+      // Hidden pairs add -0, which leaves every value as it was.
+      float* row = &g.dbias_at(b, h, i0 + r, j0);
+      const Acc *d = &d_dot(r, 0), *weight = &weights(r, 0);
+      const index_t stride = g.dbias_stride.key;
+      if (stride == 1)
+        for (index_t c = 0; c < cols; ++c) row[c] += weight[c] != Acc(0) ? static_cast<float>(d[c]) : -0.0f;
+      else
+        for (index_t c = 0; c < cols; ++c) row[c * stride] += weight[c] != Acc(0) ? static_cast<float>(d[c]) : -0.0f;
+    }
   if (softcap) d_dot.array() *= slopes.array();
   d_dot *= static_cast<Acc>(p.scale);
 }
 
+/// Keys of the block at j0 that the passes load: pass 2 walks pass 1's
+/// blocks, so that both compute every pair's weight and score gradient
+/// from the same tiles, bit for bit, and the bias gradient does not depend
+/// on which of them adds it.
+inline index_t keys_of_block(const visibility& visible, index_t j0, index_t kv_block) {
+  return std::max<index_t>(0, std::min(j0 + kv_block, visible.nk) - j0);
+}
+
 template <class Acc, class T, class To, class G>
 void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t kvh,
-                    index_t j0) {
+                    index_t j0, bool with_bias) {
   const auto& p = g.fwd;
   const index_t j1 = std::min(j0 + w.kv_block, p.key_rows_in(b));
   if (j1 <= j0) return;  // past a shorter packed item's key rows
@@ -173,7 +192,7 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
   dv.setZero();
   // Keys past the item's length are never loaded; their gradients stay 0.
   const visibility visible = p.visible_in(b);
-  const index_t cols = std::max<index_t>(0, std::min(j1, visible.nk) - j0);
+  const index_t cols = keys_of_block(visible, j0, w.kv_block);
   if (cols > 0) {
     load_rows(w.k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
     load_rows(w.v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
@@ -183,7 +202,7 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
         const key_range seen = visible.keys_of_rows(i0, i0 + rows - 1);
         if (seen.end <= j0 || seen.begin >= j0 + cols || seen.empty()) continue;
         load_query_tile(g, w, b, h, i0, rows);
-        pair_gradients(g, w, b, h, i0, rows, j0, cols, false);
+        pair_gradients(g, w, b, h, i0, rows, j0, cols, with_bias);
         const tile<Acc> weights(w.weights.data(), rows, cols), d_dot(w.d_dot.data(), rows, cols),
             q(w.q.data(), rows, p.dim), dout(w.dout.data(), rows, p.dim_v);
         dv.topRows(cols).noalias() += weights.transpose() * dout;
@@ -196,7 +215,7 @@ void key_block_item(const attention_backward_params<T, To, G>& g, worker_tiles<A
 
 template <class Acc, class T, class To, class G>
 void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<Acc>& w, index_t b, index_t h,
-                     index_t i0) {
+                     index_t i0, bool with_bias) {
   const auto& p = g.fwd;
   const index_t rows = std::min(w.q_tile, p.queries_in(b) - i0);
   if (rows <= 0) return;  // past a shorter packed item's queries
@@ -204,17 +223,48 @@ void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<
   dq.setZero();
   load_query_tile(g, w, b, h, i0, rows);
   const index_t kvh = p.kv_head_of(h);
-  const key_range seen = p.visible_in(b).keys_of_rows(i0, i0 + rows - 1);
-  for (index_t j0 = seen.begin; j0 < seen.end; j0 += w.kv_block) {
-    const index_t cols = std::min(w.kv_block, seen.end - j0);
+  const visibility visible = p.visible_in(b);
+  const key_range seen = visible.keys_of_rows(i0, i0 + rows - 1);
+  for (index_t j0 = seen.begin - seen.begin % w.kv_block; j0 < seen.end; j0 += w.kv_block) {
+    const index_t cols = keys_of_block(visible, j0, w.kv_block);
     load_rows(w.k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
     load_rows(w.v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);
-    pair_gradients(g, w, b, h, i0, rows, j0, cols, true);
+    pair_gradients(g, w, b, h, i0, rows, j0, cols, with_bias);
     const tile<Acc> d_dot(w.d_dot.data(), rows, cols), k(w.k.data(), cols, p.dim);
     dq.noalias() += d_dot * k;
   }
   store_rows(p.query_head(g.dq, g.dq_stride, b, h), g.dq_stride, w.dq.data(), i0, rows, p.dim);
 }
+
+/// A pass's work items: its grid of (batch item, head, tile) with each axis
+/// the bias gradient sums over folded into the items, so that one item owns
+/// every dbias element it adds into and adds in the grid's order.
+struct item_grid {
+  std::array<index_t, 3> extent;  // batch items, heads, tiles
+  std::array<bool, 3> folded{};
+
+  index_t items() const {
+    index_t n = 1;
+    for (int a = 0; a < 3; ++a) n *= folded[a] ? 1 : extent[a];
+    return n;
+  }
+
+  /// Calls body(b, h, t) for every grid point of `item`, in grid order.
+  template <class Body>
+  void for_each_in(index_t item, Body&& body) const {
+    std::array<index_t, 3> begin{}, end = extent;
+    for (int a = 2; a >= 0; --a) {
+      if (folded[a]) continue;
+      const index_t e = std::max<index_t>(extent[a], 1);
+      begin[a] = item % e;
+      end[a] = begin[a] + 1;
+      item /= e;
+    }
+    for (index_t b = begin[0]; b < end[0]; ++b)
+      for (index_t h = begin[1]; h < end[1]; ++h)
+        for (index_t t = begin[2]; t < end[2]; ++t) body(b, h, t);
+  }
+};
 
 }  // namespace simd_backward
 
@@ -231,29 +281,34 @@ void attention_backward_impl(simd_t, const attention_backward_params<T, To, G>& 
   const double work = 7.0 * 2.0 * static_cast<double>(p.batch * p.hq) * static_cast<double>(p.nq) *
                       static_cast<double>(p.nk) * static_cast<double>(std::max(p.dim, p.dim_v));
 
-  // Pass 2's items: one per (batch item, head, query tile), except along the
-  // axes the bias gradient sums over, which stay inside one item.
-  const bool sum_batch = g.dbias.data && g.dbias_stride.batch == 0 && p.batch > 1;
-  const bool sum_head = g.dbias.data && g.dbias_stride.head == 0 && p.hq > 1;
-  const bool sum_query = g.dbias.data && g.dbias_stride.query == 0 && query_tiles > 1;
-  const index_t items_b = sum_batch ? 1 : p.batch, items_h = sum_head ? 1 : p.hq, items_t = sum_query ? 1 : query_tiles;
-  const index_t pass1_items = p.batch * p.hk * key_blocks, pass2_items = items_b * items_h * items_t;
-  const int workers1 = plan_threads(p.threads, pass1_items, work / 2);
-  const int workers2 = plan_threads(p.threads, pass2_items, work / 2);
+  // Pass 1's items split the keys and pass 2's the queries; with a bias
+  // gradient, the pass that keeps more items once the axes dbias sums over
+  // are folded adds it (pass 2 on a tie).
+  const bool with_bias = g.dbias.data != nullptr;
+  const bhqk_strides& ds = g.dbias_stride;
+  simd_backward::item_grid pass1{{p.batch, p.hk, key_blocks}}, pass2{{p.batch, p.hq, query_tiles}};
+  const simd_backward::item_grid pass1_bias{pass1.extent, {ds.batch == 0, ds.head == 0, ds.key == 0}},
+      pass2_bias{pass2.extent, {ds.batch == 0, ds.head == 0, ds.query == 0}};
+  const bool bias_in_pass1 = with_bias && pass1_bias.items() > pass2_bias.items();
+  const bool bias_in_pass2 = with_bias && !bias_in_pass1;
+  if (bias_in_pass1) pass1 = pass1_bias;
+  if (bias_in_pass2) pass2 = pass2_bias;
+
+  const int workers1 = plan_threads(p.threads, pass1.items(), work / 2);
+  const int workers2 = plan_threads(p.threads, pass2.items(), work / 2);
   std::vector<simd_backward::worker_tiles<Acc>> tiles;
   for (int t = 0; t < std::max(workers1, workers2); ++t) tiles.emplace_back(q_tile, kv_block, p.dim, p.dim_v);
-  parallel_for(pass1_items, workers1, [&](index_t item, int worker) {
-    const index_t block = item % key_blocks, kvh = (item / key_blocks) % p.hk, b = item / (key_blocks * p.hk);
-    simd_backward::key_block_item(g, tiles[static_cast<std::size_t>(worker)], b, kvh, block * kv_block);
-  });
-
-  parallel_for(pass2_items, workers2, [&](index_t item, int worker) {
-    const index_t t = item % items_t, h = (item / items_t) % items_h, b = item / (items_t * items_h);
+  parallel_for(pass1.items(), workers1, [&](index_t item, int worker) {
     auto& w = tiles[static_cast<std::size_t>(worker)];
-    for (index_t bb = sum_batch ? 0 : b; bb < (sum_batch ? p.batch : b + 1); ++bb)
-      for (index_t hh = sum_head ? 0 : h; hh < (sum_head ? p.hq : h + 1); ++hh)
-        for (index_t tt = sum_query ? 0 : t; tt < (sum_query ? query_tiles : t + 1); ++tt)
-          simd_backward::query_tile_item(g, w, bb, hh, tt * q_tile);
+    pass1.for_each_in(item, [&](index_t b, index_t kvh, index_t block) {
+      simd_backward::key_block_item(g, w, b, kvh, block * kv_block, bias_in_pass1);
+    });
+  });
+  parallel_for(pass2.items(), workers2, [&](index_t item, int worker) {
+    auto& w = tiles[static_cast<std::size_t>(worker)];
+    pass2.for_each_in(item, [&](index_t b, index_t h, index_t t) {
+      simd_backward::query_tile_item(g, w, b, h, t * q_tile, bias_in_pass2);
+    });
   });
 }
 
