@@ -39,6 +39,8 @@ struct attention_case {
   /// K and V held as int8 with one float scale per key and head (a
   /// quantised cache), instead of float.
   bool int8 = false;
+  /// Gemma 2's logit capping, softcap * tanh(s / softcap) (0: none).
+  float softcap = 0;
 };
 
 index_t keys_of_item(const attention_case& c, index_t b) {
@@ -57,6 +59,7 @@ std::string name_of(const attention_case& c) {
   if (c.cache == ragged::capacity) n += "_filled_to_1_16th";
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   if (c.int8) n += "_int8";
+  if (c.softcap > 0) n += "_softcap";
   return n + "/threads:" + std::to_string(c.threads);
 }
 
@@ -123,6 +126,7 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
   attention_options opts;
   opts.causal = c.causal;
   opts.threads = c.threads;
+  opts.softcap = c.softcap;
   std::vector<index_t> lengths;
   for (index_t b = 0; b < c.batch; ++b) lengths.push_back(keys_of_item(c, b));
   if (c.page_size > 0)
@@ -242,6 +246,10 @@ void register_attention_benchmarks(workload w) {
     for (index_t page : {0, 16})
       for (int t : {1, 2}) add({"simd", 4, 1, 32768, 32, 8, 128, false, t, ragged::key_lengths, page, true});
     for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, true, t, ragged::none, 0, true});
+    // Softcapped scores (Gemma 2 caps its attention logits at 50): a tanh
+    // per score on top of the arithmetic, in the prefill and the decode.
+    for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, false, t, ragged::none, 0, false, 50.0f});
+    for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, 8, 128, false, t, ragged::none, 0, false, 50.0f});
     return;
   }
   // full: the whole grid of the attention issue.

@@ -103,7 +103,8 @@ struct backward_case {
   // (reduction_tolerance,
   //  a random-walk estimate growing with sqrt(n), not a worst case):
   //  - p_j is off by p_j e_j, e_j = r(D) slope scale sum|q k| (the dot
-  //    product through softcap) + 4u (|terms| + |lse|) + 2 u_float |lse|
+  //    product through softcap) + 4u (|terms| + |lse|) + 10u |capped|
+  //    (a vectorised tanh's 4.7 ulp) + 2 u_float |lse|
   //    (the forward stored lse in float) + 8u (exp and the sums);
   //  - dp_j by r(Dv) sum|dout v_j|; delta by (r(Dv) + u_T) sum|dout out|
   //    (out was stored in T);
@@ -182,6 +183,7 @@ struct backward_case {
             const double weight_rel =
                 r(s.dim) * slope * std::abs(pd.scale) * dot_abs +
                 4 * u * (std::abs(capped) + std::abs(score - capped) + std::abs(score) + std::abs(exact_lse)) +
+                (terms.softcap > 0 ? 10 * u * std::abs(capped) : 0.0) +
                 2 * u_float * std::abs(exact_lse) + 8 * u;
             const double d_score = weight * (dp - delta);
             const double d_score_error =
@@ -190,11 +192,13 @@ struct backward_case {
             const double d_dot = d_score * slope * pd.scale;
             double d_dot_error = std::abs(pd.scale) * slope * d_score_error + 4 * u * std::abs(d_dot);
             if (terms.softcap > 0) {
-              // The slope 1 - tanh^2 inherits the capped score's error.
+              // The slope 1 - tanh^2 inherits the capped score's error, and
+              // tanh's own (up to 9.4 u of it, vectorised).
               const double th = std::tanh(x / terms.softcap);
               d_dot_error +=
                   std::abs(pd.scale * d_score) *
-                  (2 * std::abs(th) * slope * r(s.dim) * std::abs(pd.scale) * dot_abs / terms.softcap + 4 * u);
+                  (2 * std::abs(th) * slope * r(s.dim) * std::abs(pd.scale) * dot_abs / terms.softcap + 4 * u +
+                   20 * u * th * th);
             }
             for (index_t d = 0; d < s.dim; ++d) {
               dq_bound.v(b, i, h, d) += d_dot_error * std::abs(kd.v(b, j, kvh, d));

@@ -41,20 +41,12 @@ struct score_row {
     return add_terms(s, j);
   }
 
-  /// `apply` (with `slopes`: its three-argument form) on a row of scores
-  /// s[0, n) against keys j0, j0 + 1, ...: term by term over the row, so
-  /// that each loop vectorises, each score seeing the same operations in
-  /// the same order as under `apply`. Host only (the backward pass on CPUs).
-  void apply_to_keys(Acc* s, index_t j0, index_t n, Acc* slopes = nullptr) const {
-    if (softcap > Acc(0)) {
-      for (index_t c = 0; c < n; ++c) {
-        const Acc t = std::tanh(s[c] / softcap);
-        s[c] = softcap * t;
-        if (slopes) slopes[c] = Acc(1) - t * t;
-      }
-    } else if (slopes) {
-      for (index_t c = 0; c < n; ++c) slopes[c] = Acc(1);
-    }
+  /// The terms after softcap (bias, ALiBi, mask) on a row of scores s[0, n)
+  /// against keys j0, j0 + 1, ...: term by term over the row, so that each
+  /// loop vectorises, each score seeing the same operations in the same
+  /// order as under `apply`. Host only (the simd backend, which applies
+  /// softcap itself, by packets).
+  void add_terms_to_keys(Acc* s, index_t j0, index_t n) const {
     if (bias) {
       const float* row = bias + j0 * bias_key_stride;
       if (bias_key_stride == 1)
@@ -73,8 +65,8 @@ struct score_row {
   }
 
  private:
-  // The terms after softcap, which act on the capped score (`apply_to_keys`
-  // has them row by row: keep the two alike).
+  // The terms after softcap, which act on the capped score
+  // (`add_terms_to_keys` has them row by row: keep the two alike).
   STREAMATTN_HOST_DEVICE Acc add_terms(Acc s, index_t j) const {
     if (bias) s += static_cast<Acc>(bias[j * bias_key_stride]);
     if (alibi_slope != Acc(0)) {

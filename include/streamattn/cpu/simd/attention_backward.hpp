@@ -33,6 +33,7 @@
 #include "../../detail/parallel.hpp"
 #include "../../detail/score_terms.hpp"
 #include "../../detail/validate_attention.hpp"
+#include "softcap.hpp"
 
 namespace streamattn::detail {
 namespace simd_backward {
@@ -134,7 +135,8 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
   } else {
     // Final scores, -inf where hidden; the exp below then gives 0 there (and
     // is zeroed again, whatever the vectorised exp makes of -inf). Row by
-    // row over the keys the row sees, term by term (vectorised).
+    // row over the keys the row sees, term by term (vectorised): softcap
+    // exactly as the forward computed it (simd::softcap_scores), then the rest.
     for (index_t r = 0; r < rows; ++r) {
       const index_t i = i0 + r;
       const Acc row_lse = lse(r);
@@ -144,8 +146,8 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
       Acc* s = &weights(r, 0);
       std::fill(s, s + lo, neg_inf<Acc>());
       std::fill(s + hi, s + cols, neg_inf<Acc>());
-      if (terms_needed)
-        make_score_row<Acc>(p, b, h, i).apply_to_keys(s + lo, j0 + lo, hi - lo, softcap ? &slopes(r, lo) : nullptr);
+      if (softcap) simd::softcap_scores(s + lo, hi - lo, 1, static_cast<Acc>(p.softcap), &slopes(r, lo));
+      if (terms_needed) make_score_row<Acc>(p, b, h, i).add_terms_to_keys(s + lo, j0 + lo, hi - lo);
       for (index_t c = lo; c < hi; ++c) s[c] -= row_lse;  // -inf stays -inf
     }
     // Hidden pairs hold -inf; remember them before the exp.

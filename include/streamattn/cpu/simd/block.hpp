@@ -15,6 +15,7 @@
 #include "../../detail/simd_diagnostics.hpp"
 #include "micro_kernel.hpp"
 #include "plan.hpp"
+#include "softcap.hpp"
 
 STREAMATTN_SIMD_DIAGNOSTICS_BEGIN
 
@@ -99,8 +100,14 @@ struct block {
 
   void prepare_terms() const {
     if (!p.has_score_terms()) return;
-    for (index_t r = 0; r < rows; ++r) terms()[r] = make_score_row<Acc>(p, batch, head_of(r), query_of(r));
+    for (index_t r = 0; r < rows; ++r) {
+      terms()[r] = make_score_row<Acc>(p, batch, head_of(r), query_of(r));
+      terms()[r].softcap = Acc(0);  // applied by packets (`softcap_scores`, `softcap_packet`)
+    }
   }
+
+  /// Whether a score term other than softcap applies.
+  bool has_terms_after_softcap() const { return p.bias || p.mask || p.alibi_slopes; }
 
   /// K rows [first, first + n) as an (n x D) Acc matrix: the caller's
   /// memory as it is when the plan allows and the rows lie in one page (of
@@ -146,21 +153,26 @@ struct block {
     return {lo, std::clamp<index_t>(keys.end - first, lo, n)};
   }
 
-  /// The score terms (bias, ALiBi, softcap, mask) on row r's visible keys
-  /// of the chunk: s[j * step] for key first + j, the scaled dot product in,
-  /// the final score out. Nothing without score terms.
+  /// The score terms after softcap (bias, ALiBi, mask) on row r's visible
+  /// keys of the chunk: s[j * step] for key first + j, the capped score in,
+  /// the final score out. Nothing without such terms.
   void apply_terms(index_t r, index_t first, index_t n, Acc* s, index_t step) const {
-    if (!p.has_score_terms()) return;
+    if (!has_terms_after_softcap()) return;
     const key_range keys = visible_keys(r, first, n);
     const score_row<Acc>& row = terms()[r];
+    if (step == 1) return row.add_terms_to_keys(s + keys.begin, first + keys.begin, keys.end - keys.begin);
     for (index_t j = keys.begin; j < keys.end; ++j) s[j * step] = row.apply(s[j * step], first + j);
   }
 
-  /// Row r's final scores against the chunk: `apply_terms`, then
+  /// Row r's final scores against the chunk: softcap, `apply_terms`, then
   /// `hide_keys` (the decode path's rows are contiguous in keys). The
   /// range is resolved once per row, not per key: on the wide path's causal
   /// diagonal tiles the per-key test cost a quarter of a whole call's time.
   void finish_scores(index_t r, index_t first, index_t n, Acc* s, index_t step) const {
+    if (p.softcap > 0.0f) {
+      const key_range keys = visible_keys(r, first, n);
+      softcap_scores(s + keys.begin * step, keys.end - keys.begin, step, static_cast<Acc>(p.softcap));
+    }
     apply_terms(r, first, n, s, step);
     hide_keys(r, first, n, s, step);
   }

@@ -106,6 +106,18 @@ void run_wide_block(const block<Acc, T, Tout, Tkv>& blk) {
 
     gemm_tiles<Acc>(n, blk.k_rows(first, n), qt, s, nullptr, false, panel_keys);
 
+    if (p.softcap > 0.0f) {
+      // Softcap a packet of queries at a time (the other terms differ per
+      // row and go row by row).
+      const P cap = ei::pset1<P>(static_cast<Acc>(p.softcap));
+      for (index_t c = 0; c < cols; c += W) {
+        Acc* column = s.at(0, c);
+        const index_t step = s.panel_width(c);
+        const key_range span = panel_keys(c, n);
+        for (index_t j = span.begin; j < span.end; ++j)
+          ei::pstoreu(column + j * step, softcap_packet(ei::ploadu<P>(column + j * step), cap));
+      }
+    }
     for (index_t r = 0; r < blk.rows; ++r) blk.apply_terms(r, first, n, s.at(0, r), s.panel_width(r));
     if (masked) hide_keys_outside_ranges(blk, s, first, panel_keys);
 
