@@ -227,7 +227,8 @@ void query_tile_item(const attention_backward_params<T, To, G>& g, worker_tiles<
   const index_t kvh = p.kv_head_of(h);
   const visibility visible = p.visible_in(b);
   const key_range seen = visible.keys_of_rows(i0, i0 + rows - 1);
-  for (index_t j0 = seen.begin - seen.begin % w.kv_block; j0 < seen.end; j0 += w.kv_block) {
+  const index_t first_block = seen.empty() ? seen.end : seen.begin - seen.begin % w.kv_block;
+  for (index_t j0 = first_block; j0 < seen.end; j0 += w.kv_block) {
     const index_t cols = keys_of_block(visible, j0, w.kv_block);
     load_rows(w.k.data(), p.key_head(p.k, p.k_stride, b, kvh), p.k_stride, j0, cols, p.dim);
     load_rows(w.v.data(), p.key_head(p.v, p.v_stride, b, kvh), p.v_stride, j0, cols, p.dim_v);

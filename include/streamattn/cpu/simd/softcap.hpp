@@ -42,10 +42,10 @@ EIGEN_ALWAYS_INLINE P softcap_packet(const P& s, const P& cap) {
 }
 
 /// `softcap_packet` on n scores s[0], s[step], ..., and with `slopes`
-/// (contiguous) each one's d/ds, 1 - tanh^2. Whole packets, then the tail through one padded
-/// packet: a score's value never depends on where in a row it falls, so the
-/// backward pass, whose tiles start elsewhere, recomputes the forward's
-/// scores exactly.
+/// (contiguous) each one's d/ds, 1 - tanh^2. Whole packets, then the tail
+/// through one padded packet: a score's value never depends on where in a
+/// row it falls, so the backward pass, whose tiles start elsewhere,
+/// recomputes the forward's scores exactly.
 template <class Acc>
 void softcap_scores(Acc* s, index_t n, index_t step, Acc softcap, Acc* slopes = nullptr) {
   using P = packet<Acc>;
