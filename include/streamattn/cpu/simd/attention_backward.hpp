@@ -146,7 +146,7 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
       Acc* s = &weights(r, 0);
       std::fill(s, s + lo, neg_inf<Acc>());
       std::fill(s + hi, s + cols, neg_inf<Acc>());
-      if (softcap) simd::softcap_scores(s + lo, hi - lo, 1, static_cast<Acc>(p.softcap), &slopes(r, lo));
+      if (softcap) simd::softcap_scores(s + lo, hi - lo, static_cast<Acc>(p.softcap), &slopes(r, lo));
       if (terms_needed) make_score_row<Acc>(p, b, h, i).add_terms_to_keys(s + lo, j0 + lo, hi - lo);
       for (index_t c = lo; c < hi; ++c) s[c] -= row_lse;  // -inf stays -inf
     }

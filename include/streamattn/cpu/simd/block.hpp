@@ -164,17 +164,16 @@ struct block {
     for (index_t j = keys.begin; j < keys.end; ++j) s[j * step] = row.apply(s[j * step], first + j);
   }
 
-  /// Row r's final scores against the chunk: softcap, `apply_terms`, then
-  /// `hide_keys` (the decode path's rows are contiguous in keys). The
-  /// range is resolved once per row, not per key: on the wide path's causal
-  /// diagonal tiles the per-key test cost a quarter of a whole call's time.
-  void finish_scores(index_t r, index_t first, index_t n, Acc* s, index_t step) const {
-    if (p.softcap > 0.0f) {
-      const key_range keys = visible_keys(r, first, n);
-      softcap_scores(s + keys.begin * step, keys.end - keys.begin, step, static_cast<Acc>(p.softcap));
-    }
-    apply_terms(r, first, n, s, step);
-    hide_keys(r, first, n, s, step);
+  /// Row r's final scores against the chunk, s[j] for key first + j (the
+  /// decode path's rows are contiguous in keys): softcap, `apply_terms`,
+  /// then `hide_keys`. The range is resolved once per row, not per key: on
+  /// the wide path's causal diagonal tiles the per-key test cost a quarter
+  /// of a whole call's time.
+  void finish_scores(index_t r, index_t first, index_t n, Acc* s) const {
+    const key_range keys = visible_keys(r, first, n);
+    if (p.softcap > 0.0f) softcap_scores(s + keys.begin, keys.end - keys.begin, static_cast<Acc>(p.softcap));
+    apply_terms(r, first, n, s, 1);
+    hide_keys(r, first, n, s, 1);
   }
 
   /// -inf for the keys of the chunk that row r may not see.

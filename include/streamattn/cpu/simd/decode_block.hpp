@@ -186,7 +186,7 @@ void decode_softmax(const block<Acc, T, Tout, Tkv>& blk, index_t first, index_t 
   Acc* row_sum = blk.row_sum();
   Acc* rescale = blk.rescale();
   if (blk.needs_element_pass(first, n)) {
-    for (int r = 0; r < R; ++r) blk.finish_scores(r, first, n, s + r * ld, 1);
+    for (int r = 0; r < R; ++r) blk.finish_scores(r, first, n, s + r * ld);
   }
   for (int r = 0; r < R; ++r) {
     Acc* sr = s + r * ld;

@@ -35,47 +35,40 @@ EIGEN_ALWAYS_INLINE P tanh_packet(const P& x) {
   }
 }
 
-/// softcap * tanh(s / softcap) on one packet of scores.
+/// softcap * tanh(s / softcap) on one packet of scores; the tanh too, in
+/// `tanh_out`, for the backward pass's slopes.
 template <class P>
-EIGEN_ALWAYS_INLINE P softcap_packet(const P& s, const P& cap) {
-  return ei::pmul(cap, tanh_packet(ei::pdiv(s, cap)));
+EIGEN_ALWAYS_INLINE P softcap_packet(const P& s, const P& cap, P* tanh_out = nullptr) {
+  const P t = tanh_packet(ei::pdiv(s, cap));
+  if (tanh_out) *tanh_out = t;
+  return ei::pmul(cap, t);
 }
 
-/// `softcap_packet` on n scores s[0], s[step], ..., and with `slopes`
-/// (contiguous) each one's d/ds, 1 - tanh^2. Whole packets, then the tail
-/// through one padded packet: a score's value never depends on where in a
-/// row it falls, so the backward pass, whose tiles start elsewhere,
-/// recomputes the forward's scores exactly.
+/// `softcap_packet` on a row of n scores s[0, n), and with `slopes` each
+/// one's d/ds, 1 - tanh^2. Whole packets, then the tail through one padded
+/// packet: a score's value never depends on where in a row it falls, so the
+/// backward pass, whose tiles start elsewhere, recomputes the forward's
+/// scores exactly.
 template <class Acc>
-void softcap_scores(Acc* s, index_t n, index_t step, Acc softcap, Acc* slopes = nullptr) {
+void softcap_scores(Acc* s, index_t n, Acc softcap, Acc* slopes = nullptr) {
   using P = packet<Acc>;
   constexpr index_t W = packet_size<Acc>;
   const P cap = ei::pset1<P>(softcap), one = ei::pset1<P>(Acc(1));
-  Acc lanes[W];
-  for (index_t j0 = 0; j0 < n; j0 += W) {
-    const index_t count = std::min(W, n - j0);
-    const bool direct = step == 1 && count == W;
-    if (!direct)
-      for (index_t l = 0; l < W; ++l) lanes[l] = l < count ? s[(j0 + l) * step] : Acc(0);
-    // softcap_packet's operations, keeping tanh for the slope.
-    const P t = tanh_packet(ei::pdiv(direct ? ei::ploadu<P>(s + j0) : ei::ploadu<P>(lanes), cap));
-    const P capped = ei::pmul(cap, t);
-    if (slopes) {
-      const P slope = ei::psub(one, ei::pmul(t, t));
-      if (count == W) {
-        ei::pstoreu(slopes + j0, slope);
-      } else {
-        Acc lane_slopes[W];
-        ei::pstoreu(lane_slopes, slope);
-        std::copy(lane_slopes, lane_slopes + count, slopes + j0);
-      }
-    }
-    if (direct) {
-      ei::pstoreu(s + j0, capped);
-    } else {
-      ei::pstoreu(lanes, capped);
-      for (index_t l = 0; l < count; ++l) s[(j0 + l) * step] = lanes[l];
-    }
+  P t;
+  index_t j0 = 0;
+  for (; j0 + W <= n; j0 += W) {
+    ei::pstoreu(s + j0, softcap_packet(ei::ploadu<P>(s + j0), cap, &t));
+    if (slopes) ei::pstoreu(slopes + j0, ei::psub(one, ei::pmul(t, t)));
+  }
+  if (j0 == n) return;
+  const index_t count = n - j0;
+  Acc lanes[W] = {}, lane_slopes[W];
+  std::copy(s + j0, s + n, lanes);
+  ei::pstoreu(lanes, softcap_packet(ei::ploadu<P>(lanes), cap, &t));
+  std::copy(lanes, lanes + count, s + j0);
+  if (slopes) {
+    ei::pstoreu(lane_slopes, ei::psub(one, ei::pmul(t, t)));
+    std::copy(lane_slopes, lane_slopes + count, slopes + j0);
   }
 }
 
