@@ -41,6 +41,10 @@ struct attention_case {
   bool int8 = false;
   /// Gemma 2's logit capping, softcap * tanh(s / softcap) (0: none).
   float softcap = 0;
+  /// A score term beyond the product: an additive (1, 1, Nq, Nk) bias (a
+  /// relative-position table shared by the heads), ALiBi slopes, or a
+  /// (1, 1, Nq, Nk) keep-mask (64 x 64 blocks in a checkerboard).
+  enum term_kind { no_term, bias, alibi, mask } term = no_term;
 };
 
 index_t keys_of_item(const attention_case& c, index_t b) {
@@ -60,6 +64,9 @@ std::string name_of(const attention_case& c) {
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   if (c.int8) n += "_int8";
   if (c.softcap > 0) n += "_softcap";
+  if (c.term == attention_case::bias) n += "_bias";
+  if (c.term == attention_case::alibi) n += "_alibi";
+  if (c.term == attention_case::mask) n += "_mask";
   return n + "/threads:" + std::to_string(c.threads);
 }
 
@@ -141,6 +148,25 @@ void run_attention(benchmark::State& state, const Backend& backend, attention_ca
       for (index_t j = 0; j < c.nk; ++j) keep[static_cast<std::size_t>(b * c.nk + j)] = j < n;
     }
     opts.mask = view<const bool, 4>{keep.get(), {c.batch, 1, 1, c.nk}, {c.nk, 0, 0, 1}};
+  }
+  std::vector<float> bias, slopes;
+  if (c.term == attention_case::bias) {
+    bias = fill(c.nq * c.nk);
+    opts.bias = view<const float, 4>{bias.data(), {1, 1, c.nq, c.nk}, {0, 0, c.nk, 1}};
+  }
+  if (c.term == attention_case::alibi) {
+    // The ALiBi paper's slopes: 2^(-8 h / H).
+    for (index_t h = 0; h < c.hq; ++h)
+      slopes.push_back(std::exp2(-8.0f * static_cast<float>(h + 1) / static_cast<float>(c.hq)));
+    opts.alibi_slopes = view<const float, 1>{slopes.data(), {c.hq}, {1}};
+  }
+  if (c.term == attention_case::mask) {
+    // Keep-mask of 64 x 64 blocks in a checkerboard, the diagonal's kept so
+    // that no row is empty.
+    keep.reset(new bool[static_cast<std::size_t>(c.nq * c.nk)]);
+    for (index_t i = 0; i < c.nq; ++i)
+      for (index_t j = 0; j < c.nk; ++j) keep[static_cast<std::size_t>(i * c.nk + j)] = (i / 64 + j / 64) % 2 == 0;
+    opts.mask = view<const bool, 4>{keep.get(), {1, 1, c.nq, c.nk}, {0, 0, c.nk, 1}};
   }
 
   const index_t kv_batch = c.page_size > 0 ? pages : c.batch, kv_rows = c.page_size > 0 ? page : c.nk;
@@ -250,6 +276,10 @@ void register_attention_benchmarks(workload w) {
     // per score on top of the arithmetic, in the prefill and the decode.
     for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, false, t, ragged::none, 0, false, 50.0f});
     for (int t : {1, 2}) add({"simd", 1, 1, 32768, 32, 8, 128, false, t, ragged::none, 0, false, 50.0f});
+    // The other score terms in a prefill: each costs a pass over the scores
+    // on top of the arithmetic (the bias also reads 64 MiB per head).
+    for (auto term : {attention_case::bias, attention_case::alibi, attention_case::mask})
+      for (int t : {1, 2}) add({"simd", 1, 4096, 4096, 8, 8, 64, false, t, ragged::none, 0, false, 0.0f, term});
     return;
   }
   // full: the whole grid of the attention issue.
