@@ -1,6 +1,7 @@
 // Properties of the simd backend beyond matching the oracle: bitwise identical
 // results for every thread count, no heap allocation with a caller-provided
-// workspace, the split-KV merge, and the Eigen and default-backend overloads.
+// workspace, the split-KV merge, the Eigen and default-backend overloads, and
+// the row-wise score terms against the score-by-score ones.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -199,6 +200,29 @@ TEST(SimdProperties, EigenOverloadMatchesTheViewCall) {
     for (index_t d = 0; d < 12; ++d) EXPECT_EQ(out(i, d), viewed.out.v(0, i, 0, d));
   const auto by_default = attention(q, k, v, p.opts);
   EXPECT_EQ((by_default - out).cwiseAbs().maxCoeff(), 0.0f);
+}
+
+TEST(SimdProperties, RowTermsKeepAlibiDistancesExactFarFromTheDiagonal) {
+  // The simd paths apply ALiBi a row of keys at a time, computing distances
+  // in float where every integer involved stays below 2^24 and in 64-bit
+  // integers past that; key by key (`apply`) they are always integers. With
+  // a slope of 1 on zero scores each result is -distance, rounded once, so
+  // the two must agree exactly: a float distance beyond 2^24 would round
+  // twice and differ (from diagonal 2^24 + 3, key 1 gives 2^24 + 4, not + 2).
+  detail::score_row<float> row;
+  row.alibi_slope = 1.0f;
+  const index_t far = index_t(1) << 24;
+  for (index_t diagonal : {index_t(0), index_t(40), far, far + 3, index_t(5) << 30}) {
+    for (index_t j0 : {index_t(0), index_t(7), diagonal - 20, diagonal - 3, diagonal + 5}) {
+      if (j0 < 0) continue;
+      row.diagonal = diagonal;
+      std::vector<float> s(37, 0.0f);
+      row.add_terms_to_keys(s.data(), j0, 37);
+      for (index_t c = 0; c < 37; ++c)
+        EXPECT_EQ(s[static_cast<std::size_t>(c)], row.apply(0.0f, j0 + c))
+            << "diagonal=" << diagonal << " key=" << j0 + c;
+    }
+  }
 }
 
 }  // namespace

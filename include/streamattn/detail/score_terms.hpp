@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 
 #include "../config.hpp"
 #include "attention_params.hpp"
@@ -54,14 +55,37 @@ struct score_row {
       else
         for (index_t c = 0; c < n; ++c) s[c] += static_cast<Acc>(row[c * bias_key_stride]);
     }
-    if (alibi_slope != Acc(0))
-      for (index_t c = 0; c < n; ++c) {
-        const index_t j = j0 + c, distance = diagonal > j ? diagonal - j : j - diagonal;
-        s[c] -= alibi_slope * static_cast<Acc>(distance);
+    if (alibi_slope != Acc(0)) {
+      // The distance |diagonal - j0 - c| in Acc arithmetic: exact while every
+      // integer involved is below 2^digits, and then the loop vectorises
+      // (64-bit integers convert to floats one at a time before AVX-512).
+      const index_t d0 = diagonal - j0;
+      if ((d0 < 0 ? -d0 : d0) + n <= (index_t(1) << std::numeric_limits<Acc>::digits)) {
+        const Acc base = static_cast<Acc>(d0);
+        for (int c = 0; c < static_cast<int>(n); ++c) s[c] -= alibi_slope * std::abs(base - static_cast<Acc>(c));
+      } else {
+        for (index_t c = 0; c < n; ++c) {
+          const index_t j = j0 + c, distance = diagonal > j ? diagonal - j : j - diagonal;
+          s[c] -= alibi_slope * static_cast<Acc>(distance);
+        }
       }
-    if (mask)
-      for (index_t c = 0; c < n; ++c)
-        if (!mask[(j0 + c) * mask_key_stride]) s[c] = neg_inf<Acc>();
+    }
+    if (mask) {
+      // A select, reading the flags as bytes: GCC vectorises neither a
+      // branch nor a load of bool.
+      const auto* keep = reinterpret_cast<const unsigned char*>(mask + j0 * mask_key_stride);
+      const Acc hidden = neg_inf<Acc>();
+      if (mask_key_stride == 1)
+        for (index_t c = 0; c < n; ++c) {
+          const Acc v = s[c];
+          s[c] = keep[c] != 0 ? v : hidden;
+        }
+      else
+        for (index_t c = 0; c < n; ++c) {
+          const Acc v = s[c];
+          s[c] = keep[c * mask_key_stride] != 0 ? v : hidden;
+        }
+    }
   }
 
  private:

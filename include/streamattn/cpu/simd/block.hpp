@@ -153,26 +153,16 @@ struct block {
     return {lo, std::clamp<index_t>(keys.end - first, lo, n)};
   }
 
-  /// The score terms after softcap (bias, ALiBi, mask) on row r's visible
-  /// keys of the chunk: s[j * step] for key first + j, the capped score in,
-  /// the final score out. Nothing without such terms.
-  void apply_terms(index_t r, index_t first, index_t n, Acc* s, index_t step) const {
-    if (!has_terms_after_softcap()) return;
-    const key_range keys = visible_keys(r, first, n);
-    const score_row<Acc>& row = terms()[r];
-    if (step == 1) return row.add_terms_to_keys(s + keys.begin, first + keys.begin, keys.end - keys.begin);
-    for (index_t j = keys.begin; j < keys.end; ++j) s[j * step] = row.apply(s[j * step], first + j);
-  }
-
   /// Row r's final scores against the chunk, s[j] for key first + j (the
-  /// decode path's rows are contiguous in keys): softcap, `apply_terms`,
-  /// then `hide_keys`. The range is resolved once per row, not per key: on
-  /// the wide path's causal diagonal tiles the per-key test cost a quarter
-  /// of a whole call's time.
+  /// decode path's rows are contiguous in keys): softcap, the terms after it
+  /// (bias, ALiBi, mask), then `hide_keys`, over the row's visible keys. The
+  /// range is resolved once per row, not per key: on the wide path's causal
+  /// diagonal tiles the per-key test cost a quarter of a whole call's time.
   void finish_scores(index_t r, index_t first, index_t n, Acc* s) const {
     const key_range keys = visible_keys(r, first, n);
     if (p.softcap > 0.0f) softcap_scores(s + keys.begin, keys.end - keys.begin, static_cast<Acc>(p.softcap));
-    apply_terms(r, first, n, s, 1);
+    if (has_terms_after_softcap())
+      terms()[r].add_terms_to_keys(s + keys.begin, first + keys.begin, keys.end - keys.begin);
     hide_keys(r, first, n, s, 1);
   }
 

@@ -228,6 +228,29 @@ EIGEN_STRONG_INLINE void keep_in_register(P& v) {
 #endif
 }
 
+/// Transposes in place the W x W tile held as W packets (packet i: row i),
+/// with Eigen's in-register transpose; nothing for scalar "packets".
+/// GCC warns that a vector type's attributes are ignored when it is a
+/// template argument (PacketBlock's), which is harmless here as it is in
+/// Eigen's own code: the warning is silenced around this function alone.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+template <class P>
+EIGEN_STRONG_INLINE void transpose_packets(P* rows) {
+  constexpr int W = ei::unpacket_traits<P>::size;
+  if constexpr (W > 1) {
+    ei::PacketBlock<P, W> tile;
+    for (int i = 0; i < W; ++i) tile.packet[i] = rows[i];
+    ei::ptranspose(tile);
+    for (int i = 0; i < W; ++i) rows[i] = tile.packet[i];
+  }
+}
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
 /// Asks for the cache line holding `p` (a hint; free where the compiler has
 /// no prefetch builtin).
 EIGEN_STRONG_INLINE void prefetch_line(const void* p) {
