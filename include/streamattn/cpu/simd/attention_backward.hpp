@@ -109,6 +109,31 @@ void load_query_tile(const attention_backward_params<T, To, G>& g, worker_tiles<
   }
 }
 
+/// Weights from a row's final scores: e^(s - lse) for s[0, n) in place,
+/// exactly 0 where a score is -inf (a key a term hid; Eigen's exp clamps its
+/// argument and would leave a tiny weight there). Whole packets, the tail
+/// through one padded packet, so that a weight never depends on where its key
+/// falls in a tile. One pass: the subtraction, the exp and the hiding were
+/// three passes over the tile.
+template <class Acc>
+void weights_from_scores(Acc* s, index_t n, Acc lse) {
+  namespace ei = Eigen::internal;
+  using P = simd::packet<Acc>;
+  constexpr index_t W = simd::packet_size<Acc>;
+  const P row_lse = ei::pset1<P>(lse), lowest = ei::pset1<P>(Acc(-1000)), minus_inf = ei::pset1<P>(neg_inf<Acc>());
+  const auto weight = [&](const P& score) {
+    const P x = ei::psub(score, row_lse);  // -inf stays -inf (lse is finite)
+    return ei::pandnot(ei::pexp(ei::pmax(x, lowest)), ei::pcmp_eq(x, minus_inf));
+  };
+  index_t j = 0;
+  for (; j + W <= n; j += W) ei::pstoreu(s + j, weight(ei::ploadu<P>(s + j)));
+  if (j == n) return;
+  Acc lanes[W] = {};
+  std::copy(s + j, s + n, lanes);
+  ei::pstoreu(lanes, weight(ei::ploadu<P>(lanes)));
+  std::copy(lanes, lanes + (n - j), s + j);
+}
+
 /// For the loaded query tile (rows i0..) and key block (keys j0..): the
 /// weights P and dL/d(q.k) of every pair, 0 where a key is hidden; adds the
 /// score gradients into the bias gradient when `with_bias` (in one of the
@@ -126,34 +151,22 @@ void pair_gradients(const attention_backward_params<T, To, G>& g, worker_tiles<A
   weights.noalias() = q * k.transpose();
   weights *= static_cast<Acc>(p.scale);
   const column<Acc> lse(w.lse.data(), rows);
-  if (!terms_needed && visible.tile_fully_visible(i0, i0 + rows - 1, j0, j0 + cols) &&
-      (lse.array() != neg_inf<Acc>()).all()) {
-    // Every pair visible and plainly scored (most tiles of most calls): one
-    // vectorised pass. Row by row: Eigen evaluates a broadcast of a column
-    // across a row-major tile one scalar (and one scalar expf) at a time.
-    for (index_t r = 0; r < rows; ++r) weights.row(r).array() = (weights.row(r).array() - lse(r)).exp();
-  } else {
-    // Final scores, -inf where hidden; the exp below then gives 0 there (and
-    // is zeroed again, whatever the vectorised exp makes of -inf). Row by
-    // row over the keys the row sees, term by term (vectorised): softcap
-    // exactly as the forward computed it (simd::softcap_scores), then the rest.
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t i = i0 + r;
-      const Acc row_lse = lse(r);
-      const key_range keys = visible.keys_of(i);
-      const index_t lo = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.begin - j0, 0, cols);
-      const index_t hi = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.end - j0, lo, cols);
-      Acc* s = &weights(r, 0);
-      std::fill(s, s + lo, neg_inf<Acc>());
-      std::fill(s + hi, s + cols, neg_inf<Acc>());
-      if (softcap) simd::softcap_scores(s + lo, hi - lo, static_cast<Acc>(p.softcap), &slopes(r, lo));
-      if (terms_needed) make_score_row<Acc>(p, b, h, i).add_terms_to_keys(s + lo, j0 + lo, hi - lo);
-      for (index_t c = lo; c < hi; ++c) s[c] -= row_lse;  // -inf stays -inf
-    }
-    // Hidden pairs hold -inf; remember them before the exp.
-    d_dot.array() = (weights.array() == neg_inf<Acc>()).template cast<Acc>();
-    weights = weights.array().max(Acc(-1000)).exp().matrix();
-    weights.array() *= (Acc(1) - d_dot.array());
+  // Row by row over the keys each row sees (a row with no visible key has
+  // lse = -inf and sees none): softcap exactly as the forward computed it
+  // (simd::softcap_scores), then the other terms (a mask's hidden keys
+  // become -inf), then the weights; 0 for the keys the row does not see.
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t i = i0 + r;
+    const Acc row_lse = lse(r);
+    const key_range keys = visible.keys_of(i);
+    const index_t lo = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.begin - j0, 0, cols);
+    const index_t hi = row_lse == neg_inf<Acc>() ? cols : std::clamp<index_t>(keys.end - j0, lo, cols);
+    Acc* s = &weights(r, 0);
+    std::fill(s, s + lo, Acc(0));
+    std::fill(s + hi, s + cols, Acc(0));
+    if (softcap) simd::softcap_scores(s + lo, hi - lo, static_cast<Acc>(p.softcap), &slopes(r, lo));
+    if (terms_needed) make_score_row<Acc>(p, b, h, i).add_terms_to_keys(s + lo, j0 + lo, hi - lo);
+    weights_from_scores(s + lo, hi - lo, row_lse);
   }
 
   d_dot.noalias() = dout * v.transpose();  // dP
