@@ -118,6 +118,40 @@ TYPED_TEST(Attention, DecodeSweepsAcrossHeads) {
   }
 }
 
+// Keep-masks that hide whole key chunks from every row of a block: a padded
+// batch's padding (a (B, 1, 1, Nk) mask; item b keeps its first L_b keys,
+// one item none) and a causal pattern passed as a (B, H, Nq, Nk) mask, its
+// diagonal moved 20 keys left per head below the last (so that a chunk one
+// head hides another may not, within a decode item's heads too). The
+// simd backend skips such chunks without reading their K/V, which must not
+// change the result. Small chunks make many of them, on the wide path and
+// the decode path (Nq = 1, grouped heads).
+TYPED_TEST(Attention, KeepMasksHidingWholeChunks) {
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  for (const shape& s : {shape{3, 50, 130, 2, 1, 16, 12}, shape{3, 1, 130, 8, 2, 32, 16}}) {
+    problem<T> padded(s, options_named("mask_broadcast"), rng);
+    const index_t kept[3] = {s.nk, 37, 0};
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t j = 0; j < s.nk; ++j) padded.mask[static_cast<std::size_t>(b * s.nk + j)] = j < kept[b];
+    problem<T> causal(s, options_named("mask"), rng);
+    for (index_t row = 0; row < s.batch * s.hq * s.nq; ++row)
+      for (index_t j = 0; j < s.nk; ++j)
+        causal.mask[static_cast<std::size_t>(row * s.nk + j)] =
+            j + 20 * (s.hq - 1 - row / s.nq % s.hq) <= row % s.nq + s.nk - s.nq;
+    for (const problem<T>* p : {&padded, &causal}) {
+      const auto o = make_oracle(*p);
+      for (index_t kc : {0, 8, 16}) {
+        attention_options opts = p->opts;
+        opts.kv_chunk = kc;
+        expect_matches(*p, o, run<T>(backend, *p, opts),
+                       std::string(p == &padded ? "padding" : "causal") + " mask, kv_chunk=" + std::to_string(kc));
+      }
+    }
+  }
+}
+
 TYPED_TEST(Attention, ExtremeLogitsStayFinite) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;

@@ -106,6 +106,27 @@ struct block {
     }
   }
 
+  /// Whether the keep-mask hides every key of [first, first + n) from every
+  /// row of the block: the chunk then changes nothing (its weights are all
+  /// 0 and the running max stays), so a caller skips it without reading its
+  /// K/V. A padded batch's padding and a causal pattern passed as a mask
+  /// come out as such chunks. Rows sharing a mask row (a broadcast mask)
+  /// are checked once.
+  bool mask_hides_chunk(index_t first, index_t n) const {
+    if (!p.mask) return false;
+    const bool* checked = nullptr;
+    for (index_t r = 0; r < rows; ++r) {
+      const score_row<Acc>& row = terms()[r];
+      if (row.mask == checked) continue;
+      checked = row.mask;
+      const auto* keep = reinterpret_cast<const unsigned char*>(row.mask + first * row.mask_key_stride);
+      unsigned char any = 0;  // an OR over the bytes, which vectorises
+      for (index_t j = 0; j < n; ++j) any |= keep[j * row.mask_key_stride];
+      if (any) return false;
+    }
+    return true;
+  }
+
   /// Whether a score term other than softcap applies.
   bool has_terms_after_softcap() const { return p.bias || p.mask || p.alibi_slopes; }
 

@@ -271,8 +271,12 @@ void run_decode_block_rows(const block<Acc, T, Tout, Tkv>& item) {
   }
 
   const key_range keys = item.keys();  // the same for every head
-  for (index_t first = keys.begin; first < keys.end; first += item.plan.kv_chunk)
-    decode_chunk<Acc, R>(item, first, std::min(item.plan.kv_chunk, keys.end - first));
+  for (index_t first = keys.begin; first < keys.end; first += item.plan.kv_chunk) {
+    const index_t n = std::min(item.plan.kv_chunk, keys.end - first);
+    bool hidden = true;  // from every row of every head (see `mask_hides_chunk`)
+    for (index_t h = 0; h < heads && hidden; ++h) hidden = item.for_kv_head(item.kv_head + h).mask_hides_chunk(first, n);
+    if (!hidden) decode_chunk<Acc, R>(item, first, n);
+  }
 
   for (index_t h = 0; h < heads; ++h) {
     const auto blk = item.for_kv_head(item.kv_head + h);

@@ -137,6 +137,7 @@ void run_wide_block(const block<Acc, T, Tout, Tkv>& blk) {
   const key_range keys = blk.keys();
   for (index_t first = keys.begin; first < keys.end; first += blk.plan.kv_chunk) {
     const index_t n = std::min(blk.plan.kv_chunk, keys.end - first);
+    if (blk.mask_hides_chunk(first, n)) continue;
     const panels<Acc> s{s_data, n, cols};
 
     // On a tile that the causal diagonal or a window edge crosses, each
