@@ -125,12 +125,13 @@ TYPED_TEST(Attention, DecodeSweepsAcrossHeads) {
 // head hides another may not, within a decode item's heads too). The
 // simd backend skips such chunks without reading their K/V, which must not
 // change the result. Small chunks make many of them, on the wide path and
-// the decode path (Nq = 1, grouped heads).
+// the decode path (Nq = 1, grouped heads), and whole split-KV segments of a
+// long decode.
 TYPED_TEST(Attention, KeepMasksHidingWholeChunks) {
   using T = typename TypeParam::type;
   const typename TypeParam::backend backend;
   auto rng = test_rng();
-  for (const shape& s : {shape{3, 50, 130, 2, 1, 16, 12}, shape{3, 1, 130, 8, 2, 32, 16}}) {
+  for (const shape& s : {shape{3, 50, 130, 2, 1, 16, 12}, shape{3, 1, 130, 8, 2, 32, 16}, shape{3, 1, 2500, 4, 1, 32, 16}}) {
     problem<T> padded(s, options_named("mask_broadcast"), rng);
     const index_t kept[3] = {s.nk, 37, 0};
     for (index_t b = 0; b < s.batch; ++b)
