@@ -88,6 +88,16 @@ struct score_row {
     }
   }
 
+  /// Whether the mask keeps any of keys j0 .. j0 + n - 1 (the flags read as
+  /// bytes, as above; an OR over them, which vectorises). True without a mask.
+  bool keeps_any_key(index_t j0, index_t n) const {
+    if (!mask) return true;
+    const auto* keep = reinterpret_cast<const unsigned char*>(mask + j0 * mask_key_stride);
+    unsigned char any = 0;
+    for (index_t c = 0; c < n; ++c) any |= keep[c * mask_key_stride];
+    return any != 0;
+  }
+
  private:
   // The terms after softcap, which act on the capped score
   // (`add_terms_to_keys` has them row by row: keep the two alike).

@@ -119,10 +119,7 @@ struct block {
       const score_row<Acc>& row = terms()[r];
       if (row.mask == checked) continue;
       checked = row.mask;
-      const auto* keep = reinterpret_cast<const unsigned char*>(row.mask + first * row.mask_key_stride);
-      unsigned char any = 0;  // an OR over the bytes, which vectorises
-      for (index_t j = 0; j < n; ++j) any |= keep[j * row.mask_key_stride];
-      if (any) return false;
+      if (row.keeps_any_key(first, n)) return false;
     }
     return true;
   }
