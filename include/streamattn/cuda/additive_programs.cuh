@@ -121,8 +121,7 @@ struct additive_block {
     const index_t pitch = a.smem.pitch;
     score_tokens(team, tile, pitch, mult, mult_pitch, w, s, a.scale, keeps(), a.mask.exclude, n, weights());
     if (pool_scaled)
-      team.for_each(n * s.dim, [&](index_t i) {
-        const index_t t = i / s.dim, f = i % s.dim;
+      team.for_each_pair(n, s.dim, [&](index_t t, index_t f) {
         tile[t * pitch + f] *= mult[t * mult_pitch + f];
       });
     scan_heads(team, weights(), rescales(), prefix != nullptr ? sums() : nullptr, keeps(), state, s.heads, n);
@@ -146,20 +145,15 @@ struct additive_block {
       return load_as<Acc>(a.v.row(b, t0 + t) + f * a.v.feature_stride) * kbar[t * kbar_pitch + f];
     };
     if (!a.has_transform()) {
-      team.for_each(n * dim, [&](index_t i) {
-        const index_t t = i / dim, f = i % dim;
-        store_as(a.out, a.out_offset(b, t0 + t, f), a.out_kind, u_of(t, f));
+      team.copy_pairs<tile_copy_batch>(n, dim, u_of, [&](index_t t, index_t f, Acc u) {
+        store_as(a.out, a.out_offset(b, t0 + t, f), a.out_kind, u);
       });
       return;
     }
-    team.for_each(n * dim, [&](index_t i) {
-      const index_t t = i / dim, f = i % dim;
-      staging[t * pitch + f] = u_of(t, f);
-    });
+    team.copy_pairs<tile_copy_batch>(n, dim, u_of, [&](index_t t, index_t f, Acc u) { staging[t * pitch + f] = u; });
     // t varies fastest: a warp reads one row of W_t (a broadcast) and
     // distinct rows of U.
-    team.for_each(n * dim, [&](index_t i) {
-      const index_t o = i / n, t = i % n;
+    team.for_each_pair(dim, n, [&](index_t o, index_t t) {
       Acc y = a.transform_bias != nullptr ? a.transform_bias[o * a.transform_bias_stride] : Acc(0);
       const Acc* w_row = a.transform + o * a.transform_row_stride;
       const Acc* u = staging + t * pitch;
@@ -207,19 +201,63 @@ struct additive_block {
   }
 
   /// combine_queries / combine_keys: q̄ or k̄ of sequence b (and the output
-  /// of additive_pool).
+  /// of additive_pool): the chunk states merged all at once rather than one
+  /// after another (the merge is associative, and a chain of a few hundred
+  /// merges, two barriers each, left one block busy for longer than a whole
+  /// pass over the tokens took). Per head the common max and the sum, then
+  /// per feature the accumulators, each chunk scaled by e^(m_c - M).
+  ///
+  /// The additive-mask bookkeeping of merge_head, applied to all chunks at
+  /// once: when any chunk saw a kept token, the chunks that saw none move to
+  /// the common scale (m_c + penalty); chunks with nothing summed add
+  /// nothing.
   STREAMATTN_HOST_DEVICE void combine(index_t b, bool keys) const {
-    const state_ref<Acc> state = first_state();
-    set_empty(state);
-    for (index_t c = 0; c < a.chunks; ++c) merge_into(state, chunk_state(keys ? a.key_totals : a.query_totals, b, c));
+    const index_t region = keys ? a.key_totals : a.query_totals;
+    const index_t heads = shape().heads, chunks = a.chunks;
+    Acc* const common_max = factors();
+    Acc* const common_sum = factors() + heads;
+    Acc* const maxima_shift = factors() + 2 * heads;  // 1: some chunk saw a kept token
+    auto state_of = [&](index_t c) { return state_ref<Acc>{chunk_state(region, b, c), a.smem.state()}; };
+    team.for_each(heads, [&](index_t h) {
+      bool any_kept = false;
+      for (index_t c = 0; c < chunks; ++c) any_kept = any_kept || state_of(c).saw_kept(h) != Acc(0);
+      Acc m = neg_inf<Acc>();
+      for (index_t c = 0; c < chunks; ++c) {
+        const state_ref<Acc> st = state_of(c);
+        if (st.row_sum(h) != Acc(0) && common_scale_max(st, h, any_kept) > m) m = common_scale_max(st, h, any_kept);
+      }
+      Acc l = 0;
+      for (index_t c = 0; c < chunks; ++c) {
+        const state_ref<Acc> st = state_of(c);
+        if (st.row_sum(h) != Acc(0)) l += st.row_sum(h) * exp_(common_scale_max(st, h, any_kept) - m);
+      }
+      common_max[h] = m;
+      common_sum[h] = l;
+      maxima_shift[h] = any_kept ? Acc(1) : Acc(0);
+    });
     Acc* result = pooled(keys ? a.pooled_key : a.pooled_query, b);
     const bool write_out = a.job == additive_job::pool;
     team.for_each(shape().dim, [&](index_t f) {
-      const Acc l = state.row_sum(f / shape().head_dim);
-      const Acc value = l == Acc(0) ? Acc(0) : state.acc(f) / l;
+      const index_t h = f / shape().head_dim;
+      const bool any_kept = maxima_shift[h] != Acc(0);
+      const Acc m = common_max[h], l = common_sum[h];
+      Acc acc = 0;
+      for (index_t c = 0; c < chunks; ++c) {
+        const state_ref<Acc> st = state_of(c);
+        if (st.row_sum(h) != Acc(0)) acc += st.acc(f) * exp_(common_scale_max(st, h, any_kept) - m);
+      }
+      const Acc value = l == Acc(0) ? Acc(0) : acc / l;
       result[f] = value;
       if (write_out) store_as(a.out, a.out_offset(b, 0, f), a.out_kind, value);
     });
+  }
+
+  /// Head h's max of chunk state `st` on the common scale of combine: moved
+  /// by the mask penalty when some chunk saw a kept token and `st` did not
+  /// (-inf stays -inf).
+  STREAMATTN_HOST_DEVICE static Acc common_scale_max(const state_ref<Acc>& st, index_t h, bool any_kept) {
+    const bool shift = any_kept && st.saw_kept(h) == Acc(0);
+    return shift ? st.row_max(h) + static_cast<Acc>(additive_mask_penalty) : st.row_max(h);
   }
 
   /// scan_queries / scan_keys: the state before every chunk of sequence b.
@@ -235,8 +273,12 @@ struct additive_block {
   /// outputs: the non-causal output rows of chunk (b, c).
   STREAMATTN_HOST_DEVICE void outputs(index_t b, index_t c) const {
     copy(vector(), pooled(a.pooled_key, b), shape().dim);
-    for (index_t t0 = chunk_first(c); t0 < chunk_last(c); t0 += a.smem.tile_tokens) {
-      const index_t n = min_(a.smem.tile_tokens, chunk_last(c) - t0);
+    // Without the transform nothing is staged, so the rows go in spans far
+    // longer than a tile (fewer barriers), short enough that a span's
+    // elements keep 32-bit indices (block_team::copy_pairs).
+    const index_t span = a.has_transform() ? a.smem.tile_tokens : max_(a.smem.tile_tokens, (index_t{1} << 24) / shape().dim);
+    for (index_t t0 = chunk_first(c); t0 < chunk_last(c); t0 += span) {
+      const index_t n = min_(span, chunk_last(c) - t0);
       write_outputs(b, t0, n, vector(), 0, first_tile());
     }
   }
@@ -259,8 +301,7 @@ struct additive_block {
       load_tokens(team, a.q, b, t0, n, s.dim, pitch, a.mask, qbar, keeps());
       pool_tile(qbar, n, a.query_att, nullptr, 0, false, queries, qbar);
       if (step == additive_step::causal_prefix_pool) {
-        team.for_each(n * s.dim, [&](index_t i) {
-          const index_t t = i / s.dim, f = i % s.dim;
+        team.for_each_pair(n, s.dim, [&](index_t t, index_t f) {
           store_as(a.out, a.out_offset(b, t0 + t, f), a.out_kind, qbar[t * pitch + f]);
         });
         continue;
@@ -274,6 +315,7 @@ struct additive_block {
   }
 
   STREAMATTN_HOST_DEVICE static index_t min_(index_t x, index_t y) { return x < y ? x : y; }
+  STREAMATTN_HOST_DEVICE static index_t max_(index_t x, index_t y) { return x > y ? x : y; }
 };
 
 /// Runs block `block` of `step`.

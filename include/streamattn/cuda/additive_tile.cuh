@@ -56,6 +56,10 @@ STREAMATTN_HOST_DEVICE merge_scales<Acc> merge_head(Acc& m, Acc& l, Acc& kept, A
   return merge_max_and_sum(m, l, m2, l2);
 }
 
+/// Elements each thread has in flight when a tile moves to or from global
+/// memory (block_team::copy_pairs).
+inline constexpr int tile_copy_batch = 8;
+
 /// Tokens [t0, t0 + n) of sequence b into tile[t * pitch + f] (accumulation
 /// type). Excluded tokens (mask false, exclude mode) load as zeros so that
 /// nothing from them, NaN padding included, reaches a pooling. `keeps`
@@ -65,12 +69,16 @@ template <class Acc, class S>
 STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_operand<const S>& x, index_t b,
                                         index_t t0, index_t n, index_t dim, index_t pitch, const keep_mask_ref& mask,
                                         Acc* tile, Acc* keeps) {
-  team.for_each(n * dim, [&](index_t i) {
-    const index_t t = i / dim, f = i % dim;
-    const bool keep = mask.keep(b, t0 + t);
-    tile[t * pitch + f] = (keep || !mask.exclude) ? load_as<Acc>(x.row(b, t0 + t) + f * x.feature_stride) : Acc(0);
-    if (keeps != nullptr && f == 0) keeps[t] = keep ? Acc(1) : Acc(0);
-  });
+  team.copy_pairs<tile_copy_batch>(
+      n, dim,
+      [&](index_t t, index_t f) {
+        const bool keep = mask.keep(b, t0 + t);
+        return (keep || !mask.exclude) ? load_as<Acc>(x.row(b, t0 + t) + f * x.feature_stride) : Acc(0);
+      },
+      [&](index_t t, index_t f, Acc value) {
+        tile[t * pitch + f] = value;
+        if (keeps != nullptr && f == 0) keeps[t] = mask.keep(b, t0 + t) ? Acc(1) : Acc(0);
+      });
 }
 
 /// scores[t * H + h] = scale * sum_f x[t, f] * mult[t, f] * w[h, f] over
@@ -83,8 +91,7 @@ STREAMATTN_HOST_DEVICE void score_tokens(const block_team& team, const Acc* x, i
                                          Acc scale, const Acc* keeps, bool exclude, index_t n, Acc* scores) {
   // t varies fastest: a warp shares one weight row and reads distinct
   // tile rows, whose odd pitch puts them in distinct banks.
-  team.for_each(n * s.heads, [&](index_t i) {
-    const index_t h = i / n, t = i % n;
+  team.for_each_pair(s.heads, n, [&](index_t h, index_t t) {
     Acc score = neg_inf<Acc>();
     if (!(exclude && keeps[t] == Acc(0))) {
       const index_t offset = s.weight_offset(h), length = s.weight_length();

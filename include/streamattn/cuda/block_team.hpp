@@ -31,6 +31,49 @@ struct block_team {
     for (index_t i = 0; i < n; ++i) f(i);
 #endif
   }
+
+  /// for_each over the pairs (r, c) of [0, rows) x [0, cols), c varying
+  /// fastest across threads. For tiles staged in shared memory, whose
+  /// rows * cols is far below 2^32: the index splits with one 32-bit
+  /// division rather than the 64-bit one (dozens of instructions on a GPU)
+  /// that for_each(rows * cols) with i / cols, i % cols would cost.
+  template <class F>
+  STREAMATTN_HOST_DEVICE void for_each_pair(index_t rows, index_t cols, F&& f) const {
+    const auto columns = static_cast<unsigned>(cols);
+    for_each(rows * cols, [&](index_t i) {
+      const auto flat = static_cast<unsigned>(i);
+      f(static_cast<index_t>(flat / columns), static_cast<index_t>(flat % columns));
+    });
+  }
+
+  /// store(r, c, load(r, c)) for the pairs of for_each_pair, for copies out
+  /// of or into global memory. Each thread issues up to `Batch` loads before
+  /// its first store: the compiler cannot move a load above a store that
+  /// may alias it, so a plain loop waits out one memory latency per element.
+  template <int Batch, class Load, class Store>
+  STREAMATTN_HOST_DEVICE void copy_pairs(index_t rows, index_t cols, Load&& load, Store&& store) const {
+#if defined(__CUDA_ARCH__) || defined(STREAMATTN_CUDA_EMULATOR)
+    const auto n = static_cast<unsigned>(rows * cols), columns = static_cast<unsigned>(cols);
+    const unsigned stride = blockDim.x;
+    for (unsigned first = threadIdx.x; first < n; first += stride * Batch) {
+      decltype(load(index_t{0}, index_t{0})) value[Batch];
+#pragma unroll
+      for (int k = 0; k < Batch; ++k) {
+        const unsigned i = first + k * stride;
+        if (i < n) value[k] = load(static_cast<index_t>(i / columns), static_cast<index_t>(i % columns));
+      }
+#pragma unroll
+      for (int k = 0; k < Batch; ++k) {
+        const unsigned i = first + k * stride;
+        if (i < n) store(static_cast<index_t>(i / columns), static_cast<index_t>(i % columns), value[k]);
+      }
+    }
+    __syncthreads();
+#else
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c) store(r, c, load(r, c));
+#endif
+  }
 };
 
 }  // namespace streamattn::detail::gpu
