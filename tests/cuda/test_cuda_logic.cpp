@@ -13,7 +13,6 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <streamattn/cuda/additive_plan.hpp>
@@ -581,46 +580,6 @@ pair_regs ldmatrix_x4_trans_reference(const std::vector<double>& smem, int base,
   return r;
 }
 
-// ldmatrix.x4 (not transposed) by the ISA: lanes 8m..8m+7 address the rows
-// of matrix m; lane L receives, in register m, elements (row L / 4, columns
-// 2 (L % 4) + {0, 1}). `row_offset` is the kernel's choice of row addresses.
-pair_regs ldmatrix_x4_reference(const std::vector<double>& smem, int base, int pitch, int (*row_offset)(int, int)) {
-  pair_regs r{};
-  for (int m = 0; m < 4; ++m)
-    for (int lane = 0; lane < 32; ++lane)
-      for (int h = 0; h < 2; ++h) {
-        const int row_lane = 8 * m + lane / 4;  // the lane that addressed that row
-        r[lane][m][h] = smem[static_cast<std::size_t>(base + row_offset(row_lane, pitch) + 2 * (lane % 4) + h)];
-      }
-  return r;
-}
-
-TEST(CudaFragments, LdmatrixDeliversTheQkFragments) {
-  // What the kernel's ldmatrix row addresses deliver is, register for
-  // register, the A fragment (a_offset) and the B = K^T fragments of two n8
-  // tiles (bt_offset) of the PTX ISA's tables.
-  for (int head_dim : mma_head_dims) {
-    const int pitch = mma_smem_pitch(head_dim);
-    std::vector<double> tile(static_cast<std::size_t>(16 * pitch));
-    for (std::size_t i = 0; i < tile.size(); ++i) tile[i] = static_cast<double>(i);
-    for (int k16 = 0; k16 < head_dim / 16; ++k16) {
-      const pair_regs a = ldmatrix_x4_reference(tile, k16 * 16, pitch, fragment::ldmatrix_x4_a_row_offset);
-      const pair_regs b = ldmatrix_x4_reference(tile, k16 * 16, pitch, fragment::ldmatrix_x4_bt_row_offset);
-      for (int lane = 0; lane < 32; ++lane)
-        for (int h = 0; h < 2; ++h) {
-          for (int r = 0; r < 4; ++r)
-            ASSERT_EQ(a[lane][r][h], tile[static_cast<std::size_t>(k16 * 16 + fragment::a_offset(lane, r, pitch) + h)])
-                << "A register " << r << ", lane " << lane << ", D=" << head_dim;
-          for (int n = 0; n < 2; ++n)
-            for (int r = 0; r < 2; ++r)
-              ASSERT_EQ(b[lane][2 * n + r][h],
-                        tile[static_cast<std::size_t>(n * 8 * pitch + k16 * 16 + fragment::bt_offset(lane, r, pitch) + h)])
-                  << "B tile " << n << " register " << r << ", lane " << lane << ", D=" << head_dim;
-        }
-    }
-  }
-}
-
 TEST(CudaFragments, WarpComputesQKtThenPV) {
   auto rng = sat::test_rng();
   std::uniform_int_distribution<int> small(-4, 4);
@@ -707,17 +666,13 @@ TEST(CudaFragments, SharedMemoryAccessesAreConflictFree) {
       std::sort(banks.begin(), banks.end());
       EXPECT_EQ(std::unique(banks.begin(), banks.end()) - banks.begin(), 32) << "B, D=" << head_dim;
     }
-    const std::pair<const char*, int (*)(int, int)> ldmatrix_rows[] = {
-        {"ldmatrix V", fragment::ldmatrix_x4_trans_row_offset},
-        {"ldmatrix Q", fragment::ldmatrix_x4_a_row_offset},
-        {"ldmatrix K", fragment::ldmatrix_x4_bt_row_offset}};
-    for (const auto& [name, row_offset] : ldmatrix_rows)
-      for (int m = 0; m < 4; ++m) {
-        std::vector<int> groups;
-        for (int lane = 8 * m; lane < 8 * m + 8; ++lane) groups.push_back((row_offset(lane, pitch) / 2) % 32 / 4);
-        std::sort(groups.begin(), groups.end());
-        EXPECT_EQ(std::unique(groups.begin(), groups.end()) - groups.begin(), 8) << name << ", D=" << head_dim;
-      }
+    for (int m = 0; m < 4; ++m) {
+      std::vector<int> groups;
+      for (int lane = 8 * m; lane < 8 * m + 8; ++lane)
+        groups.push_back((fragment::ldmatrix_x4_trans_row_offset(lane, pitch) / 2) % 32 / 4);
+      std::sort(groups.begin(), groups.end());
+      EXPECT_EQ(std::unique(groups.begin(), groups.end()) - groups.begin(), 8) << "ldmatrix, D=" << head_dim;
+    }
   }
 }
 

@@ -5,8 +5,7 @@
 // query rows. Q stays in shared memory; K and V tiles stream through shared
 // memory with cp.async, the V copy of tile t overlapping the Q.K^T of tile t
 // and the K copy of tile t+1 overlapping the P.V of tile t. Per key tile:
-//   S = Q K^T            mma.sync m16n8k16, fp16/bf16 in, float accumulate;
-//                        Q and K fragments via ldmatrix
+//   S = Q K^T            mma.sync m16n8k16, fp16/bf16 in, float accumulate
 //   S = S * scale*log2e  one multiply (or the score terms, then * log2e)
 //   online softmax       running max / sum per row in registers, exp2
 //   O += P V             P straight from the S registers (the accumulator
@@ -113,11 +112,6 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   }
   copy_async_commit();
 
-  // This lane's ldmatrix row addresses: in its warp's 16 rows of the Q tile,
-  // and in the K tile's first 16 keys.
-  const S* const q_rows = q_tile + warp * 16 * pitch + fragment::ldmatrix_x4_a_row_offset(lane, pitch);
-  const S* const k_rows = k_tile + fragment::ldmatrix_x4_bt_row_offset(lane, pitch);
-
   // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
   // Rows past the item's queries see no key, so they never read bias or mask
   // out of range.
@@ -154,16 +148,16 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
     for (int n = 0; n < key_frags; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
     for (int k16 = 0; k16 < HeadDim / 16; ++k16) {
-      std::uint32_t a[4];
-      ldmatrix_x4(a, q_rows + k16 * 16);
+      const S* qa = q_tile + warp * 16 * pitch + k16 * 16;
+      const std::uint32_t a[4] = {
+          load_pair(qa + fragment::a_offset(lane, 0, pitch)), load_pair(qa + fragment::a_offset(lane, 1, pitch)),
+          load_pair(qa + fragment::a_offset(lane, 2, pitch)), load_pair(qa + fragment::a_offset(lane, 3, pitch))};
 #pragma unroll
-      for (int n = 0; n < key_frags; n += 2) {
-        // B = K^T for keys [8n, 8n + 16): column j of B is key j, one row
-        // of the K tile.
-        std::uint32_t b[4];
-        ldmatrix_x4(b, k_rows + n * 8 * pitch + k16 * 16);
-        mma_16x8x16<S>(s[n], a, b[0], b[1]);
-        mma_16x8x16<S>(s[n + 1], a, b[2], b[3]);
+      for (int n = 0; n < key_frags; ++n) {
+        // B = K^T: column j of B is key j, one row of the K tile.
+        const S* kb = k_tile + n * 8 * pitch + k16 * 16;
+        mma_16x8x16<S>(s[n], a, load_pair(kb + fragment::bt_offset(lane, 0, pitch)),
+                       load_pair(kb + fragment::bt_offset(lane, 1, pitch)));
       }
     }
     // An int8 K tile holds the codes: key j's scores still need its scale.
@@ -271,25 +265,15 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
         split_pair<Spv>(c[0], c[1], a_hi[r], a_lo[r]);
       }
       const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
-      // The lo products of each 16 columns trail their hi products by one
-      // step, so no MMA waits on the one just issued into the same
-      // accumulator.
-      std::uint32_t prev[4];
 #pragma unroll
       for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
         std::uint32_t b[4];
         ldmatrix_x4_trans(b, v_rows + d16 * 16);
         mma_16x8x16<Spv>(acc[2 * d16], a_hi, b[0], b[1]);
+        mma_16x8x16<Spv>(acc[2 * d16], a_lo, b[0], b[1]);
         mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
-        if (d16 > 0) {
-          mma_16x8x16<Spv>(acc[2 * d16 - 2], a_lo, prev[0], prev[1]);
-          mma_16x8x16<Spv>(acc[2 * d16 - 1], a_lo, prev[2], prev[3]);
-        }
-#pragma unroll
-        for (int r = 0; r < 4; ++r) prev[r] = b[r];
+        mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
       }
-      mma_16x8x16<Spv>(acc[out_frags - 2], a_lo, prev[0], prev[1]);
-      mma_16x8x16<Spv>(acc[out_frags - 1], a_lo, prev[2], prev[3]);
     }
   }
   copy_async_wait_all();  // nothing may stay in flight when the block exits

@@ -33,16 +33,18 @@ inline constexpr int mma_query_rows = 16 * mma_warps;
 /// accumulator already takes 128 registers per thread.
 constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 /// The mma kernel's minimum resident blocks per multiprocessor, for
-/// __launch_bounds__ (0: ptxas's own choice). The kernel is latency-bound
-/// at ptxas's choice: at head dim 64 it took 191 registers per thread, two
-/// blocks (8 warps) per multiprocessor. Capping it at 168 for three blocks
-/// spills nothing up to head dim 64 and ran prefills 20-25% faster on an
-/// H200 (bench/cuda, bf16, N = 4096 and 16384). At head dim 128 the same cap
-/// spills about 500 bytes: prefills still gained 5-8%, but the split-KV
-/// decode lost 15-20%, so 96 and 128 keep ptxas's choice. At 256 the float
-/// accumulator alone takes 128 registers; one block is enough, which lets
-/// ptxas use all 255 (it still spills a little: CUDA 13.0 ptxas -v, bf16
-/// 24 bytes on sm_90, fp16 60).
+/// __launch_bounds__ (0: ptxas's own choice). Measured on an H200
+/// (bench/cuda, bf16, B = 4, H = 16): the kernel is latency-bound at ptxas's
+/// choice, e.g. 191 registers per thread at head dim 64, two blocks (8 warps)
+/// per multiprocessor. Capping head dims up to 64 at 168 registers for three
+/// blocks spills at most 8 bytes and ran prefills 20-25% faster. At head dim
+/// 128 the same cap spills about 500 bytes: prefills gained 5-8%, but the
+/// runs that had it showed the split-KV decode 15-20% slower (alongside
+/// another change, so not pinned on the cap alone); 96 and 128 keep
+/// ptxas's choice until that is measured apart. At 256
+/// the float accumulator alone takes 128 registers; one block is enough,
+/// which lets ptxas use all 255 (it still spills a little: CUDA 13.0
+/// ptxas -v, bf16 24 bytes on sm_90, fp16 60).
 constexpr int mma_min_blocks_per_sm(int head_dim) { return head_dim > 128 ? 1 : head_dim <= 64 ? 3 : 0; }
 /// Shared-memory row pitch in elements: 8 halves (16 bytes) of padding shift
 /// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or

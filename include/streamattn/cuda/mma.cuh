@@ -1,7 +1,6 @@
 // The sm_80 instructions the tensor-core kernel is built from, as inline PTX:
-// mma.sync m16n8k16 (fp16/bf16 in, float accumulate), ldmatrix (plain for Q
-// and K, transposed for V) and cp.async (global -> shared without a
-// register round trip).
+// mma.sync m16n8k16 (fp16/bf16 in, float accumulate), ldmatrix (transposed,
+// for V) and cp.async (global -> shared without a register round trip).
 // Compiled for an older architecture the kernel body is replaced by a trap;
 // the dispatcher never launches it there (kernel_choice.hpp).
 //
@@ -62,6 +61,13 @@ __device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const 
 #endif
 }
 
+/// Two consecutive 16-bit elements of shared memory as one register (the
+/// address must be 4-byte aligned: an even element index in an aligned row).
+template <class S>
+__device__ __forceinline__ std::uint32_t load_pair(const S* smem) {
+  return *reinterpret_cast<const std::uint32_t*>(smem);
+}
+
 #if !defined(STREAMATTN_CUDA_EMULATOR)
 __device__ __forceinline__ unsigned shared_address(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -77,23 +83,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const v
   emulated::ldmatrix_x4_trans(r, smem_row);
 #elif !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(smem_row)));
-#else
-  r[0] = r[1] = r[2] = r[3] = 0;
-#endif
-}
-
-/// ldmatrix.x4 (not transposed): lanes 8m..8m+7 give the 16-byte row
-/// addresses of 8x8 matrix m; r[m] receives that matrix in fragment order,
-/// i.e. lane (g, t) gets elements 2t and 2t+1 of row g. For a row-major Q
-/// tile this is the A operand; for the K tile (one key per row), the B
-/// operand of Q.K^T.
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem_row) {
-#if defined(STREAMATTN_CUDA_EMULATOR)
-  emulated::ldmatrix_x4(r, smem_row);
-#elif !defined(STREAMATTN_CUDA_NO_SM80)
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(shared_address(smem_row)));
 #else

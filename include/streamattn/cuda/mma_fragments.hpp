@@ -36,23 +36,6 @@ STREAMATTN_HOST_DEVICE int c_col(int lane, int r) { return (lane % 4) * 2 + (r &
 STREAMATTN_HOST_DEVICE int a_from_c_tile(int r) { return r >> 1; }
 STREAMATTN_HOST_DEVICE int a_from_c_first_register(int r) { return 2 * (r & 1); }
 
-/// ldmatrix.x4 (not transposed) over the 16 x 16 A block of a row-major
-/// tile (the Q tile): lanes 8m..8m+7 give the rows of 8 x 8 matrix m, which
-/// covers rows [8 * (m % 2), +8) and columns [8 * (m / 2), +8); then r[0..3]
-/// are exactly A registers 0..3 (a_offset).
-STREAMATTN_HOST_DEVICE int ldmatrix_x4_a_row_offset(int lane, int pitch) {
-  return (lane & 15) * pitch + (lane >> 4) * 8;
-}
-
-/// ldmatrix.x4 (not transposed) over 16 rows x 16 columns of a tile holding
-/// one key per row (the K tile), as the B = K^T operands of two n8 tiles:
-/// matrix m covers rows [8 * (m / 2), +8) and columns [8 * (m % 2), +8).
-/// Then r[0], r[1] are the B registers (bt_offset) of rows [0, 8) and r[2],
-/// r[3] those of rows [8, 16).
-STREAMATTN_HOST_DEVICE int ldmatrix_x4_bt_row_offset(int lane, int pitch) {
-  return ((lane >> 4) * 8 + (lane & 7)) * pitch + ((lane >> 3) & 1) * 8;
-}
-
 /// ldmatrix.x4.trans over a 16 x 16 block of a row-major [k][n] tile (the V
 /// tile: k = key, n = head-dim column): lanes 8m..8m+7 give the rows of 8 x 8
 /// matrix m, which covers k in [8 * (m % 2), +8) and n in [8 * (m / 2), +8).

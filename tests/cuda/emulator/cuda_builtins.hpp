@@ -67,8 +67,6 @@ namespace streamattn::detail::gpu::emulated {
 
 /// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 {c}, {a}, {b0, b1}, {c}.
 void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1, bool bfloat16);
-/// ldmatrix.sync.aligned.m8n8.x4.shared.b16 {r}, [row].
-void ldmatrix_x4(std::uint32_t (&r)[4], const void* row);
 /// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {r}, [row].
 void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row);
 /// cp.async.cg.shared.global [shared], [global], 16, valid ? 16 : 0.

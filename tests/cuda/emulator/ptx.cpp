@@ -73,7 +73,7 @@ void mma_warp(const lane_data* in, lane_data* out, std::uint64_t bfloat16) {
 // .trans lane l receives row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of
 // each matrix; .trans delivers the transposed matrix, i.e. column l / 4,
 // elements of rows 2 (l % 4) and 2 (l % 4) + 1, the lower row in the low half.
-void ldmatrix_warp(const lane_data* in, lane_data* out, std::uint64_t transposed) {
+void ldmatrix_warp(const lane_data* in, lane_data* out, std::uint64_t) {
   std::uint16_t m[4][8][8];
   for (int lane = 0; lane < warp_size; ++lane) {
     const unsigned char* row;
@@ -83,22 +83,13 @@ void ldmatrix_warp(const lane_data* in, lane_data* out, std::uint64_t transposed
   for (int lane = 0; lane < warp_size; ++lane) {
     const int g = lane / 4, t = lane % 4;
     std::uint32_t r[4];
-    for (int k = 0; k < 4; ++k)
-      r[k] = transposed ? m[k][2 * t][g] | static_cast<std::uint32_t>(m[k][2 * t + 1][g]) << 16
-                        : m[k][g][2 * t] | static_cast<std::uint32_t>(m[k][g][2 * t + 1]) << 16;
+    for (int k = 0; k < 4; ++k) r[k] = m[k][2 * t][g] | static_cast<std::uint32_t>(m[k][2 * t + 1][g]) << 16;
     std::memcpy(out[lane].bytes, r, sizeof r);
   }
 }
 
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
-
-void load_matrices(std::uint32_t (&r)[4], const void* row, bool transposed) {
-  if (!aligned16(row) || !testing::emulator::in_dynamic_shared_memory(row, 16))
-    kernel_fault("gave ldmatrix a row address that is not 16-byte aligned shared memory");
-  testing::emulator::warp_collective(transposed ? "ldmatrix.x4.trans" : "ldmatrix.x4", 0xffffffffu, &ldmatrix_warp,
-                                     transposed ? 1 : 0, &row, sizeof row, r, sizeof r);
 }
 
 }  // namespace
@@ -113,12 +104,11 @@ void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, 
                                      &mma_warp, bfloat16 ? 1 : 0, &op, sizeof op, c, sizeof c);
 }
 
-void ldmatrix_x4(std::uint32_t (&r)[4], const void* row) {
-  load_matrices(r, row, false);
-}
-
 void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
-  load_matrices(r, row, true);
+  if (!aligned16(row) || !testing::emulator::in_dynamic_shared_memory(row, 16))
+    kernel_fault("gave ldmatrix a row address that is not 16-byte aligned shared memory");
+  testing::emulator::warp_collective("ldmatrix.x4.trans", 0xffffffffu, &ldmatrix_warp, 0, &row, sizeof row, r,
+                                     sizeof r);
 }
 
 void copy_16_async(void* shared, const void* global, bool valid) {
