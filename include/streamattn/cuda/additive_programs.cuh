@@ -201,63 +201,19 @@ struct additive_block {
   }
 
   /// combine_queries / combine_keys: q̄ or k̄ of sequence b (and the output
-  /// of additive_pool): the chunk states merged all at once rather than one
-  /// after another (the merge is associative, and a chain of a few hundred
-  /// merges, two barriers each, left one block busy for longer than a whole
-  /// pass over the tokens took). Per head the common max and the sum, then
-  /// per feature the accumulators, each chunk scaled by e^(m_c - M).
-  ///
-  /// The additive-mask bookkeeping of merge_head, applied to all chunks at
-  /// once: when any chunk saw a kept token, the chunks that saw none move to
-  /// the common scale (m_c + penalty); chunks with nothing summed add
-  /// nothing.
+  /// of additive_pool).
   STREAMATTN_HOST_DEVICE void combine(index_t b, bool keys) const {
-    const index_t region = keys ? a.key_totals : a.query_totals;
-    const index_t heads = shape().heads, chunks = a.chunks;
-    Acc* const common_max = factors();
-    Acc* const common_sum = factors() + heads;
-    Acc* const maxima_shift = factors() + 2 * heads;  // 1: some chunk saw a kept token
-    auto state_of = [&](index_t c) { return state_ref<Acc>{chunk_state(region, b, c), a.smem.state()}; };
-    team.for_each(heads, [&](index_t h) {
-      bool any_kept = false;
-      for (index_t c = 0; c < chunks; ++c) any_kept = any_kept || state_of(c).saw_kept(h) != Acc(0);
-      Acc m = neg_inf<Acc>();
-      for (index_t c = 0; c < chunks; ++c) {
-        const state_ref<Acc> st = state_of(c);
-        if (st.row_sum(h) != Acc(0) && common_scale_max(st, h, any_kept) > m) m = common_scale_max(st, h, any_kept);
-      }
-      Acc l = 0;
-      for (index_t c = 0; c < chunks; ++c) {
-        const state_ref<Acc> st = state_of(c);
-        if (st.row_sum(h) != Acc(0)) l += st.row_sum(h) * exp_(common_scale_max(st, h, any_kept) - m);
-      }
-      common_max[h] = m;
-      common_sum[h] = l;
-      maxima_shift[h] = any_kept ? Acc(1) : Acc(0);
-    });
+    const state_ref<Acc> state = first_state();
+    set_empty(state);
+    for (index_t c = 0; c < a.chunks; ++c) merge_into(state, chunk_state(keys ? a.key_totals : a.query_totals, b, c));
     Acc* result = pooled(keys ? a.pooled_key : a.pooled_query, b);
     const bool write_out = a.job == additive_job::pool;
     team.for_each(shape().dim, [&](index_t f) {
-      const index_t h = f / shape().head_dim;
-      const bool any_kept = maxima_shift[h] != Acc(0);
-      const Acc m = common_max[h], l = common_sum[h];
-      Acc acc = 0;
-      for (index_t c = 0; c < chunks; ++c) {
-        const state_ref<Acc> st = state_of(c);
-        if (st.row_sum(h) != Acc(0)) acc += st.acc(f) * exp_(common_scale_max(st, h, any_kept) - m);
-      }
-      const Acc value = l == Acc(0) ? Acc(0) : acc / l;
+      const Acc l = state.row_sum(f / shape().head_dim);
+      const Acc value = l == Acc(0) ? Acc(0) : state.acc(f) / l;
       result[f] = value;
       if (write_out) store_as(a.out, a.out_offset(b, 0, f), a.out_kind, value);
     });
-  }
-
-  /// Head h's max of chunk state `st` on the common scale of combine: moved
-  /// by the mask penalty when some chunk saw a kept token and `st` did not
-  /// (-inf stays -inf).
-  STREAMATTN_HOST_DEVICE static Acc common_scale_max(const state_ref<Acc>& st, index_t h, bool any_kept) {
-    const bool shift = any_kept && st.saw_kept(h) == Acc(0);
-    return shift ? st.row_max(h) + static_cast<Acc>(additive_mask_penalty) : st.row_max(h);
   }
 
   /// scan_queries / scan_keys: the state before every chunk of sequence b.
