@@ -232,7 +232,8 @@ struct additive_block {
     // Without the transform nothing is staged, so the rows go in spans far
     // longer than a tile (fewer barriers), short enough that a span's
     // elements keep 32-bit indices (block_team::copy_pairs).
-    const index_t span = a.has_transform() ? a.smem.tile_tokens : max_(a.smem.tile_tokens, (index_t{1} << 24) / shape().dim);
+    const index_t span =
+        a.has_transform() ? a.smem.tile_tokens : max_(a.smem.tile_tokens, (index_t{1} << 24) / shape().dim);
     for (index_t t0 = chunk_first(c); t0 < chunk_last(c); t0 += span) {
       const index_t n = min_(span, chunk_last(c) - t0);
       write_outputs(b, t0, n, vector(), 0, first_tile());
