@@ -94,10 +94,38 @@ TYPED_TEST_P(AttentionKernels, DecodeSplitsByDefault) {
   const problem<T> p(s, options_named("lse"), rng);
   const auto o = make_oracle(p);
   const auto limits = P::limits();
-  const auto plan = detail::gpu::plan_attention("test", detail::gpu::element_kind_of<T>(), s.batch, s.hq, s.nq, s.nk,
+  const auto plan = detail::gpu::plan_attention("test", detail::gpu::element_kind_of<T>(), s.batch, s.hq, s.hk, s.nq, s.nk,
                                                 s.dim, s.dim_v, limits);
   EXPECT_GT(plan.split.splits, 1) << "two blocks on " << limits.sm_count << " multiprocessors";
   expect_matches(p, o, P::template run<T>(p, P::inputs(p), kernel_run{}), "default plan");
+}
+
+// Grouped-query heads packed into one block's rows (head_packing.hpp),
+// forced on where the plan would not pack (long runs of queries under a
+// causal band, rows of one query split across tiles) and alone or with key
+// slices, under every option. (The planned runs of the other tests pack
+// their GQA decodes by themselves.) Only the tensor-core kernel packs.
+TYPED_TEST_P(AttentionKernels, GroupedHeadsPackedIntoTiles) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  if (sizeof(T) != 2) GTEST_SKIP() << "only the tensor-core (16-bit) kernel packs heads";
+  auto rng = test_rng();
+  const std::vector<shape> grouped = {
+      {1, 1, 300, 8, 2, 64, 64}, {2, 7, 70, 6, 2, 32, 24}, {1, 33, 100, 4, 1, 128, 96}, {2, 9, 40, 6, 1, 16, 16}};
+  for (const option_set& os : all_option_sets())
+    for (const shape& s : grouped) {
+      const problem<T> p(s, os, rng);
+      const auto o = make_oracle(p);
+      const auto& inputs = P::inputs(p);
+      for (int splits : {1, 3}) {
+        kernel_run how;
+        how.public_api = false;
+        how.overrides.packing = detail::gpu::head_packing::always;
+        how.overrides.splits = splits;
+        expect_matches(p, o, P::template run<T>(p, inputs, how), "heads packed, splits=" + std::to_string(splits));
+      }
+    }
 }
 
 TYPED_TEST_P(AttentionKernels, FmaKernelMatchesTheOracle) {
@@ -477,7 +505,7 @@ TYPED_TEST_P(AttentionKernels, QuantisedKvCacheMatchesTheValuesItStandsFor) {
 }
 
 REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, SplitKvSlicesMatchTheOracle,
-                            DecodeSplitsByDefault, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
+                            DecodeSplitsByDefault, GroupedHeadsPackedIntoTiles, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
                             EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
                             PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
                             PackedQueriesOverPagedKeys, DeviceTableEntriesOutsideThePoolReadPageZero,

@@ -17,6 +17,7 @@
 
 #include <streamattn/cuda/additive_plan.hpp>
 #include <streamattn/cuda/attention_plan.hpp>
+#include <streamattn/cuda/head_packing.hpp>
 #include <streamattn/cuda/index_tables.hpp>
 #include <streamattn/cuda/kernel_choice.hpp>
 #include <streamattn/cuda/load_path.hpp>
@@ -75,7 +76,7 @@ TEST(CudaKernelChoice, SharedMemoryFitsEveryTargetGpu) {
   for (int d : mma_head_dims) EXPECT_LE(mma_smem_bytes(d), 99 * 1024) << d;
   // A GPU with too little shared memory gets the FMA kernel instead.
   device_limits small{100, 80, 48 * 1024};
-  const attention_plan p = plan_attention("t", element_kind::f16, 1, 1, 100, 100, 256, 256, small);
+  const attention_plan p = plan_attention("t", element_kind::f16, 1, 1, 1, 100, 100, 256, 256, small);
   EXPECT_EQ(p.kernel.family, kernel_family::simt);
 }
 
@@ -281,29 +282,92 @@ TEST(CudaSplitKv, SlicesRecombineToTheWholeRow) {
 
 TEST(CudaPlan, GridAndWorkspace) {
   const device_limits h100{132, 90, 227 * 1024};
-  const attention_plan prefill = plan_attention("t", element_kind::bf16, 4, 16, 4096, 4096, 128, 128, h100);
+  const attention_plan prefill = plan_attention("t", element_kind::bf16, 4, 16, 16, 4096, 4096, 128, 128, h100);
   EXPECT_EQ(prefill.kernel.family, kernel_family::mma);
   EXPECT_EQ(prefill.query_tiles, 64);
   EXPECT_EQ(prefill.grid_x, 4 * 16 * 64);
   EXPECT_EQ(prefill.split.splits, 1);
   EXPECT_EQ(prefill.workspace_bytes(), 0u);
 
-  const attention_plan decode = plan_attention("t", element_kind::f16, 1, 16, 1, 32768, 128, 128, h100);
+  const attention_plan decode = plan_attention("t", element_kind::f16, 1, 16, 16, 1, 32768, 128, 128, h100);
   EXPECT_GT(decode.split.splits, 1);
   EXPECT_EQ(decode.workspace.rows, 16);
   EXPECT_GT(decode.workspace_bytes(), 16u * 128u * 4u * static_cast<unsigned>(decode.split.splits) - 1);
 
-  const attention_plan dbl = plan_attention("t", element_kind::f64, 1, 2, 1, 32768, 64, 64, h100);
+  const attention_plan dbl = plan_attention("t", element_kind::f64, 1, 2, 2, 1, 32768, 64, 64, h100);
   EXPECT_EQ(dbl.workspace.element_bytes, 8u);
 
   plan_overrides force;
   force.splits = 5;
   force.simt_only = true;
-  const attention_plan forced = plan_attention("t", element_kind::f16, 1, 2, 3, 1000, 64, 64, h100, force);
+  const attention_plan forced = plan_attention("t", element_kind::f16, 1, 2, 2, 3, 1000, 64, 64, h100, force);
   EXPECT_EQ(forced.kernel.family, kernel_family::simt);
   EXPECT_EQ(forced.split.splits, 5);
 
-  EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+  EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------- GQA head packing
+
+TEST(CudaPlan, GroupedHeadsArePackedWhereThatTakesFewerTiles) {
+  const kernel_choice mma = choose_kernel(element_kind::bf16, 128, 128, 90);
+  const kernel_choice simt = choose_kernel(element_kind::f32, 128, 128, 90);
+  ASSERT_EQ(mma.query_rows, 64);
+  const auto automatic = head_packing::automatic;
+  EXPECT_EQ(packed_heads_for(mma, 1, 4, automatic), 4);     // decode: 1 tile instead of 4
+  EXPECT_EQ(packed_heads_for(mma, 16, 4, automatic), 4);    // 64 rows: 1 tile instead of 4
+  EXPECT_EQ(packed_heads_for(mma, 17, 4, automatic), 4);    // 68 rows: 2 tiles instead of 4
+  EXPECT_EQ(packed_heads_for(mma, 64, 4, automatic), 1);    // whole tiles either way
+  EXPECT_EQ(packed_heads_for(mma, 100, 4, automatic), 4);   // 7 tiles instead of 8
+  EXPECT_EQ(packed_heads_for(mma, 4096, 8, automatic), 1);  // prefill
+  EXPECT_EQ(packed_heads_for(mma, 1, 1, automatic), 1);     // no grouping
+  EXPECT_EQ(packed_heads_for(mma, 1, 4, head_packing::never), 1);
+  EXPECT_EQ(packed_heads_for(mma, 4096, 8, head_packing::always), 8);
+  EXPECT_EQ(packed_heads_for(simt, 1, 4, head_packing::always), 1);  // the FMA kernel does not pack
+  EXPECT_EQ(packed_heads_for(mma, 0, 4, automatic), 1);
+
+  // The bench's decode (GQA 32/8): 8 blocks per slice, so more key slices
+  // than the 32 an unpacked grid would have.
+  const device_limits h100{132, 90, 227 * 1024};
+  const attention_plan packed = plan_attention("t", element_kind::f16, 1, 32, 8, 1, 32768, 128, 128, h100);
+  EXPECT_EQ(packed.packed_heads, 4);
+  EXPECT_EQ(packed.query_tiles, 1);
+  EXPECT_EQ(packed.grid_x, 8);
+  EXPECT_EQ(packed.workspace.rows, 32);  // partials stay one row per (head, query)
+  plan_overrides unpacked_only;
+  unpacked_only.packing = head_packing::never;
+  const attention_plan unpacked =
+      plan_attention("t", element_kind::f16, 1, 32, 8, 1, 32768, 128, 128, h100, unpacked_only);
+  EXPECT_EQ(unpacked.packed_heads, 1);
+  EXPECT_EQ(unpacked.grid_x, 32);
+  EXPECT_GT(packed.split.splits, unpacked.split.splits);
+
+  // Tiles of packed rows: 3 items x 2 K/V heads x ceil(33 * 3 / 64) tiles.
+  const attention_plan chunk = plan_attention("t", element_kind::bf16, 3, 6, 2, 33, 500, 64, 64, h100);
+  EXPECT_EQ(chunk.packed_heads, 3);
+  EXPECT_EQ(chunk.query_tiles, 2);
+  EXPECT_EQ(chunk.grid_x, 3 * 2 * 2);
+}
+
+TEST(CudaPlan, PackedRowsUnpackToQueryAndHead) {
+  // Row r of the block whose first head is 8, with 4 heads: query r / 4, head 8 + r % 4.
+  for (index_t r = 0; r < 300; ++r) {
+    const packed_row u = unpack_row(r, 4, 8);
+    EXPECT_EQ(u.query, r / 4);
+    EXPECT_EQ(u.head, 8 + r % 4);
+    const packed_row one = unpack_row(r, 1, 5);
+    EXPECT_EQ(one.query, r);
+    EXPECT_EQ(one.head, 5);
+  }
+  // Past 32 bits: the 64-bit division.
+  const index_t big = (index_t{1} << 33) + 7;
+  EXPECT_EQ(unpack_row(big, 3, 0).query, big / 3);
+  EXPECT_EQ(unpack_row(big, 3, 0).head, big % 3);
+
+  // The Q rows the kernel loads: query 2 of head 1 in a (seq, head) = (48, 16) layout.
+  const std::vector<float> q(2000);
+  const packed_query_rows<const float> rows{q.data() + 1000, 48, 16, 4};
+  EXPECT_EQ(rows(2 * 4 + 1) - q.data(), 1000 + 2 * 48 + 16);
 }
 
 // ---------------------------------------------------------------- index tables

@@ -2,7 +2,9 @@
 // and bf16 inputs at a compiled head dim (kernel_choice.hpp).
 //
 // One thread block per (batch, head, 64-query tile); 4 warps, each owning 16
-// query rows. Q stays in shared memory; K and V tiles stream through shared
+// query rows. Under grouped-query attention with few queries (decoding) a
+// block's rows may hold the queries of all the heads that share a K/V head
+// (head_packing.hpp), which then streams through once for all of them. Q stays in shared memory; K and V tiles stream through shared
 // memory with cp.async, the V copy of tile t overlapping the Q.K^T of tile t
 // and the K copy of tile t+1 overlapping the P.V of tile t. Per key tile:
 //   S = Q K^T            mma.sync m16n8k16, fp16/bf16 in, float accumulate
@@ -29,6 +31,7 @@
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
 #include "dynamic_shared_memory.cuh"
+#include "head_packing.hpp"
 #include "kernel_args.cuh"
 #include "kernel_choice.hpp"
 #include "mma.cuh"
@@ -73,27 +76,38 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   // Under a causal mask the last query tiles see the most keys; starting
   // them first shortens the grid's tail.
   const index_t query_block = args.query_tiles - 1 - block % args.query_tiles;
-  const index_t head = (block / args.query_tiles) % p.hq;
-  const index_t batch = block / args.query_tiles / p.hq;
-  const index_t kv_head = p.kv_head_of(head);
+  // The block's heads: `heads_here` consecutive query heads from first_head
+  // (1, or a GQA group packed into the rows: head_packing.hpp).
+  const index_t heads_here = args.packed_heads;
+  const index_t head_blocks = p.hq / heads_here;
+  const index_t first_head = (block / args.query_tiles) % head_blocks * heads_here;
+  const index_t batch = block / args.query_tiles / head_blocks;
+  const index_t kv_head = p.kv_head_of(first_head);
   // This batch item's queries and keys (packed lengths, key_lengths) and the
   // causal/window ranges aligned to them; loads stop at `nq` and `nk`, so rows
   // past them are never read.
   const visibility vis = p.visible_in(batch);
   const index_t nq = vis.nq;
   const index_t nk = vis.nk;
+  // Tile rows count packed rows, `heads_here` per query.
+  const index_t packed_rows = nq * heads_here;
   const index_t row0 = query_block * rows;
   // The grid covers the longest packed item: a block past a shorter one's
   // queries has nothing to do (the whole block leaves, before any barrier).
-  if (row0 >= nq) return;
+  if (row0 >= packed_rows) return;
+  // The queries the block's rows hold, whose key bands decide the tiles.
+  const index_t query0 = unpack_row(row0, heads_here, 0).query;
+  const index_t queries =
+      unpack_row((row0 + rows < packed_rows ? row0 + rows : packed_rows) - 1, heads_here, 0).query - query0 + 1;
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const bool quad_leader = lane % 4 == 0;  // one of the four lanes that share a row
 
-  // Rows of this item and head: batched, packed (query_starts, key_starts)
+  // Rows of this item and its heads: batched, packed (query_starts, key_starts)
   // or, for keys, in the pages of a block table.
-  const row_locator<const S> q_src = p.query_rows(p.q, p.q_stride, batch, head);
+  const packed_query_rows<const S> q_src{p.query_head(p.q, p.q_stride, batch, first_head), p.q_stride.seq,
+                                         p.q_stride.head, heads_here};
   const row_locator<const Skv> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
   const row_locator<const Skv> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
   const row_locator<const float> k_scale_src = p.key_rows(p.k_scale, p.k_scale_stride, batch, kv_head);
@@ -102,9 +116,10 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   const bool split = args.splits > 1;
   const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
   const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
-  const tile_span tiles = key_tiles_of(vis, row0, rows, keys, split_first, split_last);
+  const tile_span tiles = key_tiles_of(vis, query0, queries, keys, split_first, split_last);
 
-  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, nq, p.dim, args.vector_q);
+  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, packed_rows, p.dim,
+                                              args.vector_q);
   if (!tiles.empty()) {
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
                                                 args.vector_k);
@@ -112,15 +127,19 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   }
   copy_async_commit();
 
-  // This thread's two rows: fragment rows g and g + 8 of its warp's 16.
-  // Rows past the item's queries see no key, so they never read bias or mask
-  // out of range.
-  index_t my_row[2];
+  // This thread's two rows: fragment rows g and g + 8 of its warp's 16, as
+  // a query and a head (first_head + my_head; an int, since registers are
+  // the scarce resource here). Rows past the item's queries see no key, so
+  // they never read bias or mask out of range.
+  index_t my_query[2];
+  int my_head[2];
   key_range my_keys[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    my_row[i] = row0 + warp * 16 + fragment::c_row(lane, 2 * i);
-    my_keys[i] = my_row[i] < nq ? vis.keys_of(my_row[i]) : key_range{0, 0};
+    const packed_row r = unpack_row(row0 + warp * 16 + fragment::c_row(lane, 2 * i), heads_here, 0);
+    my_query[i] = r.query;
+    my_head[i] = static_cast<int>(r.head);
+    my_keys[i] = r.query < nq ? vis.keys_of(r.query) : key_range{0, 0};
   }
 
   float acc[out_frags][4];
@@ -170,7 +189,7 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
 
     // Scores in log2 units; invisible keys (outside the band, past Nk, rows
     // past Nq) become -inf so they weigh exactly 0.
-    if (!tile_needs_mask(vis, row0, rows, key0, keys, args.has_terms)) {
+    if (!tile_needs_mask(vis, query0, queries, key0, keys, args.has_terms)) {
 #pragma unroll
       for (int n = 0; n < key_frags; ++n)
 #pragma unroll
@@ -182,7 +201,7 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
         if (args.has_terms) {
           // Built per tile rather than kept live across the loop: registers
           // are the scarce resource here, and this is a handful of integer ops.
-          const score_row<float> terms = make_score_row<float>(p, batch, head, my_row[i]);
+          const score_row<float> terms = make_score_row<float>(p, batch, first_head + my_head[i], my_query[i]);
 #pragma unroll
           for (int n = 0; n < key_frags; ++n)
 #pragma unroll
@@ -286,7 +305,8 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
     float sum = row_sum[i];
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const index_t row = my_row[i];
+    const index_t row = my_query[i];
+    const index_t head = first_head + my_head[i];
     if (row >= nq) continue;
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     const float lse = sum > 0.0f ? row_max[i] * ln2 + logf(sum) : minus_inf;

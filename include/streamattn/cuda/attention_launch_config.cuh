@@ -35,8 +35,8 @@ inline constexpr const char* attention_function = "streamattn::attention (cuda)"
 template <class T, class Tout, class Tkv>
 attention_plan plan_for(const attention_params<T, Tout, Tkv>& p, const device_limits& limits,
                         const plan_overrides& overrides = {}, bool table_on_device = false) {
-  attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.nq, p.nk, p.dim,
-                                       p.dim_v, limits, overrides);
+  attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.hk, p.nq, p.nk,
+                                       p.dim, p.dim_v, limits, overrides);
   plan.index_tables = index_tables_of(p, table_on_device);
   return plan;
 }
@@ -69,6 +69,7 @@ attention_launch_config<S, Skv> configure_attention_launch(kernel_args<S, Skv> a
   using Acc = device_accum_t<S>;
   attention_launch_config<S, Skv> c;
   args.query_tiles = plan.query_tiles;
+  args.packed_heads = plan.packed_heads;
   args.splits = plan.split.splits;
   args.tiles_per_split = plan.split.tiles_per_split;
   if (args.splits > 1) {

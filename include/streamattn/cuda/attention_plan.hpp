@@ -11,6 +11,7 @@
 #include "../config.hpp"
 #include "../detail/check.hpp"
 #include "element_kind.hpp"
+#include "head_packing.hpp"
 #include "index_tables.hpp"
 #include "kernel_choice.hpp"
 #include "split_kv_plan.hpp"
@@ -29,12 +30,14 @@ struct device_limits {
 struct plan_overrides {
   int splits = 0;          // 0: heuristic; n >= 1: n key slices (fewer if there are fewer key tiles)
   bool simt_only = false;  // run the FMA kernel even where the tensor-core one applies
+  head_packing packing = head_packing::automatic;  // GQA heads in one block's rows (head_packing.hpp)
 };
 
 struct attention_plan {
   kernel_choice kernel;
-  index_t query_tiles = 0;  // query tiles per (batch, head)
-  index_t grid_x = 0;       // (batch, head, query tile) blocks
+  index_t packed_heads = 1;  // query heads per block (head_packing.hpp): 1 or the GQA group
+  index_t query_tiles = 0;   // query tiles per (batch, head or packed group of heads)
+  index_t grid_x = 0;        // (batch, head or group, query tile) blocks
   index_t col_chunks = 1;   // grid.z: output-column chunks (simt only)
   index_t kv_tiles = 0;     // key tiles of the whole key axis
   split_kv_plan split;      // grid.y = split.splits
@@ -55,24 +58,28 @@ struct attention_plan {
 /// grid fills the GPU (FlashAttention's split heuristic assumes two as well).
 inline constexpr int assumed_blocks_per_sm = 2;
 
+/// `heads` query heads share `kv_heads` K/V heads (validated: kv_heads
+/// divides heads).
 inline attention_plan plan_attention(const char* function, element_kind input, index_t batch, index_t heads,
-                                     index_t nq, index_t nk, index_t dim, index_t dim_v, const device_limits& device,
-                                     const plan_overrides& overrides = {}) {
+                                     index_t kv_heads, index_t nq, index_t nk, index_t dim, index_t dim_v,
+                                     const device_limits& device, const plan_overrides& overrides = {}) {
   attention_plan plan;
   plan.kernel = choose_kernel(input, dim, dim_v, overrides.simt_only ? 0 : device.compute_capability);
   if (plan.kernel.family == kernel_family::mma &&
       static_cast<std::size_t>(mma_smem_bytes(plan.kernel.head_dim)) > device.max_shared_bytes)
     plan.kernel = choose_kernel(input, dim, dim_v, 0);
 
-  plan.query_tiles = ceil_div(nq, plan.kernel.query_rows);
+  plan.packed_heads = packed_heads_for(plan.kernel, nq, kv_heads > 0 ? heads / kv_heads : 1, overrides.packing);
+  plan.query_tiles = ceil_div(nq * plan.packed_heads, plan.kernel.query_rows);
+  const index_t head_blocks = heads / plan.packed_heads;
   plan.col_chunks = out_col_chunks(plan.kernel, dim_v);
   plan.kv_tiles = ceil_div(nk, plan.kernel.key_rows);
   // blockIdx.x is 31 bits; the (batch, head, tile) product is checked
   // without overflowing on the way.
   constexpr index_t max_x = std::numeric_limits<std::int32_t>::max();
-  if (plan.query_tiles > 0 && heads > max_x / plan.query_tiles)
+  if (plan.query_tiles > 0 && head_blocks > max_x / plan.query_tiles)
     fail(function, "batch x heads x query tiles exceeds the CUDA grid limit (heads = ", heads, ")");
-  plan.grid_x = plan.query_tiles * heads;
+  plan.grid_x = plan.query_tiles * head_blocks;
   if (plan.grid_x > 0 && batch > max_x / plan.grid_x)
     fail(function, "batch x heads x query tiles exceeds the CUDA grid limit (batch = ", batch, ")");
   plan.grid_x *= batch;

@@ -32,7 +32,11 @@ struct kernel_args {
   bool vector_q = false, vector_k = false, vector_v = false;
 
   /// Query tiles per (batch, head): blockIdx.x enumerates (batch, head, tile).
+  /// With packed_heads > 1 (tensor-core kernel only) a block's rows hold
+  /// that many heads (head_packing.hpp) and blockIdx.x enumerates (batch,
+  /// K/V head, tile of the packed rows).
   index_t query_tiles = 0;
+  index_t packed_heads = 1;
 
   /// Split-KV: slice blockIdx.y covers key tiles
   /// [y * tiles_per_split, (y + 1) * tiles_per_split). With splits > 1 the

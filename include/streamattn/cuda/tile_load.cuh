@@ -25,8 +25,8 @@ __device__ __forceinline__ S tile_element(std::int8_t code) {
 }
 
 /// The element-by-element copy of load_tile: any strides, any head dim.
-template <class S, int Rows, int HeadDim, int Pitch, int Threads, class E>
-__device__ __forceinline__ void load_tile_elements(S* smem, const row_locator<const E>& src, index_t col_stride,
+template <class S, int Rows, int HeadDim, int Pitch, int Threads, class Locator>
+__device__ __forceinline__ void load_tile_elements(S* smem, const Locator& src, index_t col_stride,
                                                    index_t row_begin, index_t row_count, index_t cols) {
   const S zero = static_cast<S>(0.0f);
 #pragma unroll 4
@@ -40,7 +40,8 @@ __device__ __forceinline__ void load_tile_elements(S* smem, const row_locator<co
 
 /// Copies rows [row_begin, row_begin + Rows) of one head into `smem` (row r
 /// at smem + r * Pitch, columns [0, HeadDim)). Source row `row` starts at
-/// src(row) (strided, or in its page of a paged cache) and its elements are
+/// src(row) (a row_locator: strided, or in its page of a paged cache; or
+/// packed_query_rows, rows of a group of heads) and its elements are
 /// col_stride apart; rows >= row_count and columns >= cols read as zero, and
 /// their addresses are never formed (a paged row past the keys has no page).
 ///
@@ -49,9 +50,9 @@ __device__ __forceinline__ void load_tile_elements(S* smem, const row_locator<co
 /// otherwise elements go through registers one by one (any strides, any
 /// head dim), already complete on return. Either way a __syncthreads() is
 /// needed before other threads read the tile.
-template <class S, int Rows, int HeadDim, int Pitch, int Threads>
-__device__ __forceinline__ void load_tile(S* smem, const row_locator<const S>& src, index_t col_stride,
-                                          index_t row_begin, index_t row_count, index_t cols, bool vector) {
+template <class S, int Rows, int HeadDim, int Pitch, int Threads, class Locator>
+__device__ __forceinline__ void load_tile(S* smem, const Locator& src, index_t col_stride, index_t row_begin,
+                                          index_t row_count, index_t cols, bool vector) {
   static_assert(sizeof(S) == 2, "the tensor-core tiles hold 16-bit elements");
   if (vector) {
     constexpr int per_vector = 16 / static_cast<int>(sizeof(S));

@@ -39,6 +39,16 @@ STREAMATTN_HOST_DEVICE tile_span key_tiles_of(const visibility& vis, index_t row
   return span;
 }
 
+/// The keys that exist and are visible to every real query row of
+/// [row_begin, row_begin + rows) ∩ [0, nq): the intersection of their
+/// ranges, empty when the block has no real row.
+STREAMATTN_HOST_DEVICE key_range keys_seen_by_all(const visibility& vis, index_t row_begin, index_t rows) {
+  const index_t last_row = (row_begin + rows < vis.nq ? row_begin + rows : vis.nq) - 1;
+  if (last_row < row_begin) return {0, 0};
+  // Row `last_row` has the largest begin, row `row_begin` the smallest end.
+  return {vis.keys_of(last_row).begin, vis.keys_of(row_begin).end};
+}
+
 /// False when every key of tile [key_begin, key_begin + tile_keys) exists and
 /// is visible to every real query row of the block: the kernel then scales the
 /// scores and skips the per-element checks. Score terms (bias, mask, ALiBi,
@@ -46,11 +56,10 @@ STREAMATTN_HOST_DEVICE tile_span key_tiles_of(const visibility& vis, index_t row
 STREAMATTN_HOST_DEVICE bool tile_needs_mask(const visibility& vis, index_t row_begin, index_t rows, index_t key_begin,
                                             index_t tile_keys, bool has_score_terms) {
   if (has_score_terms) return true;
-  const index_t last_row = (row_begin + rows < vis.nq ? row_begin + rows : vis.nq) - 1;
-  if (last_row < row_begin) return true;
-  // The tile's unclipped end: a tile running past Nk fails the test because
+  // The tile's unclipped end: a tile running past Nk is never inside, because
   // keys_of never extends past Nk, so the zero-filled keys get masked.
-  return !vis.tile_fully_visible(row_begin, last_row, key_begin, key_begin + tile_keys);
+  const key_range seen = keys_seen_by_all(vis, row_begin, rows);
+  return !(seen.begin <= key_begin && key_begin + tile_keys <= seen.end);
 }
 
 /// True when `key` takes part in row `row`'s softmax (causal/window and
