@@ -56,9 +56,7 @@ struct additive_smem_layout {
   STREAMATTN_HOST_DEVICE index_t first_state() const { return keeps() + tile_tokens; }
   STREAMATTN_HOST_DEVICE index_t second_state() const { return first_state() + state().length(); }
   STREAMATTN_HOST_DEVICE index_t vector() const { return second_state() + state().length(); }
-  // Merge factors per head (the per-sequence merge steps).
-  STREAMATTN_HOST_DEVICE index_t factors() const { return vector() + dim; }
-  STREAMATTN_HOST_DEVICE index_t length() const { return factors() + 2 * heads; }
+  STREAMATTN_HOST_DEVICE index_t length() const { return vector() + dim; }
 
   STREAMATTN_HOST_DEVICE additive_state_layout state() const { return {heads, dim}; }
 };
