@@ -94,17 +94,18 @@ TYPED_TEST_P(AttentionKernels, DecodeSplitsByDefault) {
   const problem<T> p(s, options_named("lse"), rng);
   const auto o = make_oracle(p);
   const auto limits = P::limits();
-  const auto plan = detail::gpu::plan_attention("test", detail::gpu::element_kind_of<T>(), s.batch, s.hq, s.hk, s.nq, s.nk,
-                                                s.dim, s.dim_v, limits);
+  const auto plan = detail::gpu::plan_attention("test", detail::gpu::element_kind_of<T>(), s.batch, s.hq, s.hk, s.nq,
+                                                s.nk, s.dim, s.dim_v, limits);
   EXPECT_GT(plan.split.splits, 1) << "two blocks on " << limits.sm_count << " multiprocessors";
   expect_matches(p, o, P::template run<T>(p, P::inputs(p), kernel_run{}), "default plan");
 }
 
 // Grouped-query heads packed into one block's rows (head_packing.hpp),
 // forced on where the plan would not pack (long runs of queries under a
-// causal band, rows of one query split across tiles) and alone or with key
-// slices, under every option. (The planned runs of the other tests pack
-// their GQA decodes by themselves.) Only the tensor-core kernel packs.
+// causal band), with groups that do not divide the 64-row tile (one query's
+// heads split across two tiles), alone or with key slices, under every
+// option. (The planned runs of the other tests pack their GQA decodes by
+// themselves.) Only the tensor-core kernel packs.
 TYPED_TEST_P(AttentionKernels, GroupedHeadsPackedIntoTiles) {
   using P = typename TypeParam::platform;
   using T = typename TypeParam::type;
@@ -112,7 +113,8 @@ TYPED_TEST_P(AttentionKernels, GroupedHeadsPackedIntoTiles) {
   if (sizeof(T) != 2) GTEST_SKIP() << "only the tensor-core (16-bit) kernel packs heads";
   auto rng = test_rng();
   const std::vector<shape> grouped = {
-      {1, 1, 300, 8, 2, 64, 64}, {2, 7, 70, 6, 2, 32, 24}, {1, 33, 100, 4, 1, 128, 96}, {2, 9, 40, 6, 1, 16, 16}};
+      {1, 1, 300, 8, 2, 64, 64},  {2, 7, 70, 6, 2, 32, 24},  {1, 33, 100, 4, 1, 128, 96}, {2, 9, 40, 6, 1, 16, 16},
+      {1, 30, 100, 6, 2, 64, 64}, {2, 25, 80, 5, 1, 32, 32}, {1, 70, 70, 3, 1, 128, 128}, {2, 13, 200, 12, 1, 64, 64}};
   for (const option_set& os : all_option_sets())
     for (const shape& s : grouped) {
       const problem<T> p(s, os, rng);
@@ -505,8 +507,8 @@ TYPED_TEST_P(AttentionKernels, QuantisedKvCacheMatchesTheValuesItStandsFor) {
 }
 
 REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, SplitKvSlicesMatchTheOracle,
-                            DecodeSplitsByDefault, GroupedHeadsPackedIntoTiles, FmaKernelMatchesTheOracle, StridedLayouts, ExtremeLogitsStayFinite,
-                            EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
+                            DecodeSplitsByDefault, GroupedHeadsPackedIntoTiles, FmaKernelMatchesTheOracle,
+                            StridedLayouts, ExtremeLogitsStayFinite, EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
                             PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
                             PackedQueriesOverPagedKeys, DeviceTableEntriesOutsideThePoolReadPageZero,
                             QuantisedKvCacheMatchesTheValuesItStandsFor);

@@ -304,7 +304,13 @@ TEST(CudaPlan, GridAndWorkspace) {
   EXPECT_EQ(forced.kernel.family, kernel_family::simt);
   EXPECT_EQ(forced.split.splits, 5);
 
-  EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 10, 1 << 20, 8, 8, 8, h100), std::invalid_argument);
+  EXPECT_THROW(plan_attention("t", element_kind::f32, 1 << 30, 1 << 10, 1 << 10, 1 << 20, 8, 8, 8, h100),
+               std::invalid_argument);
+  // The same with packed heads: 256 groups of 4 x 2^30 items overflows too;
+  // 2^22 items fit.
+  EXPECT_THROW(plan_attention("t", element_kind::f16, 1 << 30, 1024, 256, 1, 1, 64, 64, h100), std::invalid_argument);
+  EXPECT_EQ(plan_attention("t", element_kind::f16, 1 << 22, 1024, 256, 1, 1, 64, 64, h100).grid_x,
+            index_t{1} << 30);
 }
 
 // ---------------------------------------------------------------- GQA head packing

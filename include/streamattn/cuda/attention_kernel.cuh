@@ -4,9 +4,10 @@
 // One thread block per (batch, head, 64-query tile); 4 warps, each owning 16
 // query rows. Under grouped-query attention with few queries (decoding) a
 // block's rows may hold the queries of all the heads that share a K/V head
-// (head_packing.hpp), which then streams through once for all of them. Q stays in shared memory; K and V tiles stream through shared
-// memory with cp.async, the V copy of tile t overlapping the Q.K^T of tile t
-// and the K copy of tile t+1 overlapping the P.V of tile t. Per key tile:
+// (head_packing.hpp), which then streams through once for all of them.
+// Q stays in shared memory; K and V tiles stream through shared memory with
+// cp.async, the V copy of tile t overlapping the Q.K^T of tile t and the K
+// copy of tile t+1 overlapping the P.V of tile t. Per key tile:
 //   S = Q K^T            mma.sync m16n8k16, fp16/bf16 in, float accumulate
 //   S = S * scale*log2e  one multiply (or the score terms, then * log2e)
 //   online softmax       running max / sum per row in registers, exp2
@@ -118,8 +119,7 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
   const tile_span tiles = key_tiles_of(vis, query0, queries, keys, split_first, split_last);
 
-  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, packed_rows, p.dim,
-                                              args.vector_q);
+  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, packed_rows, p.dim, args.vector_q);
   if (!tiles.empty()) {
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
                                                 args.vector_k);

@@ -38,9 +38,9 @@ struct attention_plan {
   index_t packed_heads = 1;  // query heads per block (head_packing.hpp): 1 or the GQA group
   index_t query_tiles = 0;   // query tiles per (batch, head or packed group of heads)
   index_t grid_x = 0;        // (batch, head or group, query tile) blocks
-  index_t col_chunks = 1;   // grid.z: output-column chunks (simt only)
-  index_t kv_tiles = 0;     // key tiles of the whole key axis
-  split_kv_plan split;      // grid.y = split.splits
+  index_t col_chunks = 1;    // grid.z: output-column chunks (simt only)
+  index_t kv_tiles = 0;      // key tiles of the whole key axis
+  split_kv_plan split;       // grid.y = split.splits
   split_workspace_layout workspace;
   /// Packed starts and block table copied to the device after the partials
   /// (set by plan_for; plan_attention knows only the sizes).
