@@ -12,9 +12,9 @@ so the two sides always measure the same thing. Both sides use [B, H, N, D]
 tensors. The benchmark counts 4 * visible (query, key) pairs * D flops per
 head; PyTorch's is_causal aligns top-left, which equals our bottom-right
 alignment for Nq == Nk; the decode case (Nq = 1) is run non-causal on the
-SDPA side, which is the same mask for a single query. The paged and int8
-decodes (names ending in _paged16 and _int8) have no SDPA counterpart and
-are listed by the benchmark alone.
+SDPA side, which is the same mask for a single query. The paged, int8 and
+unpacked decodes (names ending in _paged16, _int8 and _unpacked) have no SDPA
+counterpart and are listed by the benchmark alone.
 """
 import json
 import re

@@ -2,6 +2,7 @@
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
 // split-KV decode case in GB/s of K/V read, once over a contiguous cache,
+// once the same without GQA head packing (_unpacked: what packing saves),
 // once over the same keys in shuffled 16-key pages (block_table: what the
 // table lookups cost) and once over an int8 cache with a scale per key and
 // head (GB/s of codes and scales); Fastformer (B = 1, D = 256,
@@ -77,6 +78,7 @@ struct attention_case {
   bool causal;
   index_t page_size = 0;  // > 0: K/V in a shuffled pool of pages this size (nk a multiple of it)
   bool int8_kv = false;   // K/V as int8 codes with a float scale per key and head
+  bool unpacked = false;  // GQA heads kept in tiles of their own (what head packing saves)
 };
 
 double visible_pairs(const attention_case& c) {
@@ -153,7 +155,16 @@ void run_attention(benchmark::State& state, attention_case c) {
       }
     }
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
-    time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
+    if (c.unpacked) {
+      // The library's own call, but planned without GQA head packing
+      // (cuda/head_packing.hpp): the same decode as before that existed.
+      detail::gpu::plan_overrides unpacked;
+      unpacked.packing = detail::gpu::head_packing::never;
+      const auto params = detail::make_attention_params<T, T, Tkv>("bench", qv, kv, vv, ov, opts);
+      time_calls(state, [&] { detail::gpu::run_attention(params, nullptr, unpacked); });
+    } else {
+      time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
+    }
     const double flops = 4.0 * visible_pairs(c) * static_cast<double>(c.dim) * static_cast<double>(c.batch * c.hq);
     const double kv_bytes = 2.0 * (static_cast<double>(nk_elems) * sizeof(Tkv) + static_cast<double>(scales) * sizeof(float));
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -227,6 +238,7 @@ std::string name_of(const char* type, const attention_case& c) {
   if (c.causal) n += "_causal";
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   if (c.int8_kv) n += "_int8";
+  if (c.unpacked) n += "_unpacked";
   return n;
 }
 
@@ -241,6 +253,9 @@ void register_all(bool quick) {
   attention_case decode =
       quick ? attention_case{1, 1, 4096, 4, 1, 128, true} : attention_case{1, 1, 32768, 32, 8, 128, true};
   cases.push_back(decode);
+  decode.unpacked = true;  // one tile per query head, as before head packing
+  cases.push_back(decode);
+  decode.unpacked = false;
   decode.page_size = 16;  // vLLM's default block size
   cases.push_back(decode);
   decode.page_size = 0;
