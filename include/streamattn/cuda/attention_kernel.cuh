@@ -104,6 +104,8 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const bool quad_leader = lane % 4 == 0;  // one of the four lanes that share a row
+  // Warp-uniform, so the warp-wide MMAs and shuffles stay whole.
+  const bool warp_has_rows = row0 + warp * 16 < packed_rows;
 
   // Rows of this item and its heads: batched, packed (query_starts, key_starts)
   // or, for keys, in the pages of a block table.
@@ -161,96 +163,100 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
     if constexpr (quantised) load_row_scales<keys, threads>(v_scales, v_scale_src, key0, nk);
     copy_async_commit();
 
-    // S = Q K^T for this warp's 16 rows x `keys` keys.
+    // S = Q K^T for this warp's 16 rows x `keys` keys. A warp whose rows
+    // are all past the block's (a decode packs a few rows into warp 0)
+    // skips the arithmetic, but not the loads and barriers.
     float s[key_frags][4];
+    if (warp_has_rows) {
 #pragma unroll
-    for (int n = 0; n < key_frags; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      for (int n = 0; n < key_frags; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int k16 = 0; k16 < HeadDim / 16; ++k16) {
-      const S* qa = q_tile + warp * 16 * pitch + k16 * 16;
-      const std::uint32_t a[4] = {
-          load_pair(qa + fragment::a_offset(lane, 0, pitch)), load_pair(qa + fragment::a_offset(lane, 1, pitch)),
-          load_pair(qa + fragment::a_offset(lane, 2, pitch)), load_pair(qa + fragment::a_offset(lane, 3, pitch))};
+      for (int k16 = 0; k16 < HeadDim / 16; ++k16) {
+        const S* qa = q_tile + warp * 16 * pitch + k16 * 16;
+        const std::uint32_t a[4] = {
+            load_pair(qa + fragment::a_offset(lane, 0, pitch)), load_pair(qa + fragment::a_offset(lane, 1, pitch)),
+            load_pair(qa + fragment::a_offset(lane, 2, pitch)), load_pair(qa + fragment::a_offset(lane, 3, pitch))};
 #pragma unroll
-      for (int n = 0; n < key_frags; ++n) {
-        // B = K^T: column j of B is key j, one row of the K tile.
-        const S* kb = k_tile + n * 8 * pitch + k16 * 16;
-        mma_16x8x16<S>(s[n], a, load_pair(kb + fragment::bt_offset(lane, 0, pitch)),
-                       load_pair(kb + fragment::bt_offset(lane, 1, pitch)));
-      }
-    }
-    // An int8 K tile holds the codes: key j's scores still need its scale.
-    if constexpr (quantised) {
-#pragma unroll
-      for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) s[n][c] *= k_scales[n * 8 + fragment::c_col(lane, c)];
-    }
-
-    // Scores in log2 units; invisible keys (outside the band, past Nk, rows
-    // past Nq) become -inf so they weigh exactly 0.
-    if (!tile_needs_mask(vis, query0, queries, key0, keys, args.has_terms)) {
-#pragma unroll
-      for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) s[n][c] *= args.scale_log2;
-    } else {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const tile_columns visible = columns_in_tile(my_keys[i], key0, keys);
-        if (args.has_terms) {
-          // Built per tile rather than kept live across the loop: registers
-          // are the scarce resource here, and this is a handful of integer ops.
-          const score_row<float> terms = make_score_row<float>(p, batch, first_head + my_head[i], my_query[i]);
-#pragma unroll
-          for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              const int column = n * 8 + fragment::c_col(lane, 2 * i + c);
-              float& x = s[n][2 * i + c];
-              x = visible.contains(column) ? terms.apply(x * p.scale, key0 + column) * log2e : minus_inf;
-            }
-        } else {
-#pragma unroll
-          for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              float& x = s[n][2 * i + c];
-              x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * args.scale_log2 : minus_inf;
-            }
+        for (int n = 0; n < key_frags; ++n) {
+          // B = K^T: column j of B is key j, one row of the K tile.
+          const S* kb = k_tile + n * 8 * pitch + k16 * 16;
+          mma_16x8x16<S>(s[n], a, load_pair(kb + fragment::bt_offset(lane, 0, pitch)),
+                         load_pair(kb + fragment::bt_offset(lane, 1, pitch)));
         }
       }
-    }
-
-    // Online softmax: raise the running max, rescale what was accumulated
-    // under the old one, turn scores into weights.
+      // An int8 K tile holds the codes: key j's scores still need its scale.
+      if constexpr (quantised) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float tile_max = minus_inf;
+        for (int n = 0; n < key_frags; ++n)
 #pragma unroll
-      for (int n = 0; n < key_frags; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-      // The four lanes of a quad hold the same row.
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float new_max = fmaxf(row_max[i], tile_max);
-      // -inf guard: while a row has seen only masked keys its max stays
-      // -inf; subtracting 0 instead keeps exp2(-inf - base) at 0 rather than
-      // the NaN of (-inf) - (-inf).
-      const float base = new_max == minus_inf ? 0.0f : new_max;
-      const float rescale = exp2f(row_max[i] - base);
-      row_max[i] = new_max;
-      float sum = 0.0f;
-#pragma unroll
-      for (int n = 0; n < key_frags; ++n) {
-        s[n][2 * i] = exp2f(s[n][2 * i] - base);
-        s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
-        sum += s[n][2 * i] + s[n][2 * i + 1];
+          for (int c = 0; c < 4; ++c) s[n][c] *= k_scales[n * 8 + fragment::c_col(lane, c)];
       }
-      row_sum[i] = row_sum[i] * rescale + sum;
+
+      // Scores in log2 units; invisible keys (outside the band, past Nk, rows
+      // past Nq) become -inf so they weigh exactly 0.
+      if (!tile_needs_mask(vis, query0, queries, key0, keys, args.has_terms)) {
 #pragma unroll
-      for (int d = 0; d < out_frags; ++d) {
-        acc[d][2 * i] *= rescale;
-        acc[d][2 * i + 1] *= rescale;
+        for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) s[n][c] *= args.scale_log2;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const tile_columns visible = columns_in_tile(my_keys[i], key0, keys);
+          if (args.has_terms) {
+            // Built per tile rather than kept live across the loop: registers
+            // are the scarce resource here, and this is a handful of integer ops.
+            const score_row<float> terms = make_score_row<float>(p, batch, first_head + my_head[i], my_query[i]);
+#pragma unroll
+            for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                const int column = n * 8 + fragment::c_col(lane, 2 * i + c);
+                float& x = s[n][2 * i + c];
+                x = visible.contains(column) ? terms.apply(x * p.scale, key0 + column) * log2e : minus_inf;
+              }
+          } else {
+#pragma unroll
+            for (int n = 0; n < key_frags; ++n)
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                float& x = s[n][2 * i + c];
+                x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * args.scale_log2 : minus_inf;
+              }
+          }
+        }
+      }
+
+      // Online softmax: raise the running max, rescale what was accumulated
+      // under the old one, turn scores into weights.
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        float tile_max = minus_inf;
+#pragma unroll
+        for (int n = 0; n < key_frags; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+        // The four lanes of a quad hold the same row.
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float new_max = fmaxf(row_max[i], tile_max);
+        // -inf guard: while a row has seen only masked keys its max stays
+        // -inf; subtracting 0 instead keeps exp2(-inf - base) at 0 rather than
+        // the NaN of (-inf) - (-inf).
+        const float base = new_max == minus_inf ? 0.0f : new_max;
+        const float rescale = exp2f(row_max[i] - base);
+        row_max[i] = new_max;
+        float sum = 0.0f;
+#pragma unroll
+        for (int n = 0; n < key_frags; ++n) {
+          s[n][2 * i] = exp2f(s[n][2 * i] - base);
+          s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
+          sum += s[n][2 * i] + s[n][2 * i + 1];
+        }
+        row_sum[i] = row_sum[i] * rescale + sum;
+#pragma unroll
+        for (int d = 0; d < out_frags; ++d) {
+          acc[d][2 * i] *= rescale;
+          acc[d][2 * i + 1] *= rescale;
+        }
       }
     }
 
@@ -263,35 +269,37 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
     }
     copy_async_commit();
 
-    // An int8 V tile holds the codes: key j's weight (already in the row
-    // sums) takes its v scale before it multiplies the codes.
-    if constexpr (quantised) {
+    if (warp_has_rows) {
+      // An int8 V tile holds the codes: key j's weight (already in the row
+      // sums) takes its v scale before it multiplies the codes.
+      if constexpr (quantised) {
 #pragma unroll
-      for (int n = 0; n < key_frags; ++n)
+        for (int n = 0; n < key_frags; ++n)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) s[n][c] *= v_scales[n * 8 + fragment::c_col(lane, c)];
-    }
-
-    // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
-    // of S tiles 2j and 2j + 1 are, element for element, the A fragment of
-    // keys [16j, 16j + 16).
-#pragma unroll
-    for (int j = 0; j < keys / 16; ++j) {
-      std::uint32_t a_hi[4], a_lo[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
-        split_pair<Spv>(c[0], c[1], a_hi[r], a_lo[r]);
+          for (int c = 0; c < 4; ++c) s[n][c] *= v_scales[n * 8 + fragment::c_col(lane, c)];
       }
-      const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
+
+      // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
+      // of S tiles 2j and 2j + 1 are, element for element, the A fragment of
+      // keys [16j, 16j + 16).
 #pragma unroll
-      for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
-        std::uint32_t b[4];
-        ldmatrix_x4_trans(b, v_rows + d16 * 16);
-        mma_16x8x16<Spv>(acc[2 * d16], a_hi, b[0], b[1]);
-        mma_16x8x16<Spv>(acc[2 * d16], a_lo, b[0], b[1]);
-        mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
-        mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
+      for (int j = 0; j < keys / 16; ++j) {
+        std::uint32_t a_hi[4], a_lo[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+          split_pair<Spv>(c[0], c[1], a_hi[r], a_lo[r]);
+        }
+        const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
+#pragma unroll
+        for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
+          std::uint32_t b[4];
+          ldmatrix_x4_trans(b, v_rows + d16 * 16);
+          mma_16x8x16<Spv>(acc[2 * d16], a_hi, b[0], b[1]);
+          mma_16x8x16<Spv>(acc[2 * d16], a_lo, b[0], b[1]);
+          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
+          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
+        }
       }
     }
   }

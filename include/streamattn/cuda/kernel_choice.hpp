@@ -45,12 +45,11 @@ constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 /// the float accumulator alone takes 128 registers; one block is enough,
 /// which lets ptxas use all 255 (it still spills a little: CUDA 13.0
 /// ptxas -v, bf16 24 bytes on sm_90, fp16 60).
-/// GQA head packing (head_packing.hpp) added per-row state and raised the
-/// spills (bf16, sm_90): head dim 64 from 16 to 32 bytes stored, 8 to 72
-/// loaded; 256 from 24 / 12 to 96 / 104; 128 still none (226 registers).
-/// In the key loop's code (cuobjdump) that is 4 local loads per key tile at
-/// 64 (was 2) and 12 at 256 (was 3), against ~7000 instructions; not yet
-/// timed on a GPU.
+/// GQA head packing (head_packing.hpp) and the skipping of row-less warps
+/// changed the spills (bf16, sm_90): head dim 64 from 16 / 8 bytes (stored /
+/// loaded) to 64 / 88, which in the key loop's code (cuobjdump) is 8 local
+/// loads per key tile (was 2) against ~7000 instructions; 256 from 24 / 12
+/// to none; 128 still none (231 registers). Not yet timed on a GPU.
 constexpr int mma_min_blocks_per_sm(int head_dim) { return head_dim > 128 ? 1 : head_dim <= 64 ? 3 : 0; }
 /// Shared-memory row pitch in elements: 8 halves (16 bytes) of padding shift
 /// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or
