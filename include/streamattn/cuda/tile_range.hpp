@@ -41,7 +41,10 @@ STREAMATTN_HOST_DEVICE tile_span key_tiles_of(const visibility& vis, index_t row
 
 /// The keys that exist and are visible to every real query row of
 /// [row_begin, row_begin + rows) ∩ [0, nq): the intersection of their
-/// ranges, empty when the block has no real row.
+/// ranges, empty when the block has no real row. (visibility's
+/// tile_fully_visible asks the same; written as this range, the tensor-core
+/// kernel's key loop compiles with fewer spills: CUDA 13.0, bf16, head dim
+/// 64, 8 local loads per key tile instead of 14.)
 STREAMATTN_HOST_DEVICE key_range keys_seen_by_all(const visibility& vis, index_t row_begin, index_t rows) {
   const index_t last_row = (row_begin + rows < vis.nq ? row_begin + rows : vis.nq) - 1;
   if (last_row < row_begin) return {0, 0};
