@@ -157,7 +157,7 @@ void run_attention(benchmark::State& state, attention_case c) {
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
     if (c.unpacked) {
       // The library's own call, but planned without GQA head packing
-      // (cuda/head_packing.hpp): the same decode as before that existed.
+      // (cuda/head_packing.hpp): the decode as it ran before packing existed.
       detail::gpu::plan_overrides unpacked;
       unpacked.packing = detail::gpu::head_packing::never;
       const auto params = detail::make_attention_params<T, T, Tkv>("bench", qv, kv, vv, ov, opts);
