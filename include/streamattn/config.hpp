@@ -18,6 +18,15 @@
 #define STREAMATTN_HOST_DEVICE inline
 #endif
 
+// Asks nvcc to unroll the next loop (device code keeps small arrays indexed
+// by the loop counter in registers only when it does). Host compilers,
+// which also see these kernels (the test suite's SIMT emulator), get nothing.
+#if defined(__CUDA_ARCH__)
+#define STREAMATTN_UNROLL _Pragma("unroll")
+#else
+#define STREAMATTN_UNROLL
+#endif
+
 namespace streamattn {
 
 // Every element count, extent and stride is 64-bit: a (B, N, H, D) tensor with

@@ -1,5 +1,5 @@
-// Fastformer and additive pooling on the SIMT emulator: additive_kernel
-// itself, compiled by the host compiler, launched step by step as
+// Fastformer and additive pooling on the SIMT emulator: additive_kernel and
+// additive_stream_kernel themselves, compiled by the host compiler, launched step by step as
 // launch_additive does (256 threads a block, the plan's dynamic shared
 // memory), through the whole Fastformer oracle suite, planned for a GPU
 // with 1 or 64 multiprocessors so that sequences run as one chunk or many.
@@ -23,18 +23,20 @@
 namespace streamattn::testing::ff {
 
 /// The cuda backend as planned for a GPU with `SmCount` multiprocessors
-/// (an H100 otherwise), run by the SIMT emulator.
-template <int SmCount>
+/// (an H100 otherwise), run by the SIMT emulator; without `Streaming` every
+/// step runs as a block program (additive_args::streaming), as the shapes
+/// the streaming pooling does not take always do.
+template <int SmCount, bool Streaming = true>
 struct simt_emulator_t {};
 
-template <int SmCount>
-struct prefix_runs_bitwise<simt_emulator_t<SmCount>> : std::false_type {};
+template <int SmCount, bool Streaming>
+struct prefix_runs_bitwise<simt_emulator_t<SmCount, Streaming>> : std::false_type {};
 
 /// launch_additive on the emulator. The workspace starts as NaN (dynamic
 /// shared memory always does), so a step reading what no earlier step wrote
 /// shows up in the results.
 template <class S>
-void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count) {
+void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streaming) {
   namespace gpu = detail::gpu;
   using Acc = gpu::device_accum_t<S>;
   if (gpu::nothing_to_write(a)) return;
@@ -42,39 +44,55 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count) {
   h100.sm_count = sm_count;
   h100.compute_capability = 90;
   h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
-  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100);
+  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, a.has_transform());
   std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())),
                              std::numeric_limits<Acc>::quiet_NaN());
   gpu::apply_plan(a, plan, workspace.data());
+  a.streaming = streaming;
   gpu::for_each_additive_step(a, [&](gpu::additive_step step, index_t blocks) {
     if (blocks == 0) return;
-    emulator::launch("additive_kernel", &gpu::additive_kernel<S>, dim3(static_cast<unsigned>(blocks)),
-                     dim3(gpu::additive_block_threads), plan.shared_bytes, a, step);
+    const dim3 grid(static_cast<unsigned>(blocks)), block(gpu::additive_block_threads);
+    if (gpu::streams(a, step))
+      emulator::launch("additive_stream_kernel", &gpu::additive_stream_kernel<S>, grid, block, plan.shared_bytes, a,
+                       step);
+    else
+      emulator::launch("additive_kernel", &gpu::additive_kernel<S>, grid, block, plan.shared_bytes, a, step);
   });
 }
 
-template <int SmCount, class T, class W, class Tout>
-void additive_pool_impl(simt_emulator_t<SmCount>, const detail::additive_pool_params<T, W, Tout>& p) {
-  run_on_emulator(detail::gpu::make_additive_args(p), SmCount);
+template <int SmCount, bool Streaming, class T, class W, class Tout>
+void additive_pool_impl(simt_emulator_t<SmCount, Streaming>, const detail::additive_pool_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming);
 }
 
-template <int SmCount, class T, class W, class Tout>
-void fastformer_impl(simt_emulator_t<SmCount>, const detail::fastformer_params<T, W, Tout>& p) {
-  run_on_emulator(detail::gpu::make_additive_args(p), SmCount);
+template <int SmCount, bool Streaming, class T, class W, class Tout>
+void fastformer_impl(simt_emulator_t<SmCount, Streaming>, const detail::fastformer_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming);
 }
 
-template <int SmCount, class T>
+template <int SmCount, class T, bool Streaming = true>
 struct emulated_combo {
-  using backend = simt_emulator_t<SmCount>;
+  using backend = simt_emulator_t<SmCount, Streaming>;
   using type = T;
   static constexpr int sm_count = SmCount;
+  static constexpr bool streaming = Streaming;
 };
 
 class emulated_names {
  public:
   template <class C>
   static std::string GetName(int) {
-    return std::string(C::sm_count == 1 ? "few_chunks_" : "many_chunks_") + element_name<typename C::type>();
+    return std::string(C::sm_count == 1 ? "few_chunks_" : "many_chunks_") + (C::streaming ? "" : "block_programs_") +
+           element_name<typename C::type>();
+  }
+};
+
+class emulated_backend_names {
+ public:
+  template <class B>
+  static std::string GetName(int i) {
+    return std::vector<std::string>{"few_chunks", "many_chunks", "many_chunks_block_programs"}.at(
+        static_cast<std::size_t>(i));
   }
 };
 
@@ -87,10 +105,12 @@ using namespace streamattn::testing::ff;
 using EmulatedCombos =
     ::testing::Types<emulated_combo<1, float>, emulated_combo<1, double>, emulated_combo<1, Eigen::half>,
                      emulated_combo<1, Eigen::bfloat16>, emulated_combo<64, float>, emulated_combo<64, double>,
-                     emulated_combo<64, Eigen::half>, emulated_combo<64, Eigen::bfloat16>>;
+                     emulated_combo<64, Eigen::half>, emulated_combo<64, Eigen::bfloat16>,
+                     emulated_combo<64, float, false>, emulated_combo<64, double, false>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerSuite, EmulatedCombos, emulated_names);
 
-using EmulatedBackends = ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>>;
-INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerMaskSuite, EmulatedBackends);
+using EmulatedBackends =
+    ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>, simt_emulator_t<64, false>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerMaskSuite, EmulatedBackends, emulated_backend_names);
 
 }  // namespace

@@ -576,6 +576,48 @@ TEST(CudaAdditivePlan, WideFeaturesShrinkTheTileThenFail) {
   }
 }
 
+TEST(CudaAdditivePlan, PoolingStreamsUpTo16HeadsAnd256Features) {
+  for (index_t heads : {1, 2, 3, 16, 17}) {
+    for (index_t head_dim : {1, 7, 16, 64, 256}) {
+      for (std::size_t accum : {std::size_t{4}, std::size_t{8}}) {
+        const additive_shape s = additive_shape_of(2, 1000, heads, head_dim);
+        const additive_plan p = plan_additive("test", s, false, accum, h100_like());
+        EXPECT_EQ(p.stream_pooling, heads <= 16 && s.dim <= 256) << heads << " x " << head_dim;
+        if (!p.stream_pooling) continue;
+        const additive_stream_layout& l = p.stream;
+        EXPECT_EQ(l.batch_tokens, accum == 4 ? 4 : 2);
+        EXPECT_EQ(l.pitch() % 32, 0);
+        EXPECT_GE(l.pitch(), s.dim);
+        EXPECT_LT(l.pitch(), s.dim + 32);
+        // The weights and, after them, the warp states fit below the first
+        // exchange; the exchanges do not overlap; everything fits the
+        // launch's shared memory, k̄ of the outputs step included.
+        EXPECT_LE(l.weights() + stream_max_heads * l.pitch(), l.exchange(0));
+        EXPECT_LE(l.warp_state(stream_warps), l.exchange(0));
+        EXPECT_EQ(l.exchange(1) - l.exchange(0), (l.batch_tokens + 1) * stream_max_heads);
+        EXPECT_LE(static_cast<std::size_t>(l.length()) * accum, p.shared_bytes);
+        EXPECT_LE(static_cast<std::size_t>(s.dim) * accum, p.shared_bytes);
+        EXPECT_LE(p.shared_bytes, additive_default_shared_bytes) << "no opt-in needed";
+      }
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, OneChunkPerMultiprocessorWhereEveryChunkStepStreams) {
+  const additive_shape streams = additive_shape_of(1, 1 << 20, 16, 16), wide = additive_shape_of(1, 1 << 20, 16, 64);
+  const index_t sms = h100_like().sm_count;
+  const auto chunks = [&](const additive_shape& s, bool causal, bool transform) {
+    return plan_additive("test", s, causal, 4, h100_like(), transform).chunks;
+  };
+  EXPECT_LE(chunks(streams, false, false), stream_blocks_per_sm * sms);
+  EXPECT_GT(chunks(streams, false, false), stream_blocks_per_sm * sms * 9 / 10);
+  // Block programs run some chunk step: a few blocks per multiprocessor.
+  for (index_t c : {chunks(streams, true, false), chunks(streams, false, true), chunks(wide, false, false)}) {
+    EXPECT_LE(c, additive_blocks_per_sm * sms);
+    EXPECT_GT(c, additive_blocks_per_sm * sms * 9 / 10);
+  }
+}
+
 // ---------------------------------------------------------------- load path
 
 TEST(CudaLoadPath, VectorCopiesNeedAlignedContiguousRows) {

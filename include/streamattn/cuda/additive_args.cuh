@@ -45,6 +45,11 @@ struct additive_args {
 
   index_t chunks = 1, chunk_tokens = 0;
   additive_smem_layout smem;
+  /// Whether the steps that can stream do (streams(), additive_programs.cuh);
+  /// false runs every step as a block program, which tests compare against.
+  bool streaming = true;
+  bool stream_pooling = false;
+  additive_stream_layout stream;
   accum* workspace = nullptr;
   index_t query_totals = 0, query_carries = 0, key_totals = 0, key_carries = 0, pooled_query = 0, pooled_key = 0;
 
@@ -76,6 +81,8 @@ void apply_plan(additive_args<S>& a, const additive_plan& plan, void* workspace)
   a.chunks = plan.chunks;
   a.chunk_tokens = plan.chunk_tokens;
   a.smem = plan.smem;
+  a.stream_pooling = plan.stream_pooling;
+  a.stream = plan.stream;
   a.workspace = static_cast<typename additive_args<S>::accum*>(workspace);
   a.query_totals = plan.query_totals();
   a.query_carries = plan.query_carries();

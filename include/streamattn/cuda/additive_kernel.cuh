@@ -1,11 +1,13 @@
-// The one kernel behind additive pooling and Fastformer on the GPU: block
-// blockIdx.x of a step (additive_programs.cuh), with the plan's dynamic
-// shared memory. One kernel per input storage type, whatever the step or
-// the output type, keeps nvcc's work small. Launched by additive_launch.cuh
+// The kernels behind additive pooling and Fastformer on the GPU: block
+// blockIdx.x of a step, as a block program (additive_programs.cuh) or, for
+// the steps that stream, as warps streaming tokens (additive_stream.cuh),
+// with the plan's dynamic shared memory. Two kernels per input storage
+// type, whatever the step or the output type, keep nvcc's work small. Launched by additive_launch.cuh
 // (and by the test suite's SIMT emulator, which is why no launch is here).
 #pragma once
 
 #include "additive_programs.cuh"
+#include "additive_stream.cuh"
 #include "dynamic_shared_memory.cuh"
 
 namespace streamattn::detail::gpu {
@@ -15,6 +17,17 @@ __global__ void __launch_bounds__(additive_block_threads) additive_kernel(const 
                                                                           additive_step step) {
   run_additive_block(args, step, static_cast<index_t>(blockIdx.x),
                      reinterpret_cast<device_accum_t<S>*>(dynamic_shared_memory()));
+}
+
+/// The steps that stream (streams(), additive_stream.cuh). A kernel of its
+/// own: the streaming pooling keeps a batch's scores in registers (one block
+/// of 8 warps per multiprocessor), which would cost the block programs
+/// their occupancy.
+template <class S>
+__global__ void __launch_bounds__(additive_block_threads, 1) additive_stream_kernel(const additive_args<S> args,
+                                                                                    additive_step step) {
+  run_stream_block(args, step, static_cast<index_t>(blockIdx.x),
+                   reinterpret_cast<device_accum_t<S>*>(dynamic_shared_memory()));
 }
 
 }  // namespace streamattn::detail::gpu

@@ -1,5 +1,6 @@
 // Enqueues the steps of additive pooling or Fastformer on a stream, one
-// launch of additive_kernel per step, with the plan's grid and shared memory.
+// launch of additive_kernel or additive_stream_kernel per step, with the
+// plan's grid and shared memory.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -16,13 +17,23 @@ template <class S>
 void launch_additive(const additive_args<S>& args, const additive_plan& plan, cudaStream_t stream,
                      const char* function) {
   const auto shared = static_cast<int>(plan.shared_bytes);
-  if (plan.shared_bytes > additive_default_shared_bytes)
+  if (plan.shared_bytes > additive_default_shared_bytes) {
     throw_on_error(cudaFuncSetAttribute(additive_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
                    function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    throw_on_error(
+        cudaFuncSetAttribute(additive_stream_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
+        function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  }
   for_each_additive_step(args, [&](additive_step step, index_t blocks) {
     if (blocks == 0) return;
-    additive_kernel<S><<<static_cast<unsigned>(blocks), additive_block_threads, shared, stream>>>(args, step);
-    throw_on_launch_error(function, "additive_kernel");
+    const auto grid = static_cast<unsigned>(blocks);
+    if (streams(args, step)) {
+      additive_stream_kernel<S><<<grid, additive_block_threads, shared, stream>>>(args, step);
+      throw_on_launch_error(function, "additive_stream_kernel");
+    } else {
+      additive_kernel<S><<<grid, additive_block_threads, shared, stream>>>(args, step);
+      throw_on_launch_error(function, "additive_kernel");
+    }
   });
 }
 

@@ -9,6 +9,7 @@
 // with the sequence length.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 
@@ -16,6 +17,7 @@
 #include "../detail/additive_params.hpp"
 #include "../detail/check.hpp"
 #include "attention_plan.hpp"
+#include "block_team.hpp"
 #include "tile_range.hpp"
 
 namespace streamattn::detail::gpu {
@@ -61,11 +63,56 @@ struct additive_smem_layout {
   STREAMATTN_HOST_DEVICE additive_state_layout state() const { return {heads, dim}; }
 };
 
+/// What the warp-streaming pooling (additive_stream.cuh) takes: a lane holds
+/// features lane + 32 j of a token for j < stream_lane_features, and a warp
+/// reduces the partial scores of up to stream_max_heads heads at once.
+/// Wider calls pool with the block programs.
+inline constexpr index_t stream_lane_features = 8;
+inline constexpr index_t stream_max_heads = 16;
+inline constexpr index_t stream_warps = additive_block_threads / 32;
+/// Chunks per multiprocessor where every chunk step streams.
+inline constexpr index_t stream_blocks_per_sm = 1;
+
+STREAMATTN_HOST_DEVICE bool pooling_streams(const additive_shape& s) {
+  return s.heads <= stream_max_heads && s.dim <= 32 * stream_lane_features;
+}
+
+/// Tokens a warp of the streaming pooling scores at once: as many as its
+/// registers hold (their partial scores take batch_tokens x 16 of them).
+STREAMATTN_HOST_DEVICE constexpr int stream_batch_tokens(std::size_t accum_bytes) { return accum_bytes == 4 ? 4 : 2; }
+
+/// Offsets (in accumulator elements) of a streaming block's shared memory.
+struct additive_stream_layout {
+  index_t heads = 0, dim = 0, batch_tokens = 0;
+
+  /// Features per weight row: whole warps' worth, zeros past D.
+  STREAMATTN_HOST_DEVICE index_t pitch() const { return 32 * ceil_div(dim, 32); }
+  // The score weights, stream_max_heads x pitch of them (zeros past H, in
+  // the order of stream_weight_index, additive_stream.cuh); once
+  // every warp has scored its last token, the same space holds the warps'
+  // final states.
+  STREAMATTN_HOST_DEVICE index_t weights() const { return 0; }
+  STREAMATTN_HOST_DEVICE index_t warp_state(index_t warp) const { return warp * state().length(); }
+  // Per warp: its batch's weights [batch_tokens][16] and rescales [16].
+  STREAMATTN_HOST_DEVICE index_t exchange_length() const { return (batch_tokens + 1) * stream_max_heads; }
+  STREAMATTN_HOST_DEVICE index_t exchange(index_t warp) const {
+    const index_t rows = stream_max_heads * pitch(), states = stream_warps * state().length();
+    const index_t shared = rows > states ? rows : states;
+    return shared + warp * exchange_length();
+  }
+  STREAMATTN_HOST_DEVICE index_t length() const { return exchange(stream_warps); }
+
+  STREAMATTN_HOST_DEVICE additive_state_layout state() const { return {heads, dim}; }
+};
+
 struct additive_plan {
   index_t chunks = 0;        // per sequence; chunk c holds tokens [c * chunk_tokens, ...)
   index_t chunk_tokens = 0;  // a multiple of tile_tokens
   additive_smem_layout smem;
-  std::size_t shared_bytes = 0;
+  /// Whether the chunk poolings stream (pooling_streams), and their layout.
+  bool stream_pooling = false;
+  additive_stream_layout stream;
+  std::size_t shared_bytes = 0;  // the larger of the block programs' and the streaming pooling's
   std::size_t accum_bytes = 4;  // float, or 8 for double inputs
 
   // Workspace, in accumulator elements: per-chunk states of the first
@@ -86,11 +133,12 @@ struct additive_plan {
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };
 
-/// Plans a call over `s` (batch, tokens, dim, heads). Throws
+/// Plans a call over `s` (batch, tokens, dim, heads); `transform`: a
+/// Fastformer call's outputs apply W_t (a block program). Throws
 /// std::invalid_argument when D is too wide for one token to fit in the
 /// device's shared memory or the batch exceeds the CUDA grid.
 inline additive_plan plan_additive(const char* function, const additive_shape& s, bool causal, std::size_t accum_bytes,
-                                   const device_limits& device) {
+                                   const device_limits& device, bool transform = false) {
   additive_plan plan;
   plan.accum_bytes = accum_bytes;
   plan.causal = causal;
@@ -107,6 +155,11 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   m.tile_tokens = additive_max_tile_tokens;
   while (m.tile_tokens > 1 && bytes(m.tile_tokens) > additive_default_shared_bytes) m.tile_tokens /= 2;
   plan.shared_bytes = bytes(m.tile_tokens);
+  plan.stream_pooling = pooling_streams(s);
+  if (plan.stream_pooling) {
+    plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes)};
+    plan.shared_bytes = std::max(plan.shared_bytes, static_cast<std::size_t>(plan.stream.length()) * accum_bytes);
+  }
   const std::size_t limit = std::max(device.max_shared_bytes, additive_default_shared_bytes);
   if (plan.shared_bytes > limit)
     fail(function, "D = ", s.dim, " with ", s.heads, " heads needs ", plan.shared_bytes,
@@ -114,8 +167,13 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
 
   // Enough chunks over the batch to give every multiprocessor a few blocks,
   // never a chunk shorter than one tile, and at least one chunk per
-  // sequence (an empty sequence still pools to zeros).
-  const index_t target = std::max<index_t>(1, additive_blocks_per_sm * std::max(device.sm_count, 1));
+  // sequence (an empty sequence still pools to zeros). Where every chunk
+  // step streams, one chunk per multiprocessor: the streaming kernel holds
+  // one block per multiprocessor (its registers), so that is one wave, and
+  // the combine steps merge a quarter of the states.
+  const bool every_chunk_step_streams = plan.stream_pooling && !causal && !transform;
+  const index_t per_sm = every_chunk_step_streams ? stream_blocks_per_sm : additive_blocks_per_sm;
+  const index_t target = std::max<index_t>(1, per_sm * std::max(device.sm_count, 1));
   const index_t per_sequence = ceil_div(target, std::max<index_t>(s.batch, 1));
   const index_t tiles = std::max<index_t>(1, ceil_div(s.tokens, m.tile_tokens));
   const index_t chunks = std::max<index_t>(1, std::min(per_sequence, tiles));

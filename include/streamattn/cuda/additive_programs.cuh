@@ -47,6 +47,20 @@ STREAMATTN_HOST_DEVICE bool is_chunk_step(additive_step step) {
          step != additive_step::scan_queries && step != additive_step::scan_keys;
 }
 
+/// True for the steps additive_stream.cuh runs instead of a block program:
+/// the chunk poolings of pool_queries and pool_keys where pooling_streams,
+/// and the outputs without a transform (U = V ⊙ k̄).
+template <class S>
+STREAMATTN_HOST_DEVICE bool streams(const additive_args<S>& a, additive_step step) {
+  if (!a.streaming) return false;
+  switch (step) {
+    case additive_step::pool_queries:
+    case additive_step::pool_keys: return a.stream_pooling;
+    case additive_step::outputs: return !a.has_transform();
+    default: return false;
+  }
+}
+
 /// Calls launch(step, blocks) for every step of the call, in order.
 template <class S, class Launch>
 void for_each_additive_step(const additive_args<S>& a, Launch&& launch) {

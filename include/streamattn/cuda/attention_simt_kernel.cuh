@@ -22,13 +22,6 @@
 
 namespace streamattn::detail::gpu {
 
-template <class Acc>
-__device__ __forceinline__ Acc exp2_(Acc x);
-template <>
-__device__ __forceinline__ float exp2_(float x) { return exp2f(x); }
-template <>
-__device__ __forceinline__ double exp2_(double x) { return exp2(x); }
-
 template <class S, class Skv>
 __global__ void __launch_bounds__(simt_warps * 32) attention_simt_kernel(const kernel_args<S, Skv> args) {
   using Acc = device_accum_t<S>;

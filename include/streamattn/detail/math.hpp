@@ -33,6 +33,21 @@ STREAMATTN_HOST_DEVICE double exp_(double x) {
 }
 inline long double exp_(long double x) { return std::exp(x); }
 
+STREAMATTN_HOST_DEVICE float exp2_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::exp2f(x);
+#else
+  return std::exp2(x);
+#endif
+}
+STREAMATTN_HOST_DEVICE double exp2_(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::exp2(x);
+#else
+  return std::exp2(x);
+#endif
+}
+
 STREAMATTN_HOST_DEVICE float log_(float x) {
 #if defined(__CUDA_ARCH__)
   return ::logf(x);
