@@ -8,7 +8,8 @@
 // head (GB/s of codes and scales); Fastformer (B = 1, D = 256,
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
 // and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
-// traffic of its passes (4 N D, causal 6 N D); and the card's
+// traffic of its passes (4 N D, causal 6 N D), non-causal once more with
+// every step a block program (_block_programs: what streaming saves); and the card's
 // device-to-device copy bandwidth, the yardstick of the bandwidth-bound
 // kernels. Times come
 // from CUDA events around each call (manual time). Without a CUDA device it
@@ -177,6 +178,7 @@ void run_attention(benchmark::State& state, attention_case c) {
 struct fastformer_case {
   index_t batch, tokens, heads, dim;
   bool causal;
+  bool block_programs = false;  // every step a block program (what streaming saves)
 };
 
 template <class T>
@@ -198,7 +200,16 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     fw.key_att = contiguous(static_cast<const float*>(w.get()) + weights, std::array<index_t, 2>{c.heads, c.dim});
     fastformer_options opts;
     opts.causal = c.causal;
-    time_calls(state, [&] { fastformer_attention(cuda, qv, kv, fw, ov, opts); });
+    if (c.block_programs) {
+      // The call as it ran before the streaming steps (additive_stream.cuh).
+      const auto params = detail::make_fastformer_params<T, float, T>("bench", qv, kv, qv, false, fw, ov,
+                                                                      detail::settings_of(opts));
+      auto args = detail::gpu::make_additive_args(params);
+      args.streaming = false;
+      time_calls(state, [&] { detail::gpu::run_additive(args, nullptr); });
+    } else {
+      time_calls(state, [&] { fastformer_attention(cuda, qv, kv, fw, ov, opts); });
+    }
     state.counters["GB/s"] = benchmark::Counter(3.0 * static_cast<double>(elems) * sizeof(T) / 1e9,
                                                 benchmark::Counter::kIsIterationInvariantRate);
     // What these passes move: q̄, k̄ and the outputs each depend on whole
@@ -272,9 +283,13 @@ void register_all(bool quick) {
   }
   for (index_t n : quick ? std::vector<index_t>{4096} : std::vector<index_t>{1 << 16, 1 << 20})
     for (bool causal : {false, true}) {
-      const fastformer_case c{1, n, 16, 256, causal};
-      const std::string name = "fastformer/cuda/float/B1_N" + std::to_string(n) + "_H16_D256" + (causal ? "_causal" : "");
-      benchmark::RegisterBenchmark(name.c_str(), run_fastformer<float>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+      for (bool block_programs : {false, true}) {
+        if (causal && block_programs) continue;  // causal calls stream only their first step
+        const fastformer_case c{1, n, 16, 256, causal, block_programs};
+        const std::string name = "fastformer/cuda/float/B1_N" + std::to_string(n) + "_H16_D256" +
+                                 (causal ? "_causal" : "") + (block_programs ? "_block_programs" : "");
+        benchmark::RegisterBenchmark(name.c_str(), run_fastformer<float>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
+      }
     }
   const std::size_t copy_bytes = quick ? (std::size_t{64} << 20) : (std::size_t{1} << 30);
   benchmark::RegisterBenchmark(("copy/cuda/d2d_" + std::to_string(copy_bytes >> 20) + "MiB").c_str(), run_copy, copy_bytes)

@@ -40,15 +40,15 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
   namespace gpu = detail::gpu;
   using Acc = gpu::device_accum_t<S>;
   if (gpu::nothing_to_write(a)) return;
+  a.streaming = streaming;
   gpu::device_limits h100;
   h100.sm_count = sm_count;
   h100.compute_capability = 90;
   h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
-  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, a.has_transform());
+  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming});
   std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())),
                              std::numeric_limits<Acc>::quiet_NaN());
   gpu::apply_plan(a, plan, workspace.data());
-  a.streaming = streaming;
   gpu::for_each_additive_step(a, [&](gpu::additive_step step, index_t blocks) {
     if (blocks == 0) return;
     const dim3 grid(static_cast<unsigned>(blocks)), block(gpu::additive_block_threads);

@@ -606,13 +606,14 @@ TEST(CudaAdditivePlan, PoolingStreamsUpTo16HeadsAnd256Features) {
 TEST(CudaAdditivePlan, OneChunkPerMultiprocessorWhereEveryChunkStepStreams) {
   const additive_shape streams = additive_shape_of(1, 1 << 20, 16, 16), wide = additive_shape_of(1, 1 << 20, 16, 64);
   const index_t sms = h100_like().sm_count;
-  const auto chunks = [&](const additive_shape& s, bool causal, bool transform) {
-    return plan_additive("test", s, causal, 4, h100_like(), transform).chunks;
+  const auto chunks = [&](const additive_shape& s, bool causal, bool transform, bool streaming = true) {
+    return plan_additive("test", s, causal, 4, h100_like(), {transform, streaming}).chunks;
   };
   EXPECT_LE(chunks(streams, false, false), stream_blocks_per_sm * sms);
   EXPECT_GT(chunks(streams, false, false), stream_blocks_per_sm * sms * 9 / 10);
   // Block programs run some chunk step: a few blocks per multiprocessor.
-  for (index_t c : {chunks(streams, true, false), chunks(streams, false, true), chunks(wide, false, false)}) {
+  for (index_t c : {chunks(streams, true, false), chunks(streams, false, true), chunks(wide, false, false),
+                    chunks(streams, false, false, false)}) {
     EXPECT_LE(c, additive_blocks_per_sm * sms);
     EXPECT_GT(c, additive_blocks_per_sm * sms * 9 / 10);
   }

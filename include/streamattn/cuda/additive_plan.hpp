@@ -133,12 +133,17 @@ struct additive_plan {
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };
 
-/// Plans a call over `s` (batch, tokens, dim, heads); `transform`: a
-/// Fastformer call's outputs apply W_t (a block program). Throws
+/// What a call asks of the plan beyond its shape.
+struct additive_plan_options {
+  bool transform = false;  // a Fastformer call's outputs apply W_t (a block program)
+  bool streaming = true;   // false: every step runs as a block program (additive_args::streaming)
+};
+
+/// Plans a call over `s` (batch, tokens, dim, heads). Throws
 /// std::invalid_argument when D is too wide for one token to fit in the
 /// device's shared memory or the batch exceeds the CUDA grid.
 inline additive_plan plan_additive(const char* function, const additive_shape& s, bool causal, std::size_t accum_bytes,
-                                   const device_limits& device, bool transform = false) {
+                                   const device_limits& device, const additive_plan_options& options = {}) {
   additive_plan plan;
   plan.accum_bytes = accum_bytes;
   plan.causal = causal;
@@ -171,7 +176,7 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   // step streams, one chunk per multiprocessor: the streaming kernel holds
   // one block per multiprocessor (its registers), so that is one wave, and
   // the combine steps merge a quarter of the states.
-  const bool every_chunk_step_streams = plan.stream_pooling && !causal && !transform;
+  const bool every_chunk_step_streams = options.streaming && plan.stream_pooling && !causal && !options.transform;
   const index_t per_sm = every_chunk_step_streams ? stream_blocks_per_sm : additive_blocks_per_sm;
   const index_t target = std::max<index_t>(1, per_sm * std::max(device.sm_count, 1));
   const index_t per_sequence = ceil_div(target, std::max<index_t>(s.batch, 1));

@@ -1,6 +1,7 @@
 // Warp-streaming programs for the steps that move most of a non-causal
-// Fastformer call's bytes: the chunk poolings (pool_queries, pool_keys) and
-// the outputs U = V ⊙ k̄. The block programs (additive_programs.cuh) stage
+// Fastformer call's bytes: the chunk poolings (pool_queries, pool_keys;
+// pool_queries is also the chunk totals of causal calls) and the outputs
+// U = V ⊙ k̄. The block programs (additive_programs.cuh) stage
 // a tile, then score, scan and accumulate it in phases separated by block
 // barriers, each phase a dependent chain of shared-memory steps; here every
 // warp streams its own tokens with everything in registers and no block
@@ -9,13 +10,16 @@
 // A lane holds features lane + 32 j (j < stream_lane_features) of each token,
 // so a warp's loads of one token are whole 128-byte lines. Per batch of T
 // tokens (stream_batch_tokens) a warp
-//   1. loads the batch after next's features while it works on this one,
+//   1. loads the next batch's features while it works on this one,
 //   2. forms each lane's partial scores of every (token, head) from its
 //      features and the score weights in shared memory,
 //   3. sums the partials over the warp with a butterfly that halves the
 //      values each lane carries at each of its five steps (T x 16 values
 //      become T / 2 per lane: lane l ends with head l % 16 of tokens
 //      (l / 16) * T / 2 + r), which is about one shuffle per (token, head),
+//      and no select: a lane holds its partials in slots permuted by its
+//      own lane bits (slot_of below), so that the half it keeps at every
+//      step is the first,
 //   4. updates each head's running max and sum in those lanes,
 //   5. and, through a small per-warp exchange in shared memory, scales each
 //      feature's accumulator and adds the batch's weighted features.
@@ -33,10 +37,16 @@
 
 namespace streamattn::detail::gpu {
 
-/// Where the streaming pooling keeps the score weight of head h for feature
-/// lane + 32 j: heads 4i to 4i + 3 of a (lane, j) side by side.
+/// Where the streaming pooling keeps the score weight of slot `slot` of
+/// feature lane + 32 j: slots 4i to 4i + 3 of a (lane, j) side by side, for
+/// one 16-byte load.
+STREAMATTN_HOST_DEVICE int stream_weight_slot_index(int slot, int lane, int j) {
+  return ((j * (static_cast<int>(stream_max_heads) / 4) + slot / 4) * 32 + lane) * 4 + slot % 4;
+}
+/// The same for head h's weight: lanes keep head h in slot h ^ (lane % 16)
+/// (butterfly_step).
 STREAMATTN_HOST_DEVICE int stream_weight_index(int h, int lane, int j) {
-  return ((j * (static_cast<int>(stream_max_heads) / 4) + h / 4) * 32 + lane) * 4 + h % 4;
+  return stream_weight_slot_index(h ^ (lane % static_cast<int>(stream_max_heads)), lane, j);
 }
 
 /// Four adjacent accumulator values from shared memory, 16-byte aligned.
@@ -50,20 +60,21 @@ __device__ __forceinline__ void load_four(const double* p, double (&to)[4]) {
 }
 
 /// Step `Step` (0 to 4) of the butterfly that sums N values over a warp:
-/// lanes l and l ^ (16 >> Step) swap halves of the values they still carry,
-/// each keeping the half whose split bit (the most significant index bit
-/// left) equals its own lane bit, and adding the partner's copy of it. The
-/// first N >> (Step + 1) entries hold what the lane carries on.
+/// lanes l and l ^ (16 >> Step) each keep the first half of the values they
+/// still carry and add the partner's second half to it. That sums like
+/// values because of how lanes fill their slots: a lane's slot with index
+/// bits (t_high, h) holds token bit t_high ^ (lane bit 4) and head h ^ (lane
+/// bits 3..0) (stream_weight_index and the token loads do the permuting),
+/// so at the step that splits index bit b, the second half of lane l holds
+/// the values whose bit b is the one the first half of lane l ^ (bit b's
+/// lane bit) holds. The first N >> (Step + 1) entries hold what the lane
+/// carries on.
 template <int Step, class Acc, int N>
-__device__ __forceinline__ void butterfly_step(Acc (&part)[N], int lane) {
+__device__ __forceinline__ void butterfly_step(Acc (&part)[N]) {
   constexpr int half = N >> (Step + 1), mask = 16 >> Step;
   static_assert(half >= 1, "a lane carries at least one value");
-  const bool upper = (lane & mask) != 0;
   STREAMATTN_UNROLL
-  for (int i = 0; i < half; ++i) {
-    const Acc low = part[i], high = part[i + half];
-    part[i] = (upper ? high : low) + __shfl_xor_sync(0xffffffffu, upper ? low : high, mask);
-  }
+  for (int i = 0; i < half; ++i) part[i] += __shfl_xor_sync(0xffffffffu, part[i + half], mask);
 }
 
 /// The chunk state of pool_queries (keys false) or pool_keys (keys true) for
@@ -110,21 +121,26 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const index_t last = blk.chunk_last(c);
-  // The head of each of this lane's features (feature lane + 32 j).
-  int my_head[F];
+  // The head of each of this lane's features (feature lane + 32 j), and the
+  // slot the lane keeps that head's partial scores in (butterfly_step).
+  int my_head[F], my_head_slot[F];
   STREAMATTN_UNROLL
   for (int j = 0; j < F; ++j) {
     const index_t f = lane + 32 * j;
     my_head[j] = f < s.dim ? static_cast<int>(f / s.head_dim) : 0;
+    my_head_slot[j] = my_head[j] ^ (lane % HM);
   }
 
   // A batch: the features of tokens t0 .. t0 + T - 1 (zeros past the
   // chunk, past D and for excluded tokens, so nothing from those, NaN
-  // padding included, reaches a score or a sum) and their mask bits.
+  // padding included, reaches a score or a sum), slot t holding token
+  // t ^ token_swap (butterfly_step), and the tokens' mask bits, in token
+  // order.
   struct batch {
     Acc x[T][F];
     bool valid[T], keep[T];
   };
+  const int token_swap = lane >= 16 ? R : 0;
   // This lane's first feature and the step to its next, in elements; bit j
   // of in_dim: feature lane + 32 j is below D.
   const index_t lane_offset = lane * x.feature_stride, group_step = 32 * x.feature_stride;
@@ -132,16 +148,20 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   STREAMATTN_UNROLL
   for (int j = 0; j < F; ++j) in_dim |= (lane + 32 * j < s.dim ? 1u : 0u) << j;
   const auto load = [&](index_t t0, batch& to) {
+    bool read[T];
     STREAMATTN_UNROLL
     for (int t = 0; t < T; ++t) {
-      const index_t token = t0 + t;
-      to.valid[t] = token < last;
-      to.keep[t] = to.valid[t] && a.mask.keep(b, token);
-      const bool read = to.valid[t] && (to.keep[t] || !a.mask.exclude);
-      const S* feature = x.row(b, read ? token : 0) + lane_offset;
+      to.valid[t] = t0 + t < last;
+      to.keep[t] = to.valid[t] && a.mask.keep(b, t0 + t);
+      read[t] = to.valid[t] && (to.keep[t] || !a.mask.exclude);
+    }
+    STREAMATTN_UNROLL
+    for (int t = 0; t < T; ++t) {
+      const bool read_slot = token_swap != 0 ? read[t ^ R] : read[t];
+      const S* feature = x.row(b, read_slot ? t0 + (t ^ token_swap) : 0) + lane_offset;
       STREAMATTN_UNROLL
       for (int j = 0; j < F; ++j, feature += group_step)
-        to.x[t][j] = read && (in_dim >> j & 1u) != 0 ? load_as<Acc>(feature) : Acc(0);
+        to.x[t][j] = read_slot && (in_dim >> j & 1u) != 0 ? load_as<Acc>(feature) : Acc(0);
     }
   };
 
@@ -153,6 +173,10 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   STREAMATTN_UNROLL
   for (int j = 0; j < F; ++j) acc[j] = 0;
   Acc* const exchange = smem + lay.exchange(warp);
+  // Where the exchange holds the factors of the token in slot t.
+  int slot_factor[T];
+  STREAMATTN_UNROLL
+  for (int t = 0; t < T; ++t) slot_factor[t] = (t ^ token_swap) * HM;
   const int my_row_head = lane % HM;
   const bool upper_half = lane >= 16;
 
@@ -162,42 +186,44 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   for (index_t t0 = blk.chunk_first(c) + warp * T; t0 < last; t0 += stride) {
     load(t0 + stride, next);  // in flight while this batch is worked on
 
-    // Partial scores, part[((t / R) * 16 + h) * R + t % R]: the order the
-    // butterfly below splits them in, most significant index bit first.
+    // Partial scores by slot, part[((t / R) * 16 + h) * R + t % R]: the order
+    // the butterfly below splits them in, most significant index bit first.
     Acc part[T * HM];
     STREAMATTN_UNROLL
     for (int i = 0; i < T * HM; ++i) part[i] = 0;
     STREAMATTN_UNROLL
     for (int j = 0; j < F; ++j) {
       if (j >= groups) break;  // warp-uniform
-      // All 16 rows, those past H zero: a loop without exits lets nvcc
-      // keep `part` in registers with no per-exit bookkeeping.
+      // All 16 slots, the heads past H with zero weights: a loop without
+      // exits lets nvcc keep `part` in registers with no per-exit
+      // bookkeeping.
       STREAMATTN_UNROLL
-      for (int h4 = 0; h4 < HM; h4 += 4) {
+      for (int slot4 = 0; slot4 < HM; slot4 += 4) {
         Acc wv[4];
-        load_four(weights + stream_weight_index(h4, lane, j), wv);
+        load_four(weights + stream_weight_slot_index(slot4, lane, j), wv);
         STREAMATTN_UNROLL
         for (int k = 0; k < 4; ++k) {
-          const int h = h4 + k;
+          const int slot = slot4 + k;
           // A per-head row only meets its own features (no 0 * inf = NaN
           // from another head's features).
-          if (PerHead && my_head[j] != h) continue;
+          if (PerHead && my_head_slot[j] != slot) continue;
           STREAMATTN_UNROLL
-          for (int t = 0; t < T; ++t) part[((t / R) * HM + h) * R + t % R] += now.x[t][j] * wv[k];
+          for (int t = 0; t < T; ++t) part[((t / R) * HM + slot) * R + t % R] += now.x[t][j] * wv[k];
         }
       }
     }
-    butterfly_step<0>(part, lane);
-    butterfly_step<1>(part, lane);
-    butterfly_step<2>(part, lane);
-    butterfly_step<3>(part, lane);
-    butterfly_step<4>(part, lane);
+    butterfly_step<0>(part);
+    butterfly_step<1>(part);
+    butterfly_step<2>(part);
+    butterfly_step<3>(part);
+    butterfly_step<4>(part);
 
     // Online softmax of head my_row_head over its R tokens here and the R
-    // of lane ^ 16: the additive-mask bookkeeping of scan_heads (a batch's
-    // first kept token moves the padded ones seen so far to the common
-    // scale; padded tokens after it score with the penalty), then one max
-    // for the batch.
+    // of lane ^ 16: the additive-mask bookkeeping of scan_heads, a batch at
+    // a time (a batch with a kept token moves the padded ones seen before
+    // it to the common scale, and its own padded tokens score with the
+    // penalty, as scan_heads gives them token by token up to rounding), then
+    // one max for the batch.
     bool batch_keeps = false;
     STREAMATTN_UNROLL
     for (int t = 0; t < T; ++t) batch_keeps = batch_keeps || now.keep[t];
@@ -244,7 +270,7 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
       const Acc* const factors = exchange + my_head[j];
       Acc sum = acc[j] * factors[T * HM];
       STREAMATTN_UNROLL
-      for (int t = 0; t < T; ++t) sum += factors[t * HM] * now.x[t][j];
+      for (int t = 0; t < T; ++t) sum += factors[slot_factor[t]] * now.x[t][j];
       acc[j] = sum;
     }
     __syncwarp();  // every lane has read the exchange before the next batch writes it
