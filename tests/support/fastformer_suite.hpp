@@ -43,6 +43,7 @@ inline std::vector<shape3> short_shapes() {
   s.push_back({2, 2, 2, 16});
   s.push_back({1, 1, 1, 64});
   s.push_back({4, 2, 16, 64});
+  s.push_back({3, 7, 8, 48});  // D = 384: the GPU's wide streaming pooling; heads straddle lanes
   return s;
 }
 /// Long sequences, each with two variants (indices into all_variants):
@@ -55,7 +56,7 @@ struct long_case {
 inline const std::vector<long_case> kLongCases = {
     {{3, 1000, 1, 64}, 0, 3}, {{3, 1000, 16, 16}, 2, 4}, {{2, 1000, 2, 1}, 5, 1},
     {{1, 4097, 16, 16}, 1, 2}, {{3, 4097, 2, 16}, 0, 3}, {{1, 4097, 1, 1}, 4, 5},
-    {{1, 257, 16, 64}, 1, 3},
+    {{1, 257, 16, 64}, 1, 3}, {{2, 1000, 8, 48}, 2, 3},
 };
 
 template <class Combo>

@@ -64,22 +64,33 @@ struct additive_smem_layout {
 };
 
 /// What the warp-streaming pooling (additive_stream.cuh) takes: a lane holds
-/// features lane + 32 j of a token for j < stream_lane_features, and a warp
-/// reduces the partial scores of up to stream_max_heads heads at once.
-/// Wider calls pool with the block programs.
+/// features lane + 32 j of a token for j < 8 (D <= 256) or, accumulating in
+/// float, j < 16 (D <= 512), and a warp reduces the partial scores of up to
+/// stream_max_heads heads at once. Other calls pool with the block programs.
 inline constexpr index_t stream_lane_features = 8;
+inline constexpr index_t stream_wide_lane_features = 16;
 inline constexpr index_t stream_max_heads = 16;
 inline constexpr index_t stream_warps = additive_block_threads / 32;
 /// Chunks per multiprocessor where every chunk step streams.
 inline constexpr index_t stream_blocks_per_sm = 1;
 
-STREAMATTN_HOST_DEVICE bool pooling_streams(const additive_shape& s) {
-  return s.heads <= stream_max_heads && s.dim <= 32 * stream_lane_features;
+/// Features per lane the streaming pooling runs with for D: 8, or 16 if wider.
+STREAMATTN_HOST_DEVICE constexpr int stream_features_per_lane(index_t dim) {
+  return dim <= 32 * stream_lane_features ? static_cast<int>(stream_lane_features)
+                                          : static_cast<int>(stream_wide_lane_features);
+}
+
+STREAMATTN_HOST_DEVICE bool pooling_streams(const additive_shape& s, std::size_t accum_bytes) {
+  const index_t widest = 32 * (accum_bytes == 4 ? stream_wide_lane_features : stream_lane_features);
+  return s.heads <= stream_max_heads && s.dim <= widest;
 }
 
 /// Tokens a warp of the streaming pooling scores at once: as many as its
-/// registers hold (their partial scores take batch_tokens x 16 of them).
-STREAMATTN_HOST_DEVICE constexpr int stream_batch_tokens(std::size_t accum_bytes) { return accum_bytes == 4 ? 4 : 2; }
+/// registers hold with `features` per lane (the partial scores take
+/// batch_tokens x 16 of them, each token's features `features`).
+STREAMATTN_HOST_DEVICE constexpr int stream_batch_tokens(std::size_t accum_bytes, int features) {
+  return accum_bytes == 4 && features <= stream_lane_features ? 4 : 2;
+}
 
 /// Offsets (in accumulator elements) of a streaming block's shared memory.
 struct additive_stream_layout {
@@ -160,9 +171,9 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   m.tile_tokens = additive_max_tile_tokens;
   while (m.tile_tokens > 1 && bytes(m.tile_tokens) > additive_default_shared_bytes) m.tile_tokens /= 2;
   plan.shared_bytes = bytes(m.tile_tokens);
-  plan.stream_pooling = pooling_streams(s);
+  plan.stream_pooling = pooling_streams(s, accum_bytes);
   if (plan.stream_pooling) {
-    plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes)};
+    plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes, stream_features_per_lane(s.dim))};
     plan.shared_bytes = std::max(plan.shared_bytes, static_cast<std::size_t>(plan.stream.length()) * accum_bytes);
   }
   const std::size_t limit = std::max(device.max_shared_bytes, additive_default_shared_bytes);

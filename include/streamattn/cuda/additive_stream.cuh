@@ -7,7 +7,7 @@
 // warp streams its own tokens with everything in registers and no block
 // barrier until its last token.
 //
-// A lane holds features lane + 32 j (j < stream_lane_features) of each token,
+// A lane holds features lane + 32 j (j < 8, or 16 where D > 256) of each token,
 // so a warp's loads of one token are whole 128-byte lines. Per batch of T
 // tokens (stream_batch_tokens) a warp
 //   1. loads the next batch's features while it works on this one,
@@ -78,14 +78,14 @@ __device__ __forceinline__ void butterfly_step(Acc (&part)[N]) {
 }
 
 /// The chunk state of pool_queries (keys false) or pool_keys (keys true) for
-/// chunk c of sequence b, streamed. PerHead: the weights are per-head rows.
-template <bool PerHead, class S>
+/// chunk c of sequence b, streamed with F features per lane
+/// (stream_features_per_lane). PerHead: the weights are per-head rows.
+template <int F, bool PerHead, class S>
 __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t c, bool keys,
                                   device_accum_t<S>* smem) {
   using Acc = device_accum_t<S>;
-  constexpr int T = stream_batch_tokens(sizeof(Acc));
+  constexpr int T = stream_batch_tokens(sizeof(Acc), F);
   constexpr int R = T / 2;  // tokens per lane after the butterfly
-  constexpr int F = static_cast<int>(stream_lane_features);
   constexpr int HM = static_cast<int>(stream_max_heads);
   constexpr Acc log2e = static_cast<Acc>(1.4426950408889634), ln2 = static_cast<Acc>(0.6931471805599453);
   const Acc minus_inf = neg_inf<Acc>();
@@ -121,14 +121,13 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const index_t last = blk.chunk_last(c);
-  // The head of each of this lane's features (feature lane + 32 j), and the
-  // slot the lane keeps that head's partial scores in (butterfly_step).
-  int my_head[F], my_head_slot[F];
+  // The slot this lane keeps the partial scores of its feature lane + 32 j's
+  // head in (butterfly_step): head ^ (lane % 16).
+  int my_head_slot[F];
   STREAMATTN_UNROLL
   for (int j = 0; j < F; ++j) {
     const index_t f = lane + 32 * j;
-    my_head[j] = f < s.dim ? static_cast<int>(f / s.head_dim) : 0;
-    my_head_slot[j] = my_head[j] ^ (lane % HM);
+    my_head_slot[j] = (f < s.dim ? static_cast<int>(f / s.head_dim) : 0) ^ (lane % HM);
   }
 
   // A batch: the features of tokens t0 .. t0 + T - 1 (zeros past the
@@ -267,7 +266,7 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
     STREAMATTN_UNROLL
     for (int j = 0; j < F; ++j) {
       if (j >= groups) break;
-      const Acc* const factors = exchange + my_head[j];
+      const Acc* const factors = exchange + (my_head_slot[j] ^ (lane % HM));  // the head's
       Acc sum = acc[j] * factors[T * HM];
       STREAMATTN_UNROLL
       for (int t = 0; t < T; ++t) sum += factors[slot_factor[t]] * now.x[t][j];
@@ -358,12 +357,21 @@ template <class S>
 __device__ void run_stream_block(const additive_args<S>& a, additive_step step, index_t block,
                                  device_accum_t<S>* smem) {
   const index_t b = block / a.chunks, c = block % a.chunks;
-  if (step == additive_step::outputs)
+  const bool keys = step == additive_step::pool_keys;
+  constexpr int narrow = static_cast<int>(stream_lane_features), wide = static_cast<int>(stream_wide_lane_features);
+  if (step == additive_step::outputs) {
     stream_outputs(a, b, c, smem);
-  else if (a.shape.per_head)
-    stream_pool_chunk<true>(a, b, c, step == additive_step::pool_keys, smem);
-  else
-    stream_pool_chunk<false>(a, b, c, step == additive_step::pool_keys, smem);
+  } else if (stream_features_per_lane(a.shape.dim) == narrow) {
+    if (a.shape.per_head)
+      stream_pool_chunk<narrow, true>(a, b, c, keys, smem);
+    else
+      stream_pool_chunk<narrow, false>(a, b, c, keys, smem);
+  } else if constexpr (sizeof(device_accum_t<S>) == 4) {  // pooling_streams: wide in float only
+    if (a.shape.per_head)
+      stream_pool_chunk<wide, true>(a, b, c, keys, smem);
+    else
+      stream_pool_chunk<wide, false>(a, b, c, keys, smem);
+  }
 }
 
 }  // namespace streamattn::detail::gpu
