@@ -103,9 +103,9 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   const Acc* const mult = keys ? blk.pooled(a.pooled_query, b) : nullptr;
 
   // Score weights in log2 units, w[h, f] * scale * log2(e) (* q̄[f]); zeros
-  // outside a per-head row, past D and in the rows past H. Stored so that
-  // the weights a lane needs for four heads are adjacent (stream_weight_index):
-  // one 16-byte shared load instead of four.
+  // outside a per-head row, past D and in the rows past H. Stored in the
+  // lanes' slot order with four slots of a (lane, j) adjacent
+  // (stream_weight_index): one 16-byte shared load instead of four.
   Acc* const weights = smem + lay.weights();
   const Acc weight_scale = a.scale * log2e;
   blk.team.for_each_pair(stream_max_heads, pitch, [&](index_t h, index_t f) {
