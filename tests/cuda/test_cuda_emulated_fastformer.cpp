@@ -45,7 +45,8 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
   h100.sm_count = sm_count;
   h100.compute_capability = 90;
   h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
-  const auto plan = gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming});
+  const auto plan =
+      gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming});
   std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())),
                              std::numeric_limits<Acc>::quiet_NaN());
   gpu::apply_plan(a, plan, workspace.data());

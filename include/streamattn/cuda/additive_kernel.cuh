@@ -2,8 +2,9 @@
 // blockIdx.x of a step, as a block program (additive_programs.cuh) or, for
 // the steps that stream, as warps streaming tokens (additive_stream.cuh),
 // with the plan's dynamic shared memory. Two kernels per input storage
-// type, whatever the step or the output type, keep nvcc's work small. Launched by additive_launch.cuh
-// (and by the test suite's SIMT emulator, which is why no launch is here).
+// type, whatever the step or the output type, keep nvcc's work small.
+// Launched by additive_launch.cuh (and by the test suite's SIMT emulator,
+// which is why no launch is here).
 #pragma once
 
 #include "additive_programs.cuh"
