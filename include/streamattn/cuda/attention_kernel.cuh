@@ -30,15 +30,13 @@
 #include <type_traits>
 
 #include "../detail/math.hpp"
-#include "../detail/score_terms.hpp"
+#include "attention_tile_steps.cuh"
 #include "dynamic_shared_memory.cuh"
-#include "head_packing.hpp"
 #include "kernel_args.cuh"
 #include "kernel_choice.hpp"
 #include "mma.cuh"
 #include "mma_fragments.hpp"
 #include "tile_load.cuh"
-#include "tile_range.hpp"
 
 namespace streamattn::detail::gpu {
 
@@ -56,8 +54,6 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   constexpr int pitch = mma_smem_pitch(HeadDim);
   constexpr int key_frags = keys / 8;      // n8 tiles of S per warp
   constexpr int out_frags = HeadDim / 8;   // n8 tiles of O per warp
-  constexpr float log2e = 1.4426950408889634f;
-  constexpr float ln2 = 0.6931471805599453f;
   constexpr bool quantised = is_quantised_v<Skv>;
   static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
   const float minus_inf = neg_inf<float>();
@@ -73,55 +69,28 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   float* const v_scales = k_scales + keys;
 
   const attention_params<S, void, Skv>& p = args.p;
-  const index_t block = blockIdx.x;
-  // Under a causal mask the last query tiles see the most keys; starting
-  // them first shortens the grid's tail.
-  const index_t query_block = args.query_tiles - 1 - block % args.query_tiles;
-  // The block's heads: `heads_here` consecutive query heads from first_head
-  // (1, or a GQA group packed into the rows: head_packing.hpp).
-  const index_t heads_here = args.packed_heads;
-  const index_t head_blocks = p.hq / heads_here;
-  const index_t first_head = (block / args.query_tiles) % head_blocks * heads_here;
-  const index_t batch = block / args.query_tiles / head_blocks;
-  const index_t kv_head = p.kv_head_of(first_head);
-  // This batch item's queries and keys (packed lengths, key_lengths) and the
-  // causal/window ranges aligned to them; loads stop at `nq` and `nk`, so rows
-  // past them are never read.
-  const visibility vis = p.visible_in(batch);
-  const index_t nq = vis.nq;
-  const index_t nk = vis.nk;
-  // Tile rows count packed rows, `heads_here` per query.
-  const index_t packed_rows = nq * heads_here;
-  const index_t row0 = query_block * rows;
-  // The grid covers the longest packed item: a block past a shorter one's
-  // queries has nothing to do (the whole block leaves, before any barrier).
-  if (row0 >= packed_rows) return;
-  // The queries the block's rows hold, whose key bands decide the tiles.
-  const index_t query0 = unpack_row(row0, heads_here, 0).query;
-  const index_t queries =
-      unpack_row((row0 + rows < packed_rows ? row0 + rows : packed_rows) - 1, heads_here, 0).query - query0 + 1;
+  const tensor_block b = locate_block(args, rows);
+  if (b.empty()) return;  // the whole block leaves, before any barrier
+  const index_t nk = b.vis.nk;
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  const bool quad_leader = lane % 4 == 0;  // one of the four lanes that share a row
   // Warp-uniform, so the warp-wide MMAs and shuffles stay whole.
-  const bool warp_has_rows = row0 + warp * 16 < packed_rows;
+  const bool warp_has_rows = b.row0 + warp * 16 < b.packed_rows;
 
   // Rows of this item and its heads: batched, packed (query_starts, key_starts)
   // or, for keys, in the pages of a block table.
-  const packed_query_rows<const S> q_src{p.query_head(p.q, p.q_stride, batch, first_head), p.q_stride.seq,
-                                         p.q_stride.head, heads_here};
-  const row_locator<const Skv> k_src = p.key_rows(p.k, p.k_stride, batch, kv_head);
-  const row_locator<const Skv> v_src = p.key_rows(p.v, p.v_stride, batch, kv_head);
-  const row_locator<const float> k_scale_src = p.key_rows(p.k_scale, p.k_scale_stride, batch, kv_head);
-  const row_locator<const float> v_scale_src = p.key_rows(p.v_scale, p.v_scale_stride, batch, kv_head);
+  const packed_query_rows<const S> q_src{p.query_head(p.q, p.q_stride, b.batch, b.first_head), p.q_stride.seq,
+                                         p.q_stride.head, b.heads_here};
+  const row_locator<const Skv> k_src = p.key_rows(p.k, p.k_stride, b.batch, b.kv_head);
+  const row_locator<const Skv> v_src = p.key_rows(p.v, p.v_stride, b.batch, b.kv_head);
+  const row_locator<const float> k_scale_src = p.key_rows(p.k_scale, p.k_scale_stride, b.batch, b.kv_head);
+  const row_locator<const float> v_scale_src = p.key_rows(p.v_scale, p.v_scale_stride, b.batch, b.kv_head);
 
-  const bool split = args.splits > 1;
-  const index_t split_first = split ? static_cast<index_t>(blockIdx.y) * args.tiles_per_split : 0;
-  const index_t split_last = split ? split_first + args.tiles_per_split : ceil_div(p.nk, keys);
-  const tile_span tiles = key_tiles_of(vis, query0, queries, keys, split_first, split_last);
+  const tile_span tiles = block_key_tiles(args, b, keys);
 
-  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, row0, packed_rows, p.dim, args.vector_q);
+  load_tile<S, rows, HeadDim, pitch, threads>(q_tile, q_src, p.q_stride.dim, b.row0, b.packed_rows, p.dim,
+                                              args.vector_q);
   if (!tiles.empty()) {
     load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
                                                 args.vector_k);
@@ -129,27 +98,12 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   }
   copy_async_commit();
 
-  // This thread's two rows: fragment rows g and g + 8 of its warp's 16, as
-  // a query and a head (first_head + my_head; an int, since registers are
-  // the scarce resource here). Rows past the item's queries see no key, so
-  // they never read bias or mask out of range.
-  index_t my_query[2];
-  int my_head[2];
-  key_range my_keys[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const packed_row r = unpack_row(row0 + warp * 16 + fragment::c_row(lane, 2 * i), heads_here, 0);
-    my_query[i] = r.query;
-    my_head[i] = static_cast<int>(r.head);
-    my_keys[i] = r.query < nq ? vis.keys_of(r.query) : key_range{0, 0};
-  }
+  const fragment_rows my_rows = rows_of_lane(b, warp, lane);
 
   float acc[out_frags][4];
 #pragma unroll
   for (int d = 0; d < out_frags; ++d) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
-  // Running max in log2 units and this thread's share of the running sum
-  // (its 2 x key_frags columns; the quad's shares are added at the end,
-  // which is valid because all four rescale by the same factor).
+  // Running max in log2 units and this thread's share of the running sum.
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
 
@@ -191,73 +145,8 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
 #pragma unroll
           for (int c = 0; c < 4; ++c) s[n][c] *= k_scales[n * 8 + fragment::c_col(lane, c)];
       }
-
-      // Scores in log2 units; invisible keys (outside the band, past Nk, rows
-      // past Nq) become -inf so they weigh exactly 0.
-      if (!tile_needs_mask(vis, query0, queries, key0, keys, args.has_terms)) {
-#pragma unroll
-        for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) s[n][c] *= args.scale_log2;
-      } else {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const tile_columns visible = columns_in_tile(my_keys[i], key0, keys);
-          if (args.has_terms) {
-            // Built per tile rather than kept live across the loop: registers
-            // are the scarce resource here, and this is a handful of integer ops.
-            const score_row<float> terms = make_score_row<float>(p, batch, first_head + my_head[i], my_query[i]);
-#pragma unroll
-            for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-              for (int c = 0; c < 2; ++c) {
-                const int column = n * 8 + fragment::c_col(lane, 2 * i + c);
-                float& x = s[n][2 * i + c];
-                x = visible.contains(column) ? terms.apply(x * p.scale, key0 + column) * log2e : minus_inf;
-              }
-          } else {
-#pragma unroll
-            for (int n = 0; n < key_frags; ++n)
-#pragma unroll
-              for (int c = 0; c < 2; ++c) {
-                float& x = s[n][2 * i + c];
-                x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * args.scale_log2 : minus_inf;
-              }
-          }
-        }
-      }
-
-      // Online softmax: raise the running max, rescale what was accumulated
-      // under the old one, turn scores into weights.
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        float tile_max = minus_inf;
-#pragma unroll
-        for (int n = 0; n < key_frags; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-        // The four lanes of a quad hold the same row.
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        const float new_max = fmaxf(row_max[i], tile_max);
-        // -inf guard: while a row has seen only masked keys its max stays
-        // -inf; subtracting 0 instead keeps exp2(-inf - base) at 0 rather than
-        // the NaN of (-inf) - (-inf).
-        const float base = new_max == minus_inf ? 0.0f : new_max;
-        const float rescale = exp2f(row_max[i] - base);
-        row_max[i] = new_max;
-        float sum = 0.0f;
-#pragma unroll
-        for (int n = 0; n < key_frags; ++n) {
-          s[n][2 * i] = exp2f(s[n][2 * i] - base);
-          s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
-          sum += s[n][2 * i] + s[n][2 * i + 1];
-        }
-        row_sum[i] = row_sum[i] * rescale + sum;
-#pragma unroll
-        for (int d = 0; d < out_frags; ++d) {
-          acc[d][2 * i] *= rescale;
-          acc[d][2 * i + 1] *= rescale;
-        }
-      }
+      scores_to_log2(s, args, b, my_rows, key0, lane);
+      online_softmax(s, acc, row_max, row_sum);
     }
 
     copy_async_wait_all();
@@ -279,68 +168,27 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
           for (int c = 0; c < 4; ++c) s[n][c] *= v_scales[n * 8 + fragment::c_col(lane, c)];
       }
 
-      // O += P V, one k16 step (16 keys) at a time. The accumulator fragments
-      // of S tiles 2j and 2j + 1 are, element for element, the A fragment of
-      // keys [16j, 16j + 16).
+      // O += P V, one k16 step (16 keys) at a time.
 #pragma unroll
       for (int j = 0; j < keys / 16; ++j) {
         std::uint32_t a_hi[4], a_lo[4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
-          split_pair<Spv>(c[0], c[1], a_hi[r], a_lo[r]);
-        }
+        weights_as_a<Spv>(s, j, a_hi, a_lo);
         const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
 #pragma unroll
         for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
-          std::uint32_t b[4];
-          ldmatrix_x4_trans(b, v_rows + d16 * 16);
-          mma_16x8x16<Spv>(acc[2 * d16], a_hi, b[0], b[1]);
-          mma_16x8x16<Spv>(acc[2 * d16], a_lo, b[0], b[1]);
-          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, b[2], b[3]);
-          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, b[2], b[3]);
+          std::uint32_t bv[4];
+          ldmatrix_x4_trans(bv, v_rows + d16 * 16);
+          mma_16x8x16<Spv>(acc[2 * d16], a_hi, bv[0], bv[1]);
+          mma_16x8x16<Spv>(acc[2 * d16], a_lo, bv[0], bv[1]);
+          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, bv[2], bv[3]);
+          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, bv[2], bv[3]);
         }
       }
     }
   }
   copy_async_wait_all();  // nothing may stay in flight when the block exits
 
-  // Epilogue: one division per row, zeros and lse = -inf for a row that saw
-  // no key. Split slices write their normalised partials to the workspace.
-  const index_t rows_total = p.batch * p.hq * p.nq;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float sum = row_sum[i];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const index_t row = my_query[i];
-    const index_t head = first_head + my_head[i];
-    if (row >= nq) continue;
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    const float lse = sum > 0.0f ? row_max[i] * ln2 + logf(sum) : minus_inf;
-    const index_t row_id = (batch * p.hq + head) * p.nq + row;
-    if (split) {
-      float* out = args.partial_out + (static_cast<index_t>(blockIdx.y) * rows_total + row_id) * p.dim_v;
-#pragma unroll
-      for (int d = 0; d < out_frags; ++d)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const index_t col = d * 8 + fragment::c_col(lane, 2 * i + c);
-          if (col < p.dim_v) out[col] = acc[d][2 * i + c] * inv;
-        }
-      if (quad_leader) args.partial_lse[static_cast<index_t>(blockIdx.y) * rows_total + row_id] = lse;
-    } else {
-      const index_t out_row = p.query_rows_at(batch, p.out_stride) + row * p.out_stride.seq + head * p.out_stride.head;
-#pragma unroll
-      for (int d = 0; d < out_frags; ++d)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const index_t col = d * 8 + fragment::c_col(lane, 2 * i + c);
-          if (col < p.dim_v) store_as(p.out, out_row + col * p.out_stride.dim, args.out_kind, acc[d][2 * i + c] * inv);
-        }
-      if (quad_leader && p.lse) *lse_at(p, batch, head, row) = lse;
-    }
-  }
+  store_rows(acc, row_max, row_sum, args, b, my_rows, lane);
 #endif
 }
 
