@@ -20,7 +20,8 @@ else()
   set(_streamattn_cuda_architectures "80;90")
 endif()
 set(STREAMATTN_CUDA_ARCHITECTURES "${_streamattn_cuda_architectures}" CACHE STRING
-    "CUDA architectures of streamattn's own CUDA tests and benchmarks (the kernels need sm_80 or newer for tensor cores)")
+    "CUDA architectures of streamattn's own CUDA tests and benchmarks (the kernels need sm_80 or newer for tensor cores; \
+90a adds the Hopper wgmma kernel)")
 
 if(NOT STREAMATTN_ENABLE_CUDA)
   return()
@@ -48,6 +49,14 @@ target_link_libraries(streamattn_cuda INTERFACE streamattn CUDA::cudart)
 # include of <Eigen/Core>.
 target_compile_options(streamattn_cuda INTERFACE
                        $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr --diag-suppress=20012>)
+# A consumer whose CUDA architectures include 90a compiles the wgmma kernel's
+# sm_90a code, and STREAMATTN_CUDA_WGMMA tells the dispatcher it may plan
+# that kernel on sm_90 GPUs (kernel_choice.hpp). Evaluated per consuming
+# target, from its own CUDA_ARCHITECTURES.
+set(_streamattn_archs "$<TARGET_PROPERTY:CUDA_ARCHITECTURES>")
+target_compile_definitions(
+  streamattn_cuda INTERFACE
+  "$<$<OR:$<IN_LIST:90a,${_streamattn_archs}>,$<IN_LIST:90a-real,${_streamattn_archs}>>:STREAMATTN_CUDA_WGMMA>")
 
 # streamattn_configure_cuda_target(<target>): architectures, C++17, host
 # warnings, for streamattn's own CUDA executables. (nvcc does not take -Wall

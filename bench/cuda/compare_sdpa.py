@@ -13,8 +13,9 @@ tensors. The benchmark counts 4 * visible (query, key) pairs * D flops per
 head; PyTorch's is_causal aligns top-left, which equals our bottom-right
 alignment for Nq == Nk; the decode case (Nq = 1) is run non-causal on the
 SDPA side, which is the same mask for a single query. The paged, int8 and
-unpacked decodes (names ending in _paged16, _int8 and _unpacked) have no SDPA
-counterpart and are listed by the benchmark alone.
+unpacked decodes and the prefills pinned to the mma.sync kernel (names ending
+in _paged16, _int8, _unpacked and _mma) have no SDPA counterpart and are
+listed by the benchmark alone.
 """
 import json
 import re

@@ -1,6 +1,8 @@
 // streamattn_bench_cuda: the GPU benchmark. Softmax attention forward in
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
-// D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16; a
+// D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16, each
+// once more on the mma.sync kernel (_mma: what the wgmma kernel gains, in
+// builds with sm_90a code on an sm_90 GPU; elsewhere the same kernel); a
 // split-KV decode case in GB/s of K/V read, once over a contiguous cache,
 // once the same without GQA head packing (_unpacked: what packing saves),
 // once over the same keys in shuffled 16-key pages (block_table: what the
@@ -80,6 +82,7 @@ struct attention_case {
   index_t page_size = 0;  // > 0: K/V in a shuffled pool of pages this size (nk a multiple of it)
   bool int8_kv = false;   // K/V as int8 codes with a float scale per key and head
   bool unpacked = false;  // GQA heads kept in tiles of their own (what head packing saves)
+  bool mma_only = false;  // the mma.sync kernel where the wgmma one would run
 };
 
 double visible_pairs(const attention_case& c) {
@@ -156,13 +159,15 @@ void run_attention(benchmark::State& state, attention_case c) {
       }
     }
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
-    if (c.unpacked) {
+    if (c.unpacked || c.mma_only) {
       // The library's own call, but planned without GQA head packing
-      // (cuda/head_packing.hpp): the decode as it ran before packing existed.
-      detail::gpu::plan_overrides unpacked;
-      unpacked.packing = detail::gpu::head_packing::never;
+      // (cuda/head_packing.hpp): the decode as it ran before packing existed;
+      // or without the wgmma kernel.
+      detail::gpu::plan_overrides how;
+      if (c.unpacked) how.packing = detail::gpu::head_packing::never;
+      if (c.mma_only) how.hopper = detail::gpu::hopper_kernel::never;
       const auto params = detail::make_attention_params<T, T, Tkv>("bench", qv, kv, vv, ov, opts);
-      time_calls(state, [&] { detail::gpu::run_attention(params, nullptr, unpacked); });
+      time_calls(state, [&] { detail::gpu::run_attention(params, nullptr, how); });
     } else {
       time_calls(state, [&] { attention(cuda, qv, kv, vv, ov, opts); });
     }
@@ -250,6 +255,7 @@ std::string name_of(const char* type, const attention_case& c) {
   if (c.page_size > 0) n += "_paged" + std::to_string(c.page_size);
   if (c.int8_kv) n += "_int8";
   if (c.unpacked) n += "_unpacked";
+  if (c.mma_only) n += "_mma";
   return n;
 }
 
@@ -260,6 +266,11 @@ void register_all(bool quick) {
   for (index_t d : {64, 128})
     for (index_t n : lengths)
       for (bool causal : {false, true}) cases.push_back({batch, n, n, heads, heads, d, causal});
+  for (std::size_t i = 0, prefills = cases.size(); i < prefills; ++i) {
+    attention_case mma = cases[i];
+    mma.mma_only = true;
+    cases.push_back(mma);
+  }
   // Decoding with a KV cache: one query per sequence, grouped heads, split-KV.
   attention_case decode =
       quick ? attention_case{1, 1, 4096, 4, 1, 128, true} : attention_case{1, 1, 32768, 32, 8, 128, true};

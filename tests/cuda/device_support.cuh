@@ -175,10 +175,27 @@ struct device_output {
   void copy_back() const { memory.copy_to(host.data, span_of(host)); }
 };
 
-/// The attention suite's platform on a real GPU (attention_suite.hpp).
-struct real_gpu {
-  static std::string unavailable() { return cuda_unavailable_reason(); }
+/// The attention suite's platform on a real GPU (attention_suite.hpp):
+/// `real_gpu` as planned, `real_hopper` with the wgmma kernel wherever it
+/// applies, whatever the query count (on sm_90 GPUs, in builds with 90a).
+template <bool Hopper>
+struct real_gpu_t {
+  static std::string unavailable() {
+    std::string why = cuda_unavailable_reason();
+    if (why.empty() && Hopper && !limits().wgmma)
+      why = "the wgmma kernel needs an sm_90 GPU and a build whose CUDA architectures include 90a";
+    return why;
+  }
   static detail::gpu::device_limits limits() { return detail::gpu::query_current_device("test").limits; }
+  /// How a test's run goes: the Hopper platform plans every call itself,
+  /// with the wgmma kernel forced.
+  static kernel_run planned(kernel_run how) {
+    if (Hopper) {
+      how.public_api = false;
+      how.overrides.hopper = detail::gpu::hopper_kernel::always;
+    }
+    return how;
+  }
   template <class T>
   static device_problem<T> inputs(const problem<T>& p) {
     return device_problem<T>(p);
@@ -186,7 +203,7 @@ struct real_gpu {
   template <class Tout, class T>
   static result<Tout> run(const problem<T>& p, const device_problem<T>& dp, const kernel_run& how) {
     device_run d;
-    static_cast<kernel_run&>(d) = how;
+    static_cast<kernel_run&>(d) = planned(how);
     return run_on_device<Tout>(p, dp, d);
   }
 
@@ -197,7 +214,8 @@ struct real_gpu {
   /// q's type, or int8 with scales.
   template <class T, class Tkv, class Tout>
   static void call(const view<const T, 4>& q, const view<const Tkv, 4>& k, const view<const Tkv, 4>& v,
-                   const view<Tout, 4>& out, const attention_options& opts, const kernel_run& how) {
+                   const view<Tout, 4>& out, const attention_options& opts, const kernel_run& asked) {
+    const kernel_run how = planned(asked);
     auto [q_mem, qd] = to_device(q);
     auto [k_mem, kd] = to_device(k);
     auto [v_mem, vd] = to_device(v);
@@ -226,5 +244,8 @@ struct real_gpu {
     lse.copy_back();
   }
 };
+
+using real_gpu = real_gpu_t<false>;
+using real_hopper = real_gpu_t<true>;
 
 }  // namespace streamattn::testing

@@ -3,6 +3,10 @@
 // (emulator/) over host memory, planned as for an H100 (132 SMs, sm_90,
 // 227 KiB of shared memory). The launches are those of launch_attention:
 // the same configure_attention_launch and for_each_attention_kernel.
+// `emulated_gpu` is a build without sm_90a code (the mma.sync kernel);
+// `emulated_hopper` one with it, running the wgmma kernel wherever it
+// applies, whatever the query count, so every shape of the suite at head
+// dims up to 128 goes through it.
 #pragma once
 
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
@@ -40,7 +44,8 @@ class poisoned_slack {
   const std::vector<unsigned char>& buffer_;
 };
 
-struct emulated_gpu {
+template <bool Wgmma>
+struct emulated_gpu_t {
   static std::string unavailable() { return {}; }
 
   static detail::gpu::device_limits limits() {
@@ -48,6 +53,7 @@ struct emulated_gpu {
     l.sm_count = 132;
     l.compute_capability = 90;
     l.max_shared_bytes = emulator::max_dynamic_shared_bytes;
+    l.wgmma = Wgmma;
     return l;
   }
 
@@ -77,8 +83,9 @@ struct emulated_gpu {
     const auto params = detail::make_attention_params<T, Tout, Tkv>("emulated cuda", q, k, v, out, opts);
     // Host memory is device memory here: how.table_on_device says which a
     // GPU call would have found (run_attention asks the runtime).
-    const auto plan = gpu::plan_for(params, limits(), how.public_api ? gpu::plan_overrides{} : how.overrides,
-                                    how.table_on_device);
+    gpu::plan_overrides overrides = how.public_api ? gpu::plan_overrides{} : how.overrides;
+    if (Wgmma) overrides.hopper = gpu::hopper_kernel::always;
+    const auto plan = gpu::plan_for(params, limits(), overrides, how.table_on_device);
     if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
 
     // The workspace starts as NaN, 256-byte aligned as run_attention's; under
@@ -100,5 +107,8 @@ struct emulated_gpu {
         });
   }
 };
+
+using emulated_gpu = emulated_gpu_t<false>;
+using emulated_hopper = emulated_gpu_t<true>;
 
 }  // namespace streamattn::testing

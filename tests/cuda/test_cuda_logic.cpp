@@ -17,6 +17,7 @@
 
 #include <streamattn/cuda/additive_plan.hpp>
 #include <streamattn/cuda/attention_plan.hpp>
+#include <streamattn/cuda/core_matrix_tile.hpp>
 #include <streamattn/cuda/head_packing.hpp>
 #include <streamattn/cuda/index_tables.hpp>
 #include <streamattn/cuda/kernel_choice.hpp>
@@ -311,6 +312,97 @@ TEST(CudaPlan, GridAndWorkspace) {
   EXPECT_THROW(plan_attention("t", element_kind::f16, 1 << 30, 1024, 256, 1, 1, 64, 64, h100), std::invalid_argument);
   EXPECT_EQ(plan_attention("t", element_kind::f16, 1 << 22, 1024, 256, 1, 1, 64, 64, h100).grid_x,
             index_t{1} << 30);
+}
+
+TEST(CudaPlan, WgmmaKernelWhereTheBuildAndDeviceHaveItAndQueriesFillTiles) {
+  device_limits hopper{132, 90, 227 * 1024};
+  hopper.wgmma = true;
+  const attention_plan prefill = plan_attention("t", element_kind::bf16, 4, 16, 16, 4096, 4096, 128, 128, hopper);
+  EXPECT_EQ(prefill.kernel.family, kernel_family::wgmma);
+  EXPECT_EQ(prefill.kernel.head_dim, 128);
+  EXPECT_EQ(prefill.kernel.query_rows, wgmma_query_rows);
+  EXPECT_EQ(prefill.kernel.key_rows, wgmma_key_rows);
+  EXPECT_EQ(prefill.query_tiles, 4096 / wgmma_query_rows);
+  EXPECT_EQ(prefill.kv_tiles, 4096 / wgmma_key_rows);
+  // Head dims 33..64 run at 64, as on the mma kernel.
+  EXPECT_EQ(plan_attention("t", element_kind::f16, 1, 2, 2, 300, 300, 40, 64, hopper).kernel.family,
+            kernel_family::wgmma);
+  // Elsewhere the mma kernel (or the FMA one) stays.
+  const auto family = [&](element_kind e, index_t nq, index_t d, const device_limits& dev,
+                          hopper_kernel mode = hopper_kernel::automatic) {
+    plan_overrides o;
+    o.hopper = mode;
+    return plan_attention("t", e, 1, 8, 2, nq, 5000, d, d, dev, o).kernel.family;
+  };
+  EXPECT_EQ(family(element_kind::bf16, 1, 128, hopper), kernel_family::mma) << "a decode";
+  EXPECT_EQ(family(element_kind::bf16, mma_query_rows, 128, hopper), kernel_family::mma) << "one mma tile of queries";
+  EXPECT_EQ(family(element_kind::bf16, mma_query_rows + 1, 128, hopper), kernel_family::wgmma);
+  EXPECT_EQ(family(element_kind::bf16, 1, 128, hopper, hopper_kernel::always), kernel_family::wgmma);
+  EXPECT_EQ(family(element_kind::bf16, 4096, 128, hopper, hopper_kernel::never), kernel_family::mma);
+  EXPECT_EQ(family(element_kind::bf16, 4096, 96, hopper), kernel_family::mma) << "not compiled at 96";
+  EXPECT_EQ(family(element_kind::bf16, 4096, 256, hopper), kernel_family::mma) << "not compiled at 256";
+  EXPECT_EQ(family(element_kind::f32, 4096, 128, hopper), kernel_family::simt);
+  device_limits plain = hopper;
+  plain.wgmma = false;
+  EXPECT_EQ(family(element_kind::bf16, 4096, 128, plain), kernel_family::mma) << "no sm_90a code";
+  device_limits small = hopper;
+  small.max_shared_bytes = static_cast<std::size_t>(wgmma_smem_bytes(128)) - 1;
+  EXPECT_EQ(family(element_kind::bf16, 4096, 128, small), kernel_family::mma) << "shared memory";
+  plan_overrides simt;
+  simt.simt_only = true;
+  EXPECT_EQ(plan_attention("t", element_kind::bf16, 1, 2, 2, 4096, 4096, 128, 128, hopper, simt).kernel.family,
+            kernel_family::simt);
+  // The wgmma kernel does not pack GQA heads.
+  EXPECT_EQ(plan_attention("t", element_kind::bf16, 1, 32, 8, 1, 5000, 128, 128, hopper,
+                           plan_overrides{0, false, head_packing::always, hopper_kernel::always})
+                .packed_heads,
+            1);
+}
+
+// ---------------------------------------------------------------- wgmma operands
+
+// The Hopper kernel's tiles (core_matrix_tile.hpp) read as the PTX ISA's
+// canonical no-swizzle layouts: an operand element (mn, k) of a K-major
+// operand sits at (mn / 8) SBO + (mn % 8) 16 + (k / 8) LBO + (k % 8) 2 bytes
+// from the start, of an MN-major one at (mn / 8) SBO + (mn % 8) 2 +
+// (k / 8) LBO + (k % 8) 16. Q and K (rows = M or N, columns = K) are read
+// K-major with LBO = rows * 16, SBO = 128; V (rows = K, columns = N) N-major
+// with LBO = 128, SBO = rows * 16.
+TEST(CudaWgmmaOperands, CoreMatrixTilesAreTheCanonicalLayouts) {
+  for (int rows : {64, 128}) {
+    for (int cols : {64, 128}) {
+      std::vector<int> seen(static_cast<std::size_t>(rows * cols), 0);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) {
+          const int at = core_matrix_offset(rows, r, c);
+          ASSERT_GE(at, 0);
+          ASSERT_LT(at, rows * cols);
+          ++seen[static_cast<std::size_t>(at)];
+          const unsigned lbo_k = core_matrix_column_step_bytes(rows), sbo_k = core_matrix_bytes;
+          const unsigned k_major = (r / 8) * sbo_k + (r % 8) * 16 + (c / 8) * lbo_k + (c % 8) * 2;
+          EXPECT_EQ(2u * static_cast<unsigned>(at), k_major) << rows << " rows, (" << r << ", " << c << ")";
+          const unsigned lbo_n = core_matrix_bytes, sbo_n = core_matrix_column_step_bytes(rows);
+          const unsigned n_major = (c / 8) * sbo_n + (c % 8) * 2 + (r / 8) * lbo_n + (r % 8) * 16;
+          EXPECT_EQ(2u * static_cast<unsigned>(at), n_major) << rows << " rows, (" << r << ", " << c << ")";
+        }
+      EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; })) << "one element per slot";
+    }
+  }
+}
+
+TEST(CudaWgmmaOperands, DescriptorFields) {
+  // Start address in bits 0-13, leading byte offset in 16-29, stride byte
+  // offset in 32-45, each in 16-byte units; base offset and swizzle (no
+  // swizzling) zero.
+  const std::uint64_t d = encode_matrix_descriptor(0x12340, 2048, 128);
+  EXPECT_EQ(d & 0x3fff, 0x1234u);
+  EXPECT_EQ(d >> 16 & 0x3fff, 2048u / 16);
+  EXPECT_EQ(d >> 32 & 0x3fff, 128u / 16);
+  EXPECT_EQ(d >> 46, 0u);
+  EXPECT_EQ(d & (0x3ull << 14 | 0x3ull << 30), 0u) << "reserved bits";
+  // The shared window is 256 KiB at most: 18 address bits.
+  EXPECT_EQ(encode_matrix_descriptor(0x3fff0, 0, 0), 0x3fffu);
+  EXPECT_EQ(encode_matrix_descriptor(0x40000, 0, 0), 0u);
 }
 
 // ---------------------------------------------------------------- GQA head packing

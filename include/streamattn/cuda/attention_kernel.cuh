@@ -101,8 +101,7 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   const fragment_rows my_rows = rows_of_lane(b, warp, lane);
 
   float acc[out_frags][4];
-#pragma unroll
-  for (int d = 0; d < out_frags; ++d) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+  zero_fragments(acc);
   // Running max in log2 units and this thread's share of the running sum.
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
@@ -122,8 +121,7 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
     // skips the arithmetic, but not the loads and barriers.
     float s[key_frags][4];
     if (warp_has_rows) {
-#pragma unroll
-      for (int n = 0; n < key_frags; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      zero_fragments(s);
 #pragma unroll
       for (int k16 = 0; k16 < HeadDim / 16; ++k16) {
         const S* qa = q_tile + warp * 16 * pitch + k16 * 16;

@@ -20,6 +20,7 @@
 #include "attention_plan.hpp"
 #include "attention_simt_kernel.cuh"
 #include "attention_split_kv.cuh"
+#include "attention_wgmma_kernel.cuh"
 #include "device_types.cuh"
 #include "element_kind.hpp"
 #include "index_tables.hpp"
@@ -35,8 +36,10 @@ inline constexpr const char* attention_function = "streamattn::attention (cuda)"
 template <class T, class Tout, class Tkv>
 attention_plan plan_for(const attention_params<T, Tout, Tkv>& p, const device_limits& limits,
                         const plan_overrides& overrides = {}, bool table_on_device = false) {
+  plan_overrides how = overrides;
+  if constexpr (is_quantised_v<Tkv>) how.hopper = hopper_kernel::never;  // the wgmma kernel reads 16-bit K/V only
   attention_plan plan = plan_attention(attention_function, element_kind_of<T>(), p.batch, p.hq, p.hk, p.nq, p.nk,
-                                       p.dim, p.dim_v, limits, overrides);
+                                       p.dim, p.dim_v, limits, how);
   plan.index_tables = index_tables_of(p, table_on_device);
   return plan;
 }
@@ -90,9 +93,19 @@ attention_launch_config<S, Skv> configure_attention_launch(kernel_args<S, Skv> a
   c.args = args;
   c.grid = dim3(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.split.splits),
                 static_cast<unsigned>(plan.col_chunks));
-  const bool mma = plan.kernel.family == kernel_family::mma;
-  c.threads = static_cast<unsigned>((mma ? mma_warps : simt_warps) * 32);
-  c.shared_bytes = mma ? static_cast<std::size_t>(mma_smem_bytes(plan.kernel.head_dim)) : 0;
+  switch (plan.kernel.family) {
+    case kernel_family::mma:
+      c.threads = mma_warps * 32;
+      c.shared_bytes = static_cast<std::size_t>(mma_smem_bytes(plan.kernel.head_dim));
+      break;
+    case kernel_family::wgmma:
+      c.threads = wgmma_warps * 32;
+      c.shared_bytes = static_cast<std::size_t>(wgmma_smem_bytes(plan.kernel.head_dim));
+      break;
+    default:
+      c.threads = simt_warps * 32;
+      c.shared_bytes = 0;
+  }
   return c;
 }
 
@@ -131,6 +144,18 @@ void for_each_attention_kernel(const attention_launch_config<S, Skv>& c, const a
       });
     } else {
       throw std::logic_error("streamattn: the tensor-core kernel was planned for a 32/64-bit input");
+    }
+  } else if (plan.kernel.family == kernel_family::wgmma) {
+    if constexpr (is_16bit_storage_v<S> && std::is_same_v<S, Skv>) {
+      with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
+        if constexpr (is_wgmma_head_dim(decltype(head_dim)::value))
+          launch("attention_wgmma_kernel", kernel_fn{&attention_wgmma_kernel<S, decltype(head_dim)::value>}, c.grid,
+                 dim3(c.threads), c.shared_bytes);
+        else
+          throw std::logic_error("streamattn: the wgmma kernel was planned for a head dim it is not compiled for");
+      });
+    } else {
+      throw std::logic_error("streamattn: the wgmma kernel was planned for a 32/64-bit input or an int8 K/V cache");
     }
   } else {
     launch("attention_simt_kernel", kernel_fn{&attention_simt_kernel<S, Skv>}, c.grid, dim3(c.threads),

@@ -24,6 +24,16 @@ struct device_limits {
   int sm_count = 0;
   int compute_capability = 0;        // major * 10 + minor
   std::size_t max_shared_bytes = 0;  // dynamic shared memory per block after opting in
+  /// The program has the wgmma kernel's sm_90a code (STREAMATTN_CUDA_WGMMA)
+  /// and this GPU runs it (compute capability 9.0).
+  bool wgmma = false;
+};
+
+/// Whether the wgmma kernel replaces the mma one where it could.
+enum class hopper_kernel : unsigned char {
+  automatic,  // where the queries fill more than one mma tile (see plan_attention)
+  never,
+  always,  // wherever it applies, whatever the query count (tests)
 };
 
 /// Overrides for tests and callers that know better; the defaults decide alone.
@@ -31,7 +41,20 @@ struct plan_overrides {
   int splits = 0;          // 0: heuristic; n >= 1: n key slices (fewer if there are fewer key tiles)
   bool simt_only = false;  // run the FMA kernel even where the tensor-core one applies
   head_packing packing = head_packing::automatic;  // GQA heads in one block's rows (head_packing.hpp)
+  hopper_kernel hopper = hopper_kernel::automatic;  // wgmma kernel, where the device has it
 };
+
+/// Whether a problem planned on the mma kernel `c` runs on the wgmma kernel
+/// instead. It applies at head dims 64 and 128, on devices that have it.
+/// Automatically it takes problems with more than one mma tile of queries
+/// per head: a decode's few rows would fill little of its 128-row tile,
+/// where the mma kernel packs GQA heads and skips empty warps.
+constexpr bool use_wgmma(const kernel_choice& c, const device_limits& device, index_t nq, hopper_kernel mode) {
+  if (c.family != kernel_family::mma || !device.wgmma || !is_wgmma_head_dim(c.head_dim) ||
+      mode == hopper_kernel::never)
+    return false;
+  return mode == hopper_kernel::always || nq > mma_query_rows;
+}
 
 struct attention_plan {
   kernel_choice kernel;
@@ -68,6 +91,9 @@ inline attention_plan plan_attention(const char* function, element_kind input, i
   if (plan.kernel.family == kernel_family::mma &&
       static_cast<std::size_t>(mma_smem_bytes(plan.kernel.head_dim)) > device.max_shared_bytes)
     plan.kernel = choose_kernel(input, dim, dim_v, 0);
+  if (use_wgmma(plan.kernel, device, nq, overrides.hopper) &&
+      static_cast<std::size_t>(wgmma_smem_bytes(plan.kernel.head_dim)) <= device.max_shared_bytes)
+    plan.kernel = as_wgmma(plan.kernel);
 
   plan.packed_heads = packed_heads_for(plan.kernel, nq, kv_heads > 0 ? heads / kv_heads : 1, overrides.packing);
   plan.query_tiles = ceil_div(nq * plan.packed_heads, plan.kernel.query_rows);

@@ -99,6 +99,13 @@ __device__ __forceinline__ fragment_rows rows_of_lane(const tensor_block& b, int
   return r;
 }
 
+/// Sets accumulator tiles to zero.
+template <int Frags>
+__device__ __forceinline__ void zero_fragments(float (&x)[Frags][4]) {
+#pragma unroll
+  for (int n = 0; n < Frags; ++n) x[n][0] = x[n][1] = x[n][2] = x[n][3] = 0.0f;
+}
+
 /// Scores of key tile [key0, key0 + KeyFrags * 8) to log2 units; invisible
 /// keys (outside the band, past Nk, rows past Nq) become -inf so they weigh
 /// exactly 0. Tiles wholly inside every row's band take one multiply.

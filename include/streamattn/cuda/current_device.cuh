@@ -30,6 +30,12 @@ inline current_device query_current_device(const char* function) {
   d.limits.sm_count = sms;
   d.limits.compute_capability = major * 10 + minor;
   d.limits.max_shared_bytes = static_cast<std::size_t>(shared);
+  // STREAMATTN_CUDA_WGMMA: the program's CUDA code includes sm_90a (the
+  // CMake target defines it when STREAMATTN_CUDA_ARCHITECTURES lists 90a),
+  // whose code runs on compute capability 9.0 only.
+#if defined(STREAMATTN_CUDA_WGMMA)
+  d.limits.wgmma = d.limits.compute_capability == 90;
+#endif
   return d;
 }
 

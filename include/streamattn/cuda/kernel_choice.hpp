@@ -3,12 +3,16 @@
 // constants come from here), so the two can never disagree, and testable
 // without a GPU.
 //
-// Two families:
+// Three families:
 //  - `mma`: FlashAttention-2 style on tensor cores (mma.sync m16n8k16, fp16
 //    or bf16 inputs, float accumulation), compiled for a few head dims. A
 //    problem whose head dims fall between them runs on the next larger one
 //    with the extra columns zero-filled in shared memory, which leaves every
 //    dot product and every stored column unchanged.
+//  - `wgmma`: the same algorithm on Hopper's warpgroup MMA, for builds that
+//    include sm_90a code, on sm_90 GPUs, where the mma kernel would run at
+//    head dim 64 or 128 over 16-bit K/V with more than one tile of queries
+//    (attention_plan.hpp decides).
 //  - `simt`: plain FMA in the accumulation type (float, or double for double
 //    inputs) for any head dim: the float32/float64 path, and the fallback for
 //    16-bit inputs whose head dims exceed the largest mma one or on GPUs
@@ -20,7 +24,7 @@
 
 namespace streamattn::detail::gpu {
 
-enum class kernel_family : unsigned char { mma, simt };
+enum class kernel_family : unsigned char { mma, wgmma, simt };
 
 /// Head dims the mma kernel is compiled for, ascending.
 inline constexpr int mma_head_dims[] = {32, 64, 96, 128, 256};
@@ -49,7 +53,10 @@ constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 /// changed the spills (bf16, sm_90): head dim 64 from 16 / 8 bytes (stored /
 /// loaded) to 64 / 88, which in the key loop's code (cuobjdump) is 8 local
 /// loads per key tile (was 2) against ~7000 instructions; 256 from 24 / 12
-/// to none; 128 still none (231 registers). Not yet timed on a GPU.
+/// to none; 128 still none (231 registers). Moving the steps the wgmma
+/// kernel shares into attention_tile_steps.cuh moved ptxas's allocation a
+/// little: 64 now spills 80 / 96 bytes, 256 8 / 28, 128 still none (CUDA
+/// 13.0). Not yet timed on a GPU.
 constexpr int mma_min_blocks_per_sm(int head_dim) { return head_dim > 128 ? 1 : head_dim <= 64 ? 3 : 0; }
 /// Shared-memory row pitch in elements: 8 halves (16 bytes) of padding shift
 /// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or
@@ -63,6 +70,16 @@ constexpr int mma_smem_bytes(int head_dim) {
   return (mma_query_rows + 2 * mma_key_rows(head_dim)) * mma_smem_pitch(head_dim) * 2 +
          2 * mma_key_rows(head_dim) * 4;
 }
+
+/// wgmma kernel: 2 warpgroups of 4 warps, each warpgroup owning 64 query
+/// rows (one m64 wgmma), over 64-key tiles; head dims 64 and 128.
+inline constexpr int wgmma_warps = 8;
+inline constexpr int wgmma_query_rows = 128;
+inline constexpr int wgmma_key_rows = 64;
+constexpr bool is_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
+/// Its dynamic shared memory: Q, K and V tiles of 2-byte elements, unpadded
+/// (core-matrix layout, core_matrix_tile.hpp): 32 KiB at 64, 64 KiB at 128.
+constexpr int wgmma_smem_bytes(int head_dim) { return (wgmma_query_rows + 2 * wgmma_key_rows) * head_dim * 2; }
 
 /// simt kernel: 4 warps of 4 query rows; a lane owns one key of a 32-key tile
 /// when scoring and 1/32 of the block's output columns when accumulating.
@@ -80,7 +97,7 @@ inline constexpr int combine_warps = 4;
 
 struct kernel_choice {
   kernel_family family = kernel_family::simt;
-  int head_dim = 0;     // mma: the compiled head dim used; simt: 0 (any)
+  int head_dim = 0;     // mma, wgmma: the compiled head dim used; simt: 0 (any)
   int query_rows = 0;   // query rows per thread block
   int key_rows = 0;     // keys per shared-memory tile
   int out_cols = 0;     // output columns per block (grid.z splits the rest); 0 = all
@@ -111,6 +128,14 @@ constexpr kernel_choice choose_kernel(element_kind input, index_t dim, index_t d
   c.query_rows = simt_query_rows;
   c.key_rows = simt_key_rows;
   c.out_cols = simt_out_cols(input == element_kind::f64);
+  return c;
+}
+
+/// The wgmma kernel in place of mma choice `c`, at the same head dim.
+constexpr kernel_choice as_wgmma(kernel_choice c) {
+  c.family = kernel_family::wgmma;
+  c.query_rows = wgmma_query_rows;
+  c.key_rows = wgmma_key_rows;
   return c;
 }
 

@@ -8,6 +8,7 @@
 
 #include "../config.hpp"
 #include "../detail/attention_params.hpp"
+#include "core_matrix_tile.hpp"
 #include "mma.cuh"
 
 namespace streamattn::detail::gpu {
@@ -24,17 +25,18 @@ __device__ __forceinline__ S tile_element(std::int8_t code) {
   return static_cast<S>(static_cast<float>(code));
 }
 
-/// The element-by-element copy of load_tile: any strides, any head dim.
-template <class S, int Rows, int HeadDim, int Pitch, int Threads, class Locator>
+/// The element-by-element copy of load_tile: any strides, any head dim;
+/// element (r, c) of the tile goes to smem[at(r, c)].
+template <class S, int Rows, int HeadDim, int Threads, class Locator, class Offset>
 __device__ __forceinline__ void load_tile_elements(S* smem, const Locator& src, index_t col_stride,
-                                                   index_t row_begin, index_t row_count, index_t cols) {
+                                                   index_t row_begin, index_t row_count, index_t cols, Offset at) {
   const S zero = static_cast<S>(0.0f);
 #pragma unroll 4
   for (int i = static_cast<int>(threadIdx.x); i < Rows * HeadDim; i += Threads) {
     const int r = i / HeadDim;
     const int c = i % HeadDim;
     const index_t row = row_begin + r;
-    smem[r * Pitch + c] = (row < row_count && c < cols) ? tile_element<S>(src(row)[c * col_stride]) : zero;
+    smem[at(r, c)] = (row < row_count && c < cols) ? tile_element<S>(src(row)[c * col_stride]) : zero;
   }
 }
 
@@ -69,7 +71,34 @@ __device__ __forceinline__ void load_tile(S* smem, const Locator& src, index_t c
       copy_16_async(smem + r * Pitch + c, from, valid);
     }
   } else {
-    load_tile_elements<S, Rows, HeadDim, Pitch, Threads>(smem, src, col_stride, row_begin, row_count, cols);
+    load_tile_elements<S, Rows, HeadDim, Threads>(smem, src, col_stride, row_begin, row_count, cols,
+                                                  [](int r, int c) { return r * Pitch + c; });
+  }
+}
+
+/// load_tile into a core-matrix tile (core_matrix_tile.hpp), the Hopper
+/// kernel's layout: the same rows, zero fill and load paths.
+template <class S, int Rows, int HeadDim, int Threads, class Locator>
+__device__ __forceinline__ void load_core_matrix_tile(S* smem, const Locator& src, index_t col_stride,
+                                                      index_t row_begin, index_t row_count, index_t cols,
+                                                      bool vector) {
+  static_assert(sizeof(S) == 2 && Rows % 8 == 0 && HeadDim % 8 == 0, "whole 8 x 8 core matrices of 16-bit elements");
+  if (vector) {
+    constexpr int vectors_per_row = HeadDim / 8;
+    // Eight consecutive threads copy the eight rows of one core matrix, so
+    // a warp's 16-byte writes fill four whole 128-byte core matrices.
+#pragma unroll 4
+    for (int i = static_cast<int>(threadIdx.x); i < Rows * vectors_per_row; i += Threads) {
+      const int r = i / (8 * vectors_per_row) * 8 + i % 8;
+      const int c = i / 8 % vectors_per_row * 8;
+      const index_t row = row_begin + r;
+      const bool valid = row < row_count && c < cols;
+      const S* from = valid ? src(row) + c : src.head;
+      copy_16_async(smem + core_matrix_offset(Rows, r, c), from, valid);
+    }
+  } else {
+    load_tile_elements<S, Rows, HeadDim, Threads>(smem, src, col_stride, row_begin, row_count, cols,
+                                                  [](int r, int c) { return core_matrix_offset(Rows, r, c); });
   }
 }
 
@@ -99,7 +128,8 @@ __device__ __forceinline__ void load_tile(S* smem, const row_locator<const std::
       for (int e = 0; e < per_vector; ++e) to[e] = tile_element<S>(static_cast<std::int8_t>(codes >> (8 * e)));
     }
   } else {
-    load_tile_elements<S, Rows, HeadDim, Pitch, Threads>(smem, src, col_stride, row_begin, row_count, cols);
+    load_tile_elements<S, Rows, HeadDim, Threads>(smem, src, col_stride, row_begin, row_count, cols,
+                                                  [](int r, int c) { return r * Pitch + c; });
   }
 }
 

@@ -73,6 +73,19 @@ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row);
 void copy_16_async(void* shared, const void* global, bool valid);
 /// cp.async.wait_group 0.
 void copy_async_wait_all();
+/// The offset of `p` in the block's dynamic shared memory (the shared
+/// window address a matrix descriptor holds).
+unsigned shared_address(const void* p);
+/// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}: the calling warp's
+/// 16 rows of d (+)= A B, d being N / 2 floats in mma.sync's accumulator
+/// layout; A from `a` (4 registers, mma.sync's A layout) or, when a is null,
+/// from a_desc; B from b_desc, N-major when trans_b. Performed when issued.
+void wgmma(float* d, int n, const std::uint32_t* a, std::uint64_t a_desc, std::uint64_t b_desc, bool accumulate,
+           bool trans_b, bool bfloat16);
+/// wgmma.fence.sync.aligned and wgmma.wait_group.sync.aligned: warp-wide
+/// points every lane must reach (the emulated wgmma has no lag to wait for).
+void wgmma_fence();
+void wgmma_wait();
 /// The block's `extern __shared__` bytes.
 inline unsigned char* dynamic_shared_memory() {
   return ::streamattn::testing::emulator::dynamic_shared_memory();

@@ -1,8 +1,11 @@
-// The PTX instructions of the tensor-core kernel, written from the PTX ISA's
+// The PTX instructions of the tensor-core kernels, written from the PTX ISA's
 // definitions ("Matrix fragments for mma.m16n8k16 with floating point type",
-// "Warp-level matrix load instruction: ldmatrix", "cp.async"), independently
-// of the kernel's own index helpers (mma_fragments.hpp): if the two readings
-// of the ISA disagree, the emulated results are wrong and the tests say so.
+// "Warp-level matrix load instruction: ldmatrix", "cp.async", and for wgmma
+// "Matrix Descriptor Format", the canonical shared-memory layouts and the
+// register fragments of wgmma .m64nNk16), independently of the kernels' own
+// index helpers (mma_fragments.hpp, core_matrix_tile.hpp): if the two
+// readings of the ISA disagree, the emulated results are wrong and the tests
+// say so.
 #include <cstring>
 #include <string>
 
@@ -92,6 +95,116 @@ bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
 
+// A wgmma operand in shared memory, as its descriptor says: bits 0-13 the
+// start address, 16-29 the leading byte offset, 32-45 the stride byte
+// offset (each >> 4), 49-51 the base offset, 62-63 the swizzle mode. Without
+// swizzling the matrix is made of core matrices, 8 rows of 16 bytes stored
+// contiguously; the leading offset separates core matrices adjacent along K,
+// the stride offset those adjacent along M or N. In a K-major operand a
+// core-matrix row holds 8 consecutive k of one m (or n); in an MN-major one,
+// 8 consecutive m (or n) of one k.
+struct operand_layout {
+  std::uint32_t start = 0, leading = 0, stride = 0;
+  bool mn_major = false;
+
+  static operand_layout decode(std::uint64_t desc, bool mn_major) {
+    if (desc >> 62 != 0) kernel_fault("gave wgmma a swizzled matrix descriptor, which the emulator does not model");
+    if ((desc >> 49 & 7) != 0) kernel_fault("gave wgmma a descriptor with a base offset, which no-swizzle ignores");
+    constexpr std::uint64_t fields = 0x3fffull | 0x3fffull << 16 | 0x3fffull << 32 | 7ull << 49 | 3ull << 62;
+    if ((desc & ~fields) != 0) kernel_fault("set reserved bits of a wgmma descriptor");
+    operand_layout l;
+    l.start = static_cast<std::uint32_t>(desc & 0x3fff) << 4;
+    l.leading = static_cast<std::uint32_t>(desc >> 16 & 0x3fff) << 4;
+    l.stride = static_cast<std::uint32_t>(desc >> 32 & 0x3fff) << 4;
+    l.mn_major = mn_major;
+    return l;
+  }
+  /// The 16-bit element (mn, k) of the operand, from shared memory.
+  std::uint16_t at(int mn, int k) const {
+    const std::uint32_t offset = mn_major ? start + (mn / 8) * stride + (mn % 8) * 2 + (k / 8) * leading + (k % 8) * 16
+                                          : start + (mn / 8) * stride + (mn % 8) * 16 + (k / 8) * leading + (k % 8) * 2;
+    const unsigned char* p = testing::emulator::dynamic_shared_memory() + offset;
+    if (!testing::emulator::in_dynamic_shared_memory(p, 2))
+      kernel_fault("gave wgmma a descriptor reaching past the launch's shared memory");
+    std::uint16_t bits;
+    std::memcpy(&bits, p, sizeof bits);
+    return bits;
+  }
+};
+
+struct wgmma_operands {
+  float* d;
+  const std::uint32_t* a;
+  std::uint64_t a_desc, b_desc;
+  int warp_in_group;
+};
+
+struct wgmma_shape {
+  int n;
+  bool accumulate, trans_b, bfloat16;
+  std::uint64_t pack() const {
+    return static_cast<std::uint64_t>(n) | std::uint64_t{accumulate} << 16 | std::uint64_t{trans_b} << 17 |
+           std::uint64_t{bfloat16} << 18;
+  }
+  static wgmma_shape unpack(std::uint64_t x) {
+    return {static_cast<int>(x & 0xffff), (x >> 16 & 1) != 0, (x >> 17 & 1) != 0, (x >> 18 & 1) != 0};
+  }
+};
+
+// One warp's share of wgmma .m64nNk16: rows 16w .. 16w + 15 of D, w its warp
+// in the warpgroup. With g = lane / 4 and t = lane % 4, the ISA's register
+// fragments say:
+//   A from registers: a_i (i in 0..7, two per register, the lower in the low
+//     half): row 16w + g + 8 * ((i / 2) % 2), column 2t + i % 2 + 8 * (i / 4)
+//   D (f32): d_i (i in 0..N/2-1): row 16w + g + 8 * ((i / 2) % 2),
+//     column 8 * (i / 4) + 2t + i % 2
+void wgmma_warp(const lane_data* in, lane_data* out, std::uint64_t packed_shape) {
+  (void)out;
+  const wgmma_shape shape = wgmma_shape::unpack(packed_shape);
+  wgmma_operands op0;
+  std::memcpy(&op0, in[0].bytes, sizeof op0);
+  float a[16][16];
+  static thread_local float b[16][256];
+  if (op0.a == nullptr) {
+    const operand_layout la = operand_layout::decode(op0.a_desc, false);
+    for (int r = 0; r < 16; ++r)
+      for (int k = 0; k < 16; ++k) a[r][k] = widen(la.at(16 * op0.warp_in_group + r, k), shape.bfloat16);
+  }
+  const operand_layout lb = operand_layout::decode(op0.b_desc, shape.trans_b);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < shape.n; ++n) b[k][n] = widen(lb.at(n, k), shape.bfloat16);
+  for (int lane = 0; lane < warp_size; ++lane) {
+    wgmma_operands op;
+    std::memcpy(&op, in[lane].bytes, sizeof op);
+    if (op.a_desc != op0.a_desc || op.b_desc != op0.b_desc || (op.a == nullptr) != (op0.a == nullptr) ||
+        op.warp_in_group != op0.warp_in_group)
+      kernel_fault("gave the lanes of a warp different wgmma descriptors");
+    if (op.a == nullptr) continue;
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 8; ++i)
+      a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)] = widen(element(op.a[i / 2], i % 2), shape.bfloat16);
+  }
+  // Every lane's accumulators are read before any is written.
+  static thread_local float d[warp_size][128];
+  for (int lane = 0; lane < warp_size; ++lane) {
+    wgmma_operands op;
+    std::memcpy(&op, in[lane].bytes, sizeof op);
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < shape.n / 2; ++i) {
+      const int row = g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + i % 2;
+      // Products of 16-bit floats are exact in float; the sum rounds in float.
+      float sum = shape.accumulate ? op.d[i] : 0.0f;
+      for (int k = 0; k < 16; ++k) sum += a[row][k] * b[k][col];
+      d[lane][i] = sum;
+    }
+  }
+  for (int lane = 0; lane < warp_size; ++lane) {
+    wgmma_operands op;
+    std::memcpy(&op, in[lane].bytes, sizeof op);
+    std::memcpy(op.d, d[lane], sizeof(float) * static_cast<std::size_t>(shape.n / 2));
+  }
+}
+
 }  // namespace
 
 void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1, bool bfloat16) {
@@ -122,6 +235,32 @@ void copy_16_async(void* shared, const void* global, bool valid) {
 
 void copy_async_wait_all() {
   testing::emulator::wait_for_copies();
+}
+
+unsigned shared_address(const void* p) {
+  if (!testing::emulator::in_dynamic_shared_memory(p, 1))
+    kernel_fault("took the shared-window address of memory outside the launch's shared memory");
+  return static_cast<unsigned>(static_cast<const unsigned char*>(p) - testing::emulator::dynamic_shared_memory());
+}
+
+void wgmma(float* d, int n, const std::uint32_t* a, std::uint64_t a_desc, std::uint64_t b_desc, bool accumulate,
+           bool trans_b, bool bfloat16) {
+  if (n % 8 != 0 || n < 8 || n > 256) kernel_fault("issued a wgmma with an N the ISA does not have");
+  static_assert(sizeof(wgmma_operands) <= sizeof(lane_data), "a lane's wgmma operands fit its lane_data");
+  const wgmma_operands op{d, a, a_desc, b_desc, static_cast<int>(threadIdx.x / warp_size % 4)};
+  testing::emulator::warp_collective(bfloat16 ? "wgmma.mma_async bf16" : "wgmma.mma_async f16", 0xffffffffu,
+                                     &wgmma_warp, wgmma_shape{n, accumulate, trans_b, bfloat16}.pack(), &op,
+                                     sizeof op, nullptr, 0);
+}
+
+void wgmma_fence() {
+  testing::emulator::warp_collective(
+      "wgmma.fence", 0xffffffffu, [](const lane_data*, lane_data*, std::uint64_t) {}, 0, nullptr, 0, nullptr, 0);
+}
+
+void wgmma_wait() {
+  testing::emulator::warp_collective(
+      "wgmma.wait_group", 0xffffffffu, [](const lane_data*, lane_data*, std::uint64_t) {}, 0, nullptr, 0, nullptr, 0);
 }
 
 }  // namespace streamattn::detail::gpu::emulated
