@@ -6,7 +6,8 @@
 // `emulated_gpu` is a build without sm_90a code (the mma.sync kernel);
 // `emulated_hopper` one with it, running the wgmma kernel wherever it
 // applies, whatever the query count, so every shape of the suite at head
-// dims up to 128 goes through it.
+// dims up to 128 goes through it, and without key slices unless a test asks
+// for them.
 #pragma once
 
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
@@ -84,7 +85,13 @@ struct emulated_gpu_t {
     // Host memory is device memory here: how.table_on_device says which a
     // GPU call would have found (run_attention asks the runtime).
     gpu::plan_overrides overrides = how.public_api ? gpu::plan_overrides{} : how.overrides;
-    if (Wgmma) overrides.hopper = gpu::hopper_kernel::always;
+    if (Wgmma) {
+      overrides.hopper = gpu::hopper_kernel::always;
+      // The suite's shapes are small enough that 132 SMs' worth of key
+      // slices would leave one key tile per block; unless a test forces
+      // slices, whole key ranges then go through one block's pipeline.
+      if (how.public_api) overrides.splits = 1;
+    }
     const auto plan = gpu::plan_for(params, limits(), overrides, how.table_on_device);
     if (plan.grid_x == 0) return;  // nothing to write: run_attention launches nothing either
 

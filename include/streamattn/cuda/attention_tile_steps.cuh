@@ -150,14 +150,16 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const ke
   }
 }
 
-/// Online softmax over one key tile: raises each row's running max (log2
-/// units), rescales what `acc` accumulated under the old one and turns the
-/// scores into weights. row_sum is this thread's share of the running sum
-/// (its columns; the quad's four shares are added at the end, which is valid
-/// because all four rescale by the same factor).
-template <int KeyFrags, int OutFrags>
-__device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float (&acc)[OutFrags][4], float (&row_max)[2],
-                                               float (&row_sum)[2]) {
+/// Online softmax over one key tile, the score half: raises each row's
+/// running max (log2 units), turns the scores into weights under it and
+/// adds them to the running sums, rescaled by `rescale`, the factor by which
+/// what was accumulated under the old max must shrink (rescale_rows).
+/// row_sum is this thread's share of the running sum (its columns; the
+/// quad's four shares are added at the end, which is valid because all four
+/// rescale by the same factor).
+template <int KeyFrags>
+__device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float (&row_max)[2], float (&row_sum)[2],
+                                                float (&rescale)[2]) {
   const float minus_inf = neg_inf<float>();
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -172,7 +174,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float (&
     // subtracting 0 instead keeps exp2(-inf - base) at 0 rather than the NaN
     // of (-inf) - (-inf).
     const float base = new_max == minus_inf ? 0.0f : new_max;
-    const float rescale = exp2f(row_max[i] - base);
+    rescale[i] = exp2f(row_max[i] - base);
     row_max[i] = new_max;
     float sum = 0.0f;
 #pragma unroll
@@ -181,13 +183,30 @@ __device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float (&
       s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
       sum += s[n][2 * i] + s[n][2 * i + 1];
     }
-    row_sum[i] = row_sum[i] * rescale + sum;
-#pragma unroll
-    for (int d = 0; d < OutFrags; ++d) {
-      acc[d][2 * i] *= rescale;
-      acc[d][2 * i + 1] *= rescale;
-    }
+    row_sum[i] = row_sum[i] * rescale[i] + sum;
   }
+}
+
+/// Online softmax, the output half: what was accumulated under the old
+/// maxima shrinks by softmax_weights' factors.
+template <int OutFrags>
+__device__ __forceinline__ void rescale_rows(float (&acc)[OutFrags][4], const float (&rescale)[2]) {
+#pragma unroll
+  for (int d = 0; d < OutFrags; ++d) {
+    acc[d][0] *= rescale[0];
+    acc[d][1] *= rescale[0];
+    acc[d][2] *= rescale[1];
+    acc[d][3] *= rescale[1];
+  }
+}
+
+/// Both halves of the online softmax over one key tile.
+template <int KeyFrags, int OutFrags>
+__device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float (&acc)[OutFrags][4], float (&row_max)[2],
+                                               float (&row_sum)[2]) {
+  float rescale[2];
+  softmax_weights(s, row_max, row_sum, rescale);
+  rescale_rows(acc, rescale);
 }
 
 /// The A operand of P.V for keys [16j, 16j + 16): the accumulator fragments

@@ -15,10 +15,13 @@
 //   O += P V    one wgmma m64n{D}k16 per 16 keys and P half (hi, lo: see
 //               split_pair in mma.cuh), P from registers, V from shared
 //               memory read N-major
-// Tiles sit in shared memory as core matrices (core_matrix_tile.hpp); K and
-// V stream through with cp.async as in the mma.sync kernel, the V copy of
-// tile t overlapping Q K^T and softmax of tile t and the K copy of tile t + 1
-// overlapping P V of tile t.
+// wgmma runs asynchronously, so iteration t issues S_t = Q K_t and then
+// O += P_{t-1} V_{t-1}, and computes the softmax of S_t while the tensor
+// cores still work on P_{t-1} V_{t-1} (FlashAttention-3's intra-warpgroup
+// overlap); only the rescaling of O waits for that product. K and V tiles
+// sit in two buffers each, as core matrices (core_matrix_tile.hpp), loaded
+// by cp.async one iteration ahead: iteration t loads K_{t+1} and V_t while
+// it computes on K_t and V_{t-1}, behind one block barrier per tile.
 //
 // Not yet here: TMA loads, warp specialisation and the two warpgroups
 // taking turns at the tensor cores (FlashAttention-3's ping-pong); the
@@ -49,12 +52,14 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   constexpr int key_frags = keys / 8;     // n8 tiles of S per warp
   constexpr int out_frags = HeadDim / 8;  // n8 tiles of O per warp
   constexpr int key_steps = keys / 16;    // k16 steps of P V
+  constexpr int tile_elements = keys * HeadDim;
   static_assert(HeadDim == 64 || HeadDim == 128, "wgmma shapes compiled for N = 64 and 128");
   const float minus_inf = neg_inf<float>();
 
+  // Q, then K and V tiles in two buffers each: buffer t % 2 holds tile t.
   S* const q_tile = reinterpret_cast<S*>(dynamic_shared_memory());
-  S* const k_tile = q_tile + rows * HeadDim;
-  S* const v_tile = k_tile + keys * HeadDim;
+  S* const k_tiles = q_tile + rows * HeadDim;
+  S* const v_tiles = k_tiles + 2 * tile_elements;
 
   const attention_params<S, void, S>& p = args.p;
   const tensor_block b = locate_block(args, rows);
@@ -70,12 +75,20 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   const row_locator<const S> k_src = p.key_rows(p.k, p.k_stride, b.batch, b.kv_head);
   const row_locator<const S> v_src = p.key_rows(p.v, p.v_stride, b.batch, b.kv_head);
   const tile_span tiles = block_key_tiles(args, b, keys);
+  const auto k_tile = [&](index_t t) { return k_tiles + (t & 1) * tile_elements; };
+  const auto v_tile = [&](index_t t) { return v_tiles + (t & 1) * tile_elements; };
+  const auto load_k = [&](index_t t) {
+    load_core_matrix_tile<S, keys, HeadDim, threads>(k_tile(t), k_src, p.k_stride.dim, t * keys, nk, p.dim,
+                                                     args.vector_k);
+  };
+  const auto load_v = [&](index_t t) {
+    load_core_matrix_tile<S, keys, HeadDim, threads>(v_tile(t), v_src, p.v_stride.dim, t * keys, nk, p.dim_v,
+                                                     args.vector_v);
+  };
 
   load_core_matrix_tile<S, rows, HeadDim, threads>(q_tile, q_src, p.q_stride.dim, b.row0, b.packed_rows, p.dim,
                                                    args.vector_q);
-  if (!tiles.empty())
-    load_core_matrix_tile<S, keys, HeadDim, threads>(k_tile, k_src, p.k_stride.dim, tiles.first * keys, nk, p.dim,
-                                                     args.vector_k);
+  if (!tiles.empty()) load_k(tiles.first);
   copy_async_commit();
 
   const fragment_rows my_rows = rows_of_lane(b, warp, lane);
@@ -86,65 +99,87 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     return matrix_descriptor(q_tile + core_matrix_offset(rows, warpgroup * 64, k16 * 16),
                              core_matrix_column_step_bytes(rows), core_matrix_bytes);
   };
-  const auto k_desc = [&](int k16) {
-    return matrix_descriptor(k_tile + core_matrix_offset(keys, 0, k16 * 16), core_matrix_column_step_bytes(keys),
+  const auto k_desc = [&](index_t t, int k16) {
+    return matrix_descriptor(k_tile(t) + core_matrix_offset(keys, 0, k16 * 16), core_matrix_column_step_bytes(keys),
                              core_matrix_bytes);
   };
-  const auto v_desc = [&](int j) {
-    return matrix_descriptor(v_tile + core_matrix_offset(keys, j * 16, 0), core_matrix_bytes,
-                             core_matrix_column_step_bytes(keys));
-  };
-
+  // O += P V for tile t, P from p_hi and p_lo.
+  std::uint32_t p_hi[key_steps][4], p_lo[key_steps][4];
   float acc[out_frags][4];
   zero_fragments(acc);
+  const auto issue_pv = [&](index_t t) {
+#pragma unroll
+    for (int j = 0; j < key_steps; ++j) {
+      const std::uint64_t v_desc = matrix_descriptor(v_tile(t) + core_matrix_offset(keys, j * 16, 0), core_matrix_bytes,
+                                                     core_matrix_column_step_bytes(keys));
+      wgmma_rs<S, 1, HeadDim>(acc, p_hi[j], v_desc, true);
+      wgmma_rs<S, 1, HeadDim>(acc, p_lo[j], v_desc, true);
+    }
+    wgmma_commit();
+  };
+
   // The scores' registers: each tile's first wgmma overwrites them.
   float s[key_frags][4];
   zero_fragments(s);
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
 
-  for (index_t t = tiles.first; t < tiles.last; ++t) {
-    const index_t key0 = t * keys;
+  // Each tile's loads: once K_t and V_{t-1} have landed and every
+  // warpgroup is done with K_{t-1} and V_{t-2}, whose buffers they refill,
+  // V_t and K_{t+1} start.
+  const auto next_loads = [&](index_t t) {
     copy_async_wait_all();
     fence_shared_for_wgmma();  // this thread's copies, before any wgmma reads them
-    __syncthreads();           // K tile t (and Q) landed; every warpgroup is done with V tile t - 1
-    load_core_matrix_tile<S, keys, HeadDim, threads>(v_tile, v_src, p.v_stride.dim, key0, nk, p.dim_v, args.vector_v);
+    __syncthreads();
+    load_v(t);
+    if (t + 1 < tiles.last) load_k(t + 1);
     copy_async_commit();
-
-    // S = Q K^T for this warpgroup's 64 rows x 64 keys.
-    wgmma_fence();  // s was last written by the softmax
+  };
+  const auto issue_s = [&](index_t t) {
 #pragma unroll
-    for (int k16 = 0; k16 < HeadDim / 16; ++k16) wgmma_ss<S, 0, keys>(s, q_desc(k16), k_desc(k16), k16 > 0);
+    for (int k16 = 0; k16 < HeadDim / 16; ++k16) wgmma_ss<S, 0, keys>(s, q_desc(k16), k_desc(t, k16), k16 > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-
-    scores_to_log2(s, args, b, my_rows, key0, lane);
-    online_softmax(s, acc, row_max, row_sum);
-    // P as the A operand of every k16 step, before the fence that orders
-    // these register writes before the wgmmas reading them.
-    std::uint32_t p_hi[key_steps][4], p_lo[key_steps][4];
+  };
+  // S_t to P_t; rescale_rows(acc, rescale) must follow.
+  float rescale[2];
+  const auto weights = [&](index_t t) {
+    scores_to_log2(s, args, b, my_rows, t * keys, lane);
+    softmax_weights(s, row_max, row_sum, rescale);
+  };
+  const auto weights_as_operands = [&] {
 #pragma unroll
     for (int j = 0; j < key_steps; ++j) weights_as_a<S>(s, j, p_hi[j], p_lo[j]);
+  };
 
+  // The wgmmas are issued in straight-line code and a loop whose trip
+  // count the whole warpgroup shares: under a branch ptxas serialises them.
+  if (!tiles.empty()) {
+    next_loads(tiles.first);
+    wgmma_fence();  // s was last written by ordinary instructions
+    issue_s(tiles.first);
+    wgmma_wait<0>();
+    weights(tiles.first);
+    weights_as_operands();  // nothing accumulated yet: no rescaling
+    for (index_t t = tiles.first + 1; t < tiles.last; ++t) {
+      next_loads(t);
+      wgmma_fence();  // s, acc and P were last written by ordinary instructions
+      issue_s(t);
+      issue_pv(t - 1);
+      wgmma_wait<1>();  // S_t is done; P_{t-1} V_{t-1} may still run
+      weights(t);
+      wgmma_wait<0>();  // acc and P_{t-1} are free again
+      rescale_rows(acc, rescale);
+      weights_as_operands();
+    }
     copy_async_wait_all();
     fence_shared_for_wgmma();
-    __syncthreads();  // V tile t landed; every warpgroup is done with K tile t (it waited for its wgmmas)
-    if (t + 1 < tiles.last)
-      load_core_matrix_tile<S, keys, HeadDim, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim,
-                                                       args.vector_k);
-    copy_async_commit();
-
-    // O += P V: acc was rescaled and P written by ordinary instructions.
+    __syncthreads();  // the last V tile landed
     wgmma_fence();
-#pragma unroll
-    for (int j = 0; j < key_steps; ++j) {
-      wgmma_rs<S, 1, HeadDim>(acc, p_hi[j], v_desc(j), true);
-      wgmma_rs<S, 1, HeadDim>(acc, p_lo[j], v_desc(j), true);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();  // before the barrier that lets V tile t + 1 overwrite this one
+    issue_pv(tiles.last - 1);
+    wgmma_wait<0>();
+  } else {
+    copy_async_wait_all();  // nothing may stay in flight when the block exits
   }
-  copy_async_wait_all();  // nothing may stay in flight when the block exits
 
   store_rows(acc, row_max, row_sum, args, b, my_rows, lane);
 #endif

@@ -77,9 +77,10 @@ inline constexpr int wgmma_warps = 8;
 inline constexpr int wgmma_query_rows = 128;
 inline constexpr int wgmma_key_rows = 64;
 constexpr bool is_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
-/// Its dynamic shared memory: Q, K and V tiles of 2-byte elements, unpadded
-/// (core-matrix layout, core_matrix_tile.hpp): 32 KiB at 64, 64 KiB at 128.
-constexpr int wgmma_smem_bytes(int head_dim) { return (wgmma_query_rows + 2 * wgmma_key_rows) * head_dim * 2; }
+/// Its dynamic shared memory: a Q tile and two K and two V tiles of 2-byte
+/// elements, unpadded (core-matrix layout, core_matrix_tile.hpp): 48 KiB at
+/// 64, 96 KiB at 128.
+constexpr int wgmma_smem_bytes(int head_dim) { return (wgmma_query_rows + 4 * wgmma_key_rows) * head_dim * 2; }
 
 /// simt kernel: 4 warps of 4 query rows; a lane owns one key of a 32-key tile
 /// when scoring and 1/32 of the block's output columns when accumulating.

@@ -70,7 +70,9 @@ __device__ __forceinline__ void wgmma_fence() {
 
 /// Closes the wgmmas issued since the last commit into one group.
 __device__ __forceinline__ void wgmma_commit() {
-#if defined(STREAMATTN_CUDA_SM90A) && !defined(STREAMATTN_CUDA_EMULATOR)
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::wgmma_commit();
+#elif defined(STREAMATTN_CUDA_SM90A)
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
@@ -81,7 +83,7 @@ template <int Pending>
 __device__ __forceinline__ void wgmma_wait() {
   static_assert(Pending >= 0 && Pending <= 7, "wgmma.wait_group takes 0..7");
 #if defined(STREAMATTN_CUDA_EMULATOR)
-  emulated::wgmma_wait();
+  emulated::wgmma_wait(Pending);
 #elif defined(STREAMATTN_CUDA_SM90A)
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 #endif

@@ -79,13 +79,15 @@ unsigned shared_address(const void* p);
 /// wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}: the calling warp's
 /// 16 rows of d (+)= A B, d being N / 2 floats in mma.sync's accumulator
 /// layout; A from `a` (4 registers, mma.sync's A layout) or, when a is null,
-/// from a_desc; B from b_desc, N-major when trans_b. Performed when issued.
+/// from a_desc; B from b_desc, N-major when trans_b. Performed, reading d, a
+/// and shared memory then, at the wgmma_wait that covers it.
 void wgmma(float* d, int n, const std::uint32_t* a, std::uint64_t a_desc, std::uint64_t b_desc, bool accumulate,
            bool trans_b, bool bfloat16);
-/// wgmma.fence.sync.aligned and wgmma.wait_group.sync.aligned: warp-wide
-/// points every lane must reach (the emulated wgmma has no lag to wait for).
+/// wgmma.fence, wgmma.commit_group and wgmma.wait_group (which performs the
+/// committed wgmmas but those of the newest `pending_groups` groups).
 void wgmma_fence();
-void wgmma_wait();
+void wgmma_commit();
+void wgmma_wait(int pending_groups);
 /// The block's `extern __shared__` bytes.
 inline unsigned char* dynamic_shared_memory() {
   return ::streamattn::testing::emulator::dynamic_shared_memory();

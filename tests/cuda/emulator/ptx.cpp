@@ -6,8 +6,11 @@
 // index helpers (mma_fragments.hpp, core_matrix_tile.hpp): if the two
 // readings of the ISA disagree, the emulated results are wrong and the tests
 // say so.
+#include <cstddef>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuda_builtins.hpp"
 
@@ -243,14 +246,49 @@ unsigned shared_address(const void* p) {
   return static_cast<unsigned>(static_cast<const unsigned char*>(p) - testing::emulator::dynamic_shared_memory());
 }
 
+namespace {
+
+// wgmma is asynchronous: the hardware reads its operands and writes its
+// accumulators at some time before the wait_group that covers it, so a
+// kernel may not touch them in between. The emulated wgmma runs at that
+// wait, not when issued, so touching them early (or overwriting the shared
+// memory it reads) gives wrong results instead of passing unseen.
+struct pending_wgmma {
+  wgmma_operands op;
+  std::uint64_t shape;
+  long group;  // 0: issued since the last commit
+};
+struct wgmma_queue {
+  uint3 block{};
+  std::vector<pending_wgmma> ops;
+  long committed = 0;  // groups committed so far
+};
+// A block's fibers all run on one OS thread, one block after another.
+thread_local std::vector<wgmma_queue> wgmma_queues;
+
+wgmma_queue& this_threads_wgmmas() {
+  const uint3 t = threadIdx;
+  const dim3 size = blockDim;
+  const std::size_t index = t.x + size.x * (t.y + static_cast<std::size_t>(size.y) * t.z);
+  if (wgmma_queues.size() <= index) wgmma_queues.resize(index + 1);
+  wgmma_queue& q = wgmma_queues[index];
+  const uint3 b = blockIdx;
+  if (q.block.x != b.x || q.block.y != b.y || q.block.z != b.z) {
+    if (!q.ops.empty()) kernel_fault("runs where an earlier block's thread exited with wgmma still in flight");
+    q = wgmma_queue{};
+    q.block = b;
+  }
+  return q;
+}
+
+}  // namespace
+
 void wgmma(float* d, int n, const std::uint32_t* a, std::uint64_t a_desc, std::uint64_t b_desc, bool accumulate,
            bool trans_b, bool bfloat16) {
   if (n % 8 != 0 || n < 8 || n > 256) kernel_fault("issued a wgmma with an N the ISA does not have");
   static_assert(sizeof(wgmma_operands) <= sizeof(lane_data), "a lane's wgmma operands fit its lane_data");
   const wgmma_operands op{d, a, a_desc, b_desc, static_cast<int>(threadIdx.x / warp_size % 4)};
-  testing::emulator::warp_collective(bfloat16 ? "wgmma.mma_async bf16" : "wgmma.mma_async f16", 0xffffffffu,
-                                     &wgmma_warp, wgmma_shape{n, accumulate, trans_b, bfloat16}.pack(), &op,
-                                     sizeof op, nullptr, 0);
+  this_threads_wgmmas().ops.push_back({op, wgmma_shape{n, accumulate, trans_b, bfloat16}.pack(), 0});
 }
 
 void wgmma_fence() {
@@ -258,9 +296,33 @@ void wgmma_fence() {
       "wgmma.fence", 0xffffffffu, [](const lane_data*, lane_data*, std::uint64_t) {}, 0, nullptr, 0, nullptr, 0);
 }
 
-void wgmma_wait() {
+void wgmma_commit() {
+  wgmma_queue& q = this_threads_wgmmas();
+  ++q.committed;
+  for (pending_wgmma& w : q.ops)
+    if (w.group == 0) w.group = q.committed;
+  testing::emulator::warp_collective(
+      "wgmma.commit_group", 0xffffffffu, [](const lane_data*, lane_data*, std::uint64_t) {}, 0, nullptr, 0, nullptr,
+      0);
+}
+
+void wgmma_wait(int pending_groups) {
+  wgmma_queue& q = this_threads_wgmmas();
   testing::emulator::warp_collective(
       "wgmma.wait_group", 0xffffffffu, [](const lane_data*, lane_data*, std::uint64_t) {}, 0, nullptr, 0, nullptr, 0);
+  // Every lane's queue holds the same instructions (a warp issues them
+  // together), so each runs as one warp-wide instruction, in issue order.
+  std::vector<pending_wgmma> later;
+  for (const pending_wgmma& w : q.ops) {
+    if (w.group == 0 || w.group > q.committed - pending_groups) {
+      later.push_back(w);
+      continue;
+    }
+    const wgmma_shape shape = wgmma_shape::unpack(w.shape);
+    testing::emulator::warp_collective(shape.bfloat16 ? "wgmma.mma_async bf16" : "wgmma.mma_async f16", 0xffffffffu,
+                                       &wgmma_warp, w.shape, &w.op, sizeof w.op, nullptr, 0);
+  }
+  q.ops = std::move(later);
 }
 
 }  // namespace streamattn::detail::gpu::emulated
