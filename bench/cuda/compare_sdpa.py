@@ -7,7 +7,9 @@ same run, then prints both and the ratio (streamattn / SDPA, higher is better).
 
 (--benchmark_out=PATH among the flags keeps the benchmark's JSON there.)
 
-Shapes are read back from the benchmark names (attention/cuda/<type>/B.._Nq.._Nk.._Hq..[_Hk..]_D..[_causal]),
+Shapes are read back from the benchmark names
+(attention/cuda/<type>/B.._Nq.._Nk.._Hq..[_Hk..]_D..[_causal][_16bit_weights]; the last with the
+softmax weights rounded to the inputs' type, as SDPA's kernels do, the like-for-like comparison),
 so the two sides always measure the same thing. Both sides use [B, H, N, D]
 tensors. The benchmark counts 4 * visible (query, key) pairs * D flops per
 head; PyTorch's is_causal aligns top-left, which equals our bottom-right
@@ -24,7 +26,7 @@ import sys
 import tempfile
 
 NAME = re.compile(r"attention/cuda/(?P<type>\w+)/B(?P<B>\d+)_Nq(?P<Nq>\d+)_Nk(?P<Nk>\d+)_Hq(?P<Hq>\d+)"
-                  r"(?:_Hk(?P<Hk>\d+))?_D(?P<D>\d+)(?P<causal>_causal)?")
+                  r"(?:_Hk(?P<Hk>\d+))?_D(?P<D>\d+)(?P<causal>_causal)?(?:_16bit_weights)?")
 
 
 def run_streamattn(binary, extra):

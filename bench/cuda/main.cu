@@ -2,7 +2,9 @@
 // GFLOP/s (4 * visible (query, key) pairs * D per head) for B = 4, H = 16,
 // D in {64, 128}, N in {1024, 4096, 16384}, causal on/off, fp16/bf16, each
 // once more on the mma.sync kernel (_mma: what the wgmma kernel gains, in
-// builds with sm_90a code on an sm_90 GPU; elsewhere the same kernel); a
+// builds with sm_90a code on an sm_90 GPU; elsewhere the same kernel) and
+// once with the softmax weights rounded to the inputs' type as
+// FlashAttention and SDPA do (_16bit_weights: weights_in_input_type); a
 // split-KV decode case in GB/s of K/V read, once over a contiguous cache,
 // once the same without GQA head packing (_unpacked: what packing saves),
 // once over the same keys in shuffled 16-key pages (block_table: what the
@@ -83,6 +85,7 @@ struct attention_case {
   bool int8_kv = false;   // K/V as int8 codes with a float scale per key and head
   bool unpacked = false;  // GQA heads kept in tiles of their own (what head packing saves)
   bool mma_only = false;  // the mma.sync kernel where the wgmma one would run
+  bool weights_16bit = false;  // attention_options::weights_in_input_type
 };
 
 double visible_pairs(const attention_case& c) {
@@ -159,6 +162,7 @@ void run_attention(benchmark::State& state, attention_case c) {
       }
     }
     const auto ov = bhsd(static_cast<T*>(out.get()), c.batch, c.hq, c.nq, c.dim);
+    opts.weights_in_input_type = c.weights_16bit;
     if (c.unpacked || c.mma_only) {
       // The library's own call, but planned without GQA head packing
       // (cuda/head_packing.hpp): the decode as it ran before packing existed;
@@ -256,6 +260,7 @@ std::string name_of(const char* type, const attention_case& c) {
   if (c.int8_kv) n += "_int8";
   if (c.unpacked) n += "_unpacked";
   if (c.mma_only) n += "_mma";
+  if (c.weights_16bit) n += "_16bit_weights";
   return n;
 }
 
@@ -267,9 +272,11 @@ void register_all(bool quick) {
     for (index_t n : lengths)
       for (bool causal : {false, true}) cases.push_back({batch, n, n, heads, heads, d, causal});
   for (std::size_t i = 0, prefills = cases.size(); i < prefills; ++i) {
-    attention_case mma = cases[i];
+    attention_case mma = cases[i], rounded = cases[i];
     mma.mma_only = true;
     cases.push_back(mma);
+    rounded.weights_16bit = true;
+    cases.push_back(rounded);
   }
   // Decoding with a KV cache: one query per sequence, grouped heads, split-KV.
   attention_case decode =

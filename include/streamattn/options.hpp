@@ -128,6 +128,15 @@ struct attention_options {
   /// Optional output (batch, head, query): log-sum-exp of each row's final
   /// scores (natural log); -inf for a row that sees no key.
   view<float, 3> lse{};
+  /// Lets the cuda backend's tensor-core kernels (fp16/bf16 inputs) round
+  /// the softmax weights to the inputs' type before P V, as FlashAttention
+  /// and PyTorch's SDPA do: half the tensor-core work of P V, for an output
+  /// error up to about the type's unit roundoff (2^-11 fp16, 2^-8 bf16)
+  /// times the largest |v| the row sees. By default they keep the weights
+  /// float-accurate (a 16-bit high part and its rounding error, two
+  /// products). Every other backend and type keeps float weights and
+  /// ignores it.
+  bool weights_in_input_type = false;
   /// Tile sizes; 0 lets the backend choose from D and the cache sizes.
   /// (`simd` takes at most 2^24 keys per chunk.)
   index_t q_chunk = 0;

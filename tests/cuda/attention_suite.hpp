@@ -10,6 +10,7 @@
 // host-compiler translation units alike.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -222,6 +223,62 @@ TYPED_TEST_P(AttentionKernels, WiderOutputType) {
     const problem<T> p(s, options_named("everything"), rng);
     const auto o = make_oracle(p);
     expect_matches(p, o, P::template run<Wide>(p, P::inputs(p), kernel_run{}), "wider output");
+  }
+}
+
+// attention_options::weights_in_input_type: the tensor-core kernels round
+// the softmax weights to the 16-bit input type before P V. Each output is
+// then a combination of the row's values with weights off by at most the
+// type's unit roundoff u (relative; fp16's subnormal weights by at most 2^-25
+// absolute), against a row sum of at least 1: it may move by up to
+// (u + Nk 2^-25) max |v|, on top of the 16-bit tolerance of expect_matches.
+// Float and double ignore the option, so their results must not change at
+// all; the 16-bit ones must (the rounded path ran).
+TYPED_TEST_P(AttentionKernels, WeightsInInputTypeMoveOutputsByTheirRoundingAtMost) {
+  using P = typename TypeParam::platform;
+  using T = typename TypeParam::type;
+  STREAMATTN_REQUIRE_PLATFORM(P);
+  auto rng = test_rng();
+  constexpr bool sixteen_bit = sizeof(T) == 2;
+  const double u = std::is_same_v<T, Eigen::bfloat16> ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  for (const char* name : {"plain", "causal", "everything"}) {
+    for (const shape& s : {shape{2, 63, 65, 2, 1, 64, 32}, shape{1, 130, 257, 2, 2, 128, 128},
+                           shape{1, 1, 300, 8, 2, 64, 64}, shape{1, 70, 90, 2, 1, 96, 80}}) {
+      problem<T> p(s, options_named(name), rng);
+      const auto o = make_oracle(p);
+      const auto exact = P::template run<T>(p, P::inputs(p), kernel_run{});
+      p.opts.weights_in_input_type = true;
+      const auto rounded = P::template run<T>(p, P::inputs(p), kernel_run{});
+      const std::string context = std::string(name) + ", weights in the input type\n  " + p.describe();
+      bool changed = false;
+      rounded.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
+        changed |= detail::convert<double>(rounded.out.v(b, i, h, d)) != detail::convert<double>(exact.out.v(b, i, h, d));
+      });
+      if constexpr (!sixteen_bit) {
+        EXPECT_FALSE(changed) << context;
+        expect_matches(p, o, rounded, context);
+        continue;
+      }
+      EXPECT_TRUE(changed) << context;
+      double max_v = 0;
+      p.v.for_each([&](index_t b, index_t j, index_t h, index_t d) {
+        max_v = std::max(max_v, std::abs(detail::convert<double>(p.v.v(b, j, h, d))));
+      });
+      const double subnormal = std::is_same_v<T, Eigen::half> ? std::ldexp(1.0, -25) * static_cast<double>(s.nk) : 0;
+      const double rounding = (u + subnormal) * max_v;
+      const difference diff = compare(rounded.out.cv(), o.exact.out.cv());
+      double worst = 0;
+      std::string where;
+      rounded.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
+        const double x = detail::convert<double>(rounded.out.v(b, i, h, d)), y = o.exact.out.v(b, i, h, d);
+        const double allowed = 1e-2 * (std::abs(y) + 1e-2 * diff.max_reference) + rounding;
+        if (!(std::abs(x - y) / allowed <= worst)) {
+          worst = std::abs(x - y) / allowed;
+          where = position(b, i, h, d) + " got " + std::to_string(x) + " expected " + std::to_string(y);
+        }
+      });
+      EXPECT_LE(worst, 1.0) << context << "\n  worst error / allowed at " << where;
+    }
   }
 }
 
@@ -511,6 +568,7 @@ REGISTER_TYPED_TEST_SUITE_P(AttentionKernels, EveryOptionOverAwkwardShapes, Spli
                             StridedLayouts, ExtremeLogitsStayFinite, EmptySequences, WiderOutputType, KeyLengthsOutsideTheKeysAreClamped,
                             PackedSequencesAsIfCalledAlone, PagedKvCacheMatchesContiguousKeys,
                             PackedQueriesOverPagedKeys, DeviceTableEntriesOutsideThePoolReadPageZero,
-                            QuantisedKvCacheMatchesTheValuesItStandsFor);
+                            QuantisedKvCacheMatchesTheValuesItStandsFor,
+                            WeightsInInputTypeMoveOutputsByTheirRoundingAtMost);
 
 }  // namespace streamattn::testing

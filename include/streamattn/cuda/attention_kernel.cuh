@@ -166,22 +166,32 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
           for (int c = 0; c < 4; ++c) s[n][c] *= v_scales[n * 8 + fragment::c_col(lane, c)];
       }
 
-      // O += P V, one k16 step (16 keys) at a time.
+      // O += P V, one k16 step (16 keys) at a time: with P's high and low
+      // halves, or P rounded (weights_in_input_type).
+      const auto add_pv = [&](auto split_weights) {
 #pragma unroll
-      for (int j = 0; j < keys / 16; ++j) {
-        std::uint32_t a_hi[4], a_lo[4];
-        weights_as_a<Spv>(s, j, a_hi, a_lo);
-        const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
+        for (int j = 0; j < keys / 16; ++j) {
+          std::uint32_t a_hi[4], a_lo[4];
+          if constexpr (decltype(split_weights)::value)
+            weights_as_a<Spv>(s, j, a_hi, a_lo);
+          else
+            weights_as_a<Spv>(s, j, a_hi);
+          const Spv* v_rows = v_tile + j * 16 * pitch + fragment::ldmatrix_x4_trans_row_offset(lane, pitch);
 #pragma unroll
-        for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
-          std::uint32_t bv[4];
-          ldmatrix_x4_trans(bv, v_rows + d16 * 16);
-          mma_16x8x16<Spv>(acc[2 * d16], a_hi, bv[0], bv[1]);
-          mma_16x8x16<Spv>(acc[2 * d16], a_lo, bv[0], bv[1]);
-          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, bv[2], bv[3]);
-          mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, bv[2], bv[3]);
+          for (int d16 = 0; d16 < HeadDim / 16; ++d16) {
+            std::uint32_t bv[4];
+            ldmatrix_x4_trans(bv, v_rows + d16 * 16);
+            mma_16x8x16<Spv>(acc[2 * d16], a_hi, bv[0], bv[1]);
+            if constexpr (decltype(split_weights)::value) mma_16x8x16<Spv>(acc[2 * d16], a_lo, bv[0], bv[1]);
+            mma_16x8x16<Spv>(acc[2 * d16 + 1], a_hi, bv[2], bv[3]);
+            if constexpr (decltype(split_weights)::value) mma_16x8x16<Spv>(acc[2 * d16 + 1], a_lo, bv[2], bv[3]);
+          }
         }
-      }
+      };
+      if (p.weights_in_input_type)
+        add_pv(std::false_type{});
+      else
+        add_pv(std::true_type{});
     }
   }
   copy_async_wait_all();  // nothing may stay in flight when the block exits

@@ -148,10 +148,12 @@ void for_each_attention_kernel(const attention_launch_config<S, Skv>& c, const a
   } else if (plan.kernel.family == kernel_family::wgmma) {
     if constexpr (is_16bit_storage_v<S> && std::is_same_v<S, Skv>) {
       with_mma_head_dim(plan.kernel.head_dim, [&](auto head_dim) {
-        if constexpr (is_wgmma_head_dim(decltype(head_dim)::value))
-          launch("attention_wgmma_kernel", kernel_fn{&attention_wgmma_kernel<S, decltype(head_dim)::value>}, c.grid,
-                 dim3(c.threads), c.shared_bytes);
-        else
+        constexpr int d = decltype(head_dim)::value;
+        if constexpr (is_wgmma_head_dim(d)) {
+          const kernel_fn kernel = c.args.p.weights_in_input_type ? kernel_fn{&attention_wgmma_kernel<S, d, false>}
+                                                                  : kernel_fn{&attention_wgmma_kernel<S, d, true>};
+          launch("attention_wgmma_kernel", kernel, c.grid, dim3(c.threads), c.shared_bytes);
+        } else
           throw std::logic_error("streamattn: the wgmma kernel was planned for a head dim it is not compiled for");
       });
     } else {

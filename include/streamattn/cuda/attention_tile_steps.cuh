@@ -223,6 +223,16 @@ __device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int 
   }
 }
 
+/// The same A operand rounded to 16 bits (weights_in_input_type).
+template <class Spv, int KeyFrags>
+__device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int j, std::uint32_t (&rounded)[4]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    rounded[r] = round_pair<Spv>(c[0], c[1]);
+  }
+}
+
 /// Epilogue: one division per row, zeros and lse = -inf for a row that saw
 /// no key. Split slices write their normalised partials to the workspace.
 template <int OutFrags, class S, class Skv>

@@ -41,7 +41,10 @@
 
 namespace streamattn::detail::gpu {
 
-template <class S, int HeadDim>
+/// SplitWeights: P V with P's high and low halves (the default), or with P
+/// rounded to S (attention_options::weights_in_input_type): a template
+/// parameter, as wgmmas under a branch would be serialised.
+template <class S, int HeadDim, bool SplitWeights>
 __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(const kernel_args<S, S> args) {
 #if !defined(STREAMATTN_CUDA_SM90A) && !defined(STREAMATTN_CUDA_EMULATOR)
   __trap();  // planned only where the sm_90a build runs (kernel_choice.hpp)
@@ -107,15 +110,27 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   std::uint32_t p_hi[key_steps][4], p_lo[key_steps][4];
   float acc[out_frags][4];
   zero_fragments(acc);
+  const auto pin_pv = [&] {
+    pin_operands(acc);
+    pin_operands(p_hi);
+    if constexpr (SplitWeights) pin_operands(p_lo);
+  };
   const auto issue_pv = [&](index_t t) {
+    pin_pv();
 #pragma unroll
     for (int j = 0; j < key_steps; ++j) {
       const std::uint64_t v_desc = matrix_descriptor(v_tile(t) + core_matrix_offset(keys, j * 16, 0), core_matrix_bytes,
                                                      core_matrix_column_step_bytes(keys));
       wgmma_rs<S, 1, HeadDim>(acc, p_hi[j], v_desc, true);
-      wgmma_rs<S, 1, HeadDim>(acc, p_lo[j], v_desc, true);
+      if constexpr (SplitWeights) wgmma_rs<S, 1, HeadDim>(acc, p_lo[j], v_desc, true);
     }
     wgmma_commit();
+    pin_pv();
+  };
+  // After the wait that retires P V: its registers are ordinary again.
+  const auto pv_done = [&] {
+    wgmma_wait<0>();
+    pin_pv();
   };
 
   // The scores' registers: each tile's first wgmma overwrites them.
@@ -136,9 +151,11 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     copy_async_commit();
   };
   const auto issue_s = [&](index_t t) {
+    pin_operands(s);
 #pragma unroll
     for (int k16 = 0; k16 < HeadDim / 16; ++k16) wgmma_ss<S, 0, keys>(s, q_desc(k16), k_desc(t, k16), k16 > 0);
     wgmma_commit();
+    pin_operands(s);
   };
   // S_t to P_t; rescale_rows(acc, rescale) must follow.
   float rescale[2];
@@ -148,16 +165,24 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   };
   const auto weights_as_operands = [&] {
 #pragma unroll
-    for (int j = 0; j < key_steps; ++j) weights_as_a<S>(s, j, p_hi[j], p_lo[j]);
+    for (int j = 0; j < key_steps; ++j) {
+      if constexpr (SplitWeights)
+        weights_as_a<S>(s, j, p_hi[j], p_lo[j]);
+      else
+        weights_as_a<S>(s, j, p_hi[j]);
+    }
   };
 
   // The wgmmas are issued in straight-line code and a loop whose trip
   // count the whole warpgroup shares: under a branch ptxas serialises them.
+  // pin_operands keeps the compiler from moving work on their registers
+  // across an issue or a wait.
   if (!tiles.empty()) {
     next_loads(tiles.first);
     wgmma_fence();  // s was last written by ordinary instructions
     issue_s(tiles.first);
     wgmma_wait<0>();
+    pin_operands(s);
     weights(tiles.first);
     weights_as_operands();  // nothing accumulated yet: no rescaling
     for (index_t t = tiles.first + 1; t < tiles.last; ++t) {
@@ -166,8 +191,9 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
       issue_s(t);
       issue_pv(t - 1);
       wgmma_wait<1>();  // S_t is done; P_{t-1} V_{t-1} may still run
+      pin_operands(s);
       weights(t);
-      wgmma_wait<0>();  // acc and P_{t-1} are free again
+      pv_done();  // acc and P_{t-1} are free again
       rescale_rows(acc, rescale);
       weights_as_operands();
     }
@@ -176,7 +202,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     __syncthreads();  // the last V tile landed
     wgmma_fence();
     issue_pv(tiles.last - 1);
-    wgmma_wait<0>();
+    pv_done();
   } else {
     copy_async_wait_all();  // nothing may stay in flight when the block exits
   }

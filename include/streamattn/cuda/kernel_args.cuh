@@ -93,6 +93,7 @@ kernel_args<storage_t<T>, storage_t<Tkv>> make_kernel_args(const attention_param
   d.page_size = p.page_size;
   d.pages = p.pages;
   d.unchecked_table = p.unchecked_table;
+  d.weights_in_input_type = p.weights_in_input_type;
   d.k_scale = p.k_scale;
   d.v_scale = p.v_scale;
   d.k_scale_stride = p.k_scale_stride;

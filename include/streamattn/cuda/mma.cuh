@@ -120,6 +120,27 @@ __device__ __forceinline__ void copy_async_wait_all() {
 #endif
 }
 
+/// Two probabilities rounded to the nearest 16-bit pair, the lower index in
+/// the low half (attention_options::weights_in_input_type).
+template <class S>
+__device__ __forceinline__ std::uint32_t round_pair(float x0, float x1);
+
+template <>
+__device__ __forceinline__ std::uint32_t round_pair<__half>(float x0, float x1) {
+  const __half2 h = __floats2half2_rn(x0, x1);
+  std::uint32_t r;
+  std::memcpy(&r, &h, sizeof r);
+  return r;
+}
+
+template <>
+__device__ __forceinline__ std::uint32_t round_pair<__nv_bfloat16>(float x0, float x1) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  std::uint32_t r;
+  std::memcpy(&r, &h, sizeof r);
+  return r;
+}
+
 /// Splits two probabilities into a 16-bit "high" pair and the 16-bit rounding
 /// of what that pair lost: x = hi + lo up to u^2 (u = the format's unit
 /// roundoff). Rounding P to bf16 alone moves each weight by up to 2^-9, which

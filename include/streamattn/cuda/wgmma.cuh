@@ -89,6 +89,33 @@ __device__ __forceinline__ void wgmma_wait() {
 #endif
 }
 
+/// A compiler-only barrier on registers a wgmma reads or writes
+/// asynchronously: the asm "reads and writes" them, so no ordinary
+/// instruction on them moves across the wgmma issue or the wait it is
+/// placed beside (CUTLASS's warpgroup_fence_operand). Emits no instruction.
+template <int N>
+__device__ __forceinline__ void pin_operands(float (&x)[N][4]) {
+#if defined(STREAMATTN_CUDA_SM90A) && !defined(STREAMATTN_CUDA_EMULATOR)
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(x[n][c])::"memory");
+#else
+  (void)x;
+#endif
+}
+template <int N>
+__device__ __forceinline__ void pin_operands(std::uint32_t (&x)[N][4]) {
+#if defined(STREAMATTN_CUDA_SM90A) && !defined(STREAMATTN_CUDA_EMULATOR)
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) asm volatile("" : "+r"(x[n][c])::"memory");
+#else
+  (void)x;
+#endif
+}
+
 /// The PTX operand types of a 16-bit input type, float accumulation.
 template <class S>
 inline constexpr bool is_bf16_v = std::is_same_v<S, __nv_bfloat16>;

@@ -94,6 +94,8 @@ struct attention_params {
   /// entries the host cannot check: an entry outside [0, pages) then reads
   /// page 0, so no value makes a kernel read outside k and v.
   bool unchecked_table = false;
+  /// attention_options::weights_in_input_type (the cuda tensor-core kernels).
+  bool weights_in_input_type = false;
 
   // Quantised K/V (Tkv = int8): the scale of each key's row of k and v,
   // addressed like those rows (key_row) with a dim stride of 0; broadcast

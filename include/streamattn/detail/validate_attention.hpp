@@ -228,6 +228,7 @@ attention_params<T, Tout, Tkv> make_attention_params(const char* fn, view<const 
   check_finite(fn, "softcap", opts.softcap);
   if (opts.softcap < 0.0f) fail(fn, "softcap must be >= 0 (0 disables it), got ", opts.softcap);
   p.softcap = opts.softcap;
+  p.weights_in_input_type = opts.weights_in_input_type;
 
   if (opts.window_left < -1) fail(fn, "window_left must be >= 0 or -1 (unbounded), got ", opts.window_left);
   if (opts.window_right < -1) fail(fn, "window_right must be >= 0 or -1 (unbounded), got ", opts.window_right);

@@ -251,8 +251,12 @@ namespace {
 // wgmma is asynchronous: the hardware reads its operands and writes its
 // accumulators at some time before the wait_group that covers it, so a
 // kernel may not touch them in between. The emulated wgmma runs at that
-// wait, not when issued, so touching them early (or overwriting the shared
-// memory it reads) gives wrong results instead of passing unseen.
+// wait, not when issued, so touching its registers early, or storing to the
+// shared memory it reads, gives wrong results instead of passing unseen.
+// (A cp.async into that memory lands only at the copy's own wait, usually
+// later; and the fences, wgmma.fence and fence.proxy.async, are not
+// modelled: dropping one goes unseen here.) Descriptors are checked to
+// agree across a warp's lanes, not across the warpgroup's four warps.
 struct pending_wgmma {
   wgmma_operands op;
   std::uint64_t shape;
