@@ -53,10 +53,11 @@ constexpr int mma_key_rows(int head_dim) { return head_dim <= 128 ? 64 : 32; }
 /// changed the spills (bf16, sm_90): head dim 64 from 16 / 8 bytes (stored /
 /// loaded) to 64 / 88, which in the key loop's code (cuobjdump) is 8 local
 /// loads per key tile (was 2) against ~7000 instructions; 256 from 24 / 12
-/// to none; 128 still none (231 registers). Moving the steps the wgmma
-/// kernel shares into attention_tile_steps.cuh moved ptxas's allocation a
-/// little: 64 now spills 80 / 96 bytes, 256 8 / 28, 128 still none (CUDA
-/// 13.0). Not yet timed on a GPU.
+/// to none; 128 still none (231 registers). Since the shared tile steps
+/// (attention_tile_steps.cuh) and the second P.V variant
+/// (weights_in_input_type): 64 spills 80 / 96 bytes, 128 takes 244
+/// registers and 256 255, neither spilling (CUDA 13.0, sm_90a). Not yet
+/// timed on a GPU.
 constexpr int mma_min_blocks_per_sm(int head_dim) { return head_dim > 128 ? 1 : head_dim <= 64 ? 3 : 0; }
 /// Shared-memory row pitch in elements: 8 halves (16 bytes) of padding shift
 /// consecutive rows by four banks, so the 8 rows that one ldmatrix phase or
