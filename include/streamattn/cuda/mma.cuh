@@ -120,22 +120,28 @@ __device__ __forceinline__ void copy_async_wait_all() {
 #endif
 }
 
+/// The two-element vector type of 16-bit type S, rounded from and widened
+/// to floats.
+template <class S>
+struct pair_of;
+
+template <>
+struct pair_of<__half> {
+  __device__ static __half2 round(float x0, float x1) { return __floats2half2_rn(x0, x1); }
+  __device__ static float2 widen(__half2 h) { return __half22float2(h); }
+};
+
+template <>
+struct pair_of<__nv_bfloat16> {
+  __device__ static __nv_bfloat162 round(float x0, float x1) { return __floats2bfloat162_rn(x0, x1); }
+  __device__ static float2 widen(__nv_bfloat162 h) { return float2{__bfloat162float(h.x), __bfloat162float(h.y)}; }
+};
+
 /// Two probabilities rounded to the nearest 16-bit pair, the lower index in
 /// the low half (attention_options::weights_in_input_type).
 template <class S>
-__device__ __forceinline__ std::uint32_t round_pair(float x0, float x1);
-
-template <>
-__device__ __forceinline__ std::uint32_t round_pair<__half>(float x0, float x1) {
-  const __half2 h = __floats2half2_rn(x0, x1);
-  std::uint32_t r;
-  std::memcpy(&r, &h, sizeof r);
-  return r;
-}
-
-template <>
-__device__ __forceinline__ std::uint32_t round_pair<__nv_bfloat16>(float x0, float x1) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+__device__ __forceinline__ std::uint32_t round_pair(float x0, float x1) {
+  const auto h = pair_of<S>::round(x0, x1);
   std::uint32_t r;
   std::memcpy(&r, &h, sizeof r);
   return r;
@@ -148,23 +154,10 @@ __device__ __forceinline__ std::uint32_t round_pair<__nv_bfloat16>(float x0, flo
 /// the test shapes by a host simulation); feeding hi and lo through two MMAs
 /// keeps P.V at float-like accuracy for the price of a second P.V MMA.
 template <class S>
-__device__ __forceinline__ void split_pair(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo);
-
-template <>
-__device__ __forceinline__ void split_pair<__half>(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo) {
-  const __half2 h = __floats2half2_rn(x0, x1);
-  const float2 back = __half22float2(h);
-  const __half2 l = __floats2half2_rn(x0 - back.x, x1 - back.y);  // the differences are exact in float
-  std::memcpy(&hi, &h, sizeof hi);
-  std::memcpy(&lo, &l, sizeof lo);
-}
-
-template <>
-__device__ __forceinline__ void split_pair<__nv_bfloat16>(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-  const float back0 = __bfloat162float(h.x);
-  const float back1 = __bfloat162float(h.y);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(x0 - back0, x1 - back1);
+__device__ __forceinline__ void split_pair(float x0, float x1, std::uint32_t& hi, std::uint32_t& lo) {
+  const auto h = pair_of<S>::round(x0, x1);
+  const float2 back = pair_of<S>::widen(h);
+  const auto l = pair_of<S>::round(x0 - back.x, x1 - back.y);  // the differences are exact in float
   std::memcpy(&hi, &h, sizeof hi);
   std::memcpy(&lo, &l, sizeof lo);
 }
