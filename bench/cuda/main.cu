@@ -13,7 +13,10 @@
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
 // and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
 // traffic of its passes (4 N D, causal 6 N D), non-causal once more with
-// every step a block program (_block_programs: what streaming saves); and the card's
+// every step a block program (_block_programs: what streaming saves) and
+// once as the official module, with the output transform W_t, b_t and the
+// residual (_transform, with transform_GFLOP/s: 2 N D^2 over the call's
+// time); and the card's
 // device-to-device copy bandwidth, the yardstick of the bandwidth-bound
 // kernels. Times come
 // from CUDA events around each call (manual time). Without a CUDA device it
@@ -188,6 +191,7 @@ struct fastformer_case {
   index_t batch, tokens, heads, dim;
   bool causal;
   bool block_programs = false;  // every step a block program (what streaming saves)
+  bool transform = false;       // the official module's W_t, b_t and residual
 };
 
 template <class T>
@@ -196,10 +200,11 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     const std::size_t elems = static_cast<std::size_t>(c.batch * c.tokens * c.dim);
     const std::size_t weights = static_cast<std::size_t>(c.heads * c.dim);
     auto q = device_alloc(elems * sizeof(T)), k = device_alloc(elems * sizeof(T)), out = device_alloc(elems * sizeof(T));
-    auto w = device_alloc(2 * weights * sizeof(float));
+    const std::size_t transform = static_cast<std::size_t>(c.dim * (c.dim + 1));  // W_t and b_t
+    auto w = device_alloc((2 * weights + transform) * sizeof(float));
     fill<T>(q.get(), elems, 4);
     fill<T>(k.get(), elems, 5);
-    fill<float>(w.get(), 2 * weights, 6);
+    fill<float>(w.get(), 2 * weights + transform, 6);
     const std::array<index_t, 3> shape{c.batch, c.tokens, c.dim};
     const view<const T, 3> qv = contiguous(static_cast<const T*>(q.get()), shape);
     const view<const T, 3> kv = contiguous(static_cast<const T*>(k.get()), shape);
@@ -207,6 +212,11 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     fastformer_weights<float> fw;
     fw.query_att = contiguous(static_cast<const float*>(w.get()), std::array<index_t, 2>{c.heads, c.dim});
     fw.key_att = contiguous(static_cast<const float*>(w.get()) + weights, std::array<index_t, 2>{c.heads, c.dim});
+    if (c.transform) {
+      const float* wt = static_cast<const float*>(w.get()) + 2 * weights;
+      fw.transform = contiguous(wt, std::array<index_t, 2>{c.dim, c.dim});
+      fw.transform_bias = contiguous(wt + c.dim * c.dim, std::array<index_t, 1>{c.dim});
+    }
     fastformer_options opts;
     opts.causal = c.causal;
     if (c.block_programs) {
@@ -233,6 +243,9 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     const double passes = c.causal ? 6.0 : 4.0;
     state.counters["moved_GB/s"] = benchmark::Counter(passes * static_cast<double>(elems) * sizeof(T) / 1e9,
                                                       benchmark::Counter::kIsIterationInvariantRate);
+    if (c.transform)
+      state.counters["transform_GFLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(elems) * c.dim / 1e9,
+                                                               benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -301,11 +314,13 @@ void register_all(bool quick) {
   }
   for (index_t n : quick ? std::vector<index_t>{4096} : std::vector<index_t>{1 << 16, 1 << 20})
     for (bool causal : {false, true}) {
-      for (bool block_programs : {false, true}) {
+      for (int kind = 0; kind < 3; ++kind) {
+        const bool block_programs = kind == 1, transform = kind == 2;
         if (causal && block_programs) continue;  // causal calls stream only their first step
-        const fastformer_case c{1, n, 16, 256, causal, block_programs};
+        const fastformer_case c{1, n, 16, 256, causal, block_programs, transform};
         const std::string name = "fastformer/cuda/float/B1_N" + std::to_string(n) + "_H16_D256" +
-                                 (causal ? "_causal" : "") + (block_programs ? "_block_programs" : "");
+                                 (causal ? "_causal" : "") + (block_programs ? "_block_programs" : "") +
+                                 (transform ? "_transform" : "");
         benchmark::RegisterBenchmark(name.c_str(), run_fastformer<float>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
       }
     }

@@ -613,23 +613,29 @@ TEST(CudaAdditivePlan, ChunksCoverEveryTokenInWholeTiles) {
 
 TEST(CudaAdditivePlan, WorkspaceDoesNotGrowWithTheSequence) {
   // At most 4 x 132 chunks over the batch, each with (3 H + D) numbers per
-  // pooling state, whatever N is.
+  // pooling state, and with an output transform W_tᵀ (D x D, after up to
+  // 31 numbers of alignment), whatever N is.
   const index_t batch = 2, heads = 16, dim = 256;
   const index_t chunks = ceil_div(additive_blocks_per_sm * 132, batch);
-  for (bool causal : {false, true}) {
+  for (bool causal : {false, true})
+  for (bool transform : {false, true}) {
     const index_t states = (causal ? 4 : 2) * batch * chunks * (3 * heads + dim);
-    const std::size_t bound = static_cast<std::size_t>(states + 2 * batch * dim) * 4;
+    const index_t weights = transform ? 31 + dim * dim : 0;
+    const std::size_t bound = static_cast<std::size_t>(states + 2 * batch * dim + weights) * 4;
     for (index_t tokens : {index_t{1} << 16, index_t{1} << 20, index_t{1} << 25, index_t{1} << 30}) {
-      const additive_plan plan =
-          plan_additive("test", additive_shape_of(batch, tokens, heads, dim / heads), causal, 4, h100_like());
-      EXPECT_LE(plan.workspace_bytes(), bound) << "N=" << tokens << " causal=" << causal;
+      const additive_plan plan = plan_additive("test", additive_shape_of(batch, tokens, heads, dim / heads), causal,
+                                               4, h100_like(), {transform, true});
+      EXPECT_LE(plan.workspace_bytes(), bound) << "N=" << tokens << " causal=" << causal << " transform=" << transform;
     }
   }
 }
 
 TEST(CudaAdditivePlan, WorkspaceRegionsAreDisjoint) {
-  for (bool causal : {false, true}) {
-    const additive_plan p = plan_additive("test", additive_shape_of(3, 5000, 4, 8), causal, 8, h100_like());
+  for (bool causal : {false, true})
+  for (bool transform : {false, true}) {
+    // D = 30: W_tᵀ's rows are padded to 32 numbers.
+    const additive_plan p =
+        plan_additive("test", additive_shape_of(3, 5000, 5, 6), causal, 8, h100_like(), {transform, true});
     struct region {
       index_t begin, length;
     };
@@ -641,12 +647,18 @@ TEST(CudaAdditivePlan, WorkspaceRegionsAreDisjoint) {
       regions.push_back({p.query_carries(), p.states_length()});
       regions.push_back({p.key_carries(), p.states_length()});
     }
+    if (transform) {
+      EXPECT_EQ(transform_pitch(p.smem.dim), 32);
+      EXPECT_EQ(p.transposed_transform() % 4, 0) << "the weights' vector loads need 16 bytes";
+      regions.push_back({p.transposed_transform(), p.smem.dim * transform_pitch(p.smem.dim)});
+    }
     for (std::size_t i = 0; i < regions.size(); ++i) {
       EXPECT_LE(regions[i].begin + regions[i].length, p.workspace_elements()) << i;
       for (std::size_t j = i + 1; j < regions.size(); ++j)
         EXPECT_TRUE(regions[i].begin + regions[i].length <= regions[j].begin ||
                     regions[j].begin + regions[j].length <= regions[i].begin)
-            << "regions " << i << " and " << j << " overlap (causal=" << causal << ")";
+            << "regions " << i << " and " << j << " overlap (causal=" << causal << ", transform=" << transform
+            << ")";
     }
   }
 }

@@ -51,7 +51,8 @@ struct additive_args {
   bool stream_pooling = false;
   additive_stream_layout stream;
   accum* workspace = nullptr;
-  index_t query_totals = 0, query_carries = 0, key_totals = 0, key_carries = 0, pooled_query = 0, pooled_key = 0;
+  index_t query_totals = 0, query_carries = 0, key_totals = 0, key_carries = 0, pooled_query = 0, pooled_key = 0,
+          transposed_transform = 0;
 
   STREAMATTN_HOST_DEVICE bool has_transform() const { return transform != nullptr; }
   STREAMATTN_HOST_DEVICE index_t out_offset(index_t b, index_t t, index_t f) const {
@@ -90,6 +91,7 @@ void apply_plan(additive_args<S>& a, const additive_plan& plan, void* workspace)
   a.key_carries = plan.key_carries();
   a.pooled_query = plan.pooled_query();
   a.pooled_key = plan.pooled_key();
+  a.transposed_transform = plan.transposed_transform();
 }
 
 /// Field by field from the validated parameters of additive_pool /

@@ -4,9 +4,10 @@
 // of per-chunk softmax states. Plain C++ over the device's limits, so every
 // decision is unit-tested without a GPU.
 //
-// Memory: the workspace holds a few states of (3 H + D) numbers per chunk and
-// the chunk count is bounded by the GPU's size, not by N, so nothing grows
-// with the sequence length.
+// Memory: the workspace holds a few states of (3 H + D) numbers per chunk
+// (the chunk count is bounded by the GPU's size, not by N) and, with an
+// output transform, a D x D copy of it, so nothing grows with the sequence
+// length.
 #pragma once
 
 #include <algorithm>
@@ -116,6 +117,19 @@ struct additive_stream_layout {
   STREAMATTN_HOST_DEVICE additive_state_layout state() const { return {heads, dim}; }
 };
 
+/// The output transform's register tiles (additive_transform.cuh): tokens
+/// and outputs of one thread's tile, and tiles per warp.
+inline constexpr int transform_tile_tokens = 4;
+inline constexpr int transform_tile_outputs = 4;
+inline constexpr int transform_warp_token_tiles = 4;
+inline constexpr int transform_warp_output_tiles = 8;
+static_assert(transform_warp_token_tiles * transform_warp_output_tiles == 32, "one warp");
+
+/// Numbers per row of W_tᵀ in the workspace: whole output tiles.
+STREAMATTN_HOST_DEVICE constexpr index_t transform_pitch(index_t dim) {
+  return (dim + transform_tile_outputs - 1) / transform_tile_outputs * transform_tile_outputs;
+}
+
 struct additive_plan {
   index_t chunks = 0;        // per sequence; chunk c holds tokens [c * chunk_tokens, ...)
   index_t chunk_tokens = 0;  // a multiple of tile_tokens
@@ -128,9 +142,11 @@ struct additive_plan {
 
   // Workspace, in accumulator elements: per-chunk states of the first
   // (query) and second (key) pooling, their exclusive prefixes (causal
-  // only), and the pooled q̄ and k̄ of every sequence.
+  // only), the pooled q̄ and k̄ of every sequence and, with an output
+  // transform, W_tᵀ (D x D, additive_transform.cuh).
   index_t state_count = 0;  // batch * chunks
   bool causal = false;
+  bool transform = false;
   index_t batch = 0;
 
   index_t states_length() const { return state_count * smem.state().length(); }
@@ -140,13 +156,19 @@ struct additive_plan {
   index_t key_carries() const { return key_totals() + states_length(); }
   index_t pooled_query() const { return (causal ? 4 : 2) * states_length(); }
   index_t pooled_key() const { return pooled_query() + batch * smem.dim; }
-  index_t workspace_elements() const { return pooled_key() + batch * smem.dim; }
+  /// W_tᵀ, D rows of transform_pitch(D) (additive_transform.cuh), from a
+  /// multiple of 32 numbers: 16-byte aligned for its vector loads, and its
+  /// rows start on 128-byte lines when D % 32 == 0.
+  index_t transposed_transform() const { return ceil_div(pooled_key() + batch * smem.dim, index_t{32}) * 32; }
+  index_t workspace_elements() const {
+    return transposed_transform() + (transform ? smem.dim * transform_pitch(smem.dim) : 0);
+  }
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };
 
 /// What a call asks of the plan beyond its shape.
 struct additive_plan_options {
-  bool transform = false;  // a Fastformer call's outputs apply W_t (a block program)
+  bool transform = false;  // a Fastformer call's outputs apply W_t (a block program with W_tᵀ in the workspace)
   bool streaming = true;   // false: every step runs as a block program (additive_args::streaming)
 };
 
@@ -158,6 +180,7 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   additive_plan plan;
   plan.accum_bytes = accum_bytes;
   plan.causal = causal;
+  plan.transform = options.transform;
   plan.batch = s.batch;
   additive_smem_layout& m = plan.smem;
   m.heads = s.heads;

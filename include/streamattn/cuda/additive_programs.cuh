@@ -12,6 +12,9 @@
 //   combine_keys     sequence b   -> k̄
 //   outputs          chunk (b, c) -> U = V ⊙ k̄, then W_t U + b_t (+ Q)
 //
+// With an output transform, a first step copies W_tᵀ into the workspace:
+//   transpose_transform  row f of W_tᵀ  (additive_transform.cuh)
+//
 // Causal (the merge is associative, so the prefix states are a scan over
 // chunks: totals per chunk, an exclusive scan of them, then every chunk
 // rescans its tokens from its carry-in):
@@ -25,6 +28,7 @@
 
 #include "additive_args.cuh"
 #include "additive_tile.cuh"
+#include "additive_transform.cuh"
 
 namespace streamattn::detail::gpu {
 
@@ -39,12 +43,15 @@ enum class additive_step : unsigned char {
   causal_key_totals,
   causal_outputs,
   causal_prefix_pool,
+  transpose_transform,
 };
 
-/// True for steps with one block per chunk; the others have one per sequence.
+/// True for steps with one block per chunk; the others have one per
+/// sequence, except transpose_transform (one per feature).
 STREAMATTN_HOST_DEVICE bool is_chunk_step(additive_step step) {
   return step != additive_step::combine_queries && step != additive_step::combine_keys &&
-         step != additive_step::scan_queries && step != additive_step::scan_keys;
+         step != additive_step::scan_queries && step != additive_step::scan_keys &&
+         step != additive_step::transpose_transform;
 }
 
 /// True for the steps additive_stream.cuh runs instead of a block program:
@@ -66,6 +73,7 @@ template <class S, class Launch>
 void for_each_additive_step(const additive_args<S>& a, Launch&& launch) {
   const index_t chunk_blocks = a.shape.batch * a.chunks, sequence_blocks = a.shape.batch;
   auto run = [&](additive_step step) { launch(step, is_chunk_step(step) ? chunk_blocks : sequence_blocks); };
+  if (a.has_transform()) launch(additive_step::transpose_transform, a.shape.dim);
   run(additive_step::pool_queries);
   if (a.job == additive_job::pool) {
     run(additive_step::combine_queries);
@@ -164,16 +172,14 @@ struct additive_block {
       return;
     }
     team.copy_pairs<tile_copy_batch>(n, dim, u_of, [&](index_t t, index_t f, Acc u) { staging[t * pitch + f] = u; });
-    // t varies fastest: a warp reads one row of W_t (a broadcast) and
-    // distinct rows of U.
-    team.for_each_pair(dim, n, [&](index_t o, index_t t) {
-      Acc y = a.transform_bias != nullptr ? a.transform_bias[o * a.transform_bias_stride] : Acc(0);
-      const Acc* w_row = a.transform + o * a.transform_row_stride;
-      const Acc* u = staging + t * pitch;
-      for (index_t f = 0; f < dim; ++f) y += u[f] * w_row[f * a.transform_col_stride];
-      if (a.residual) y += load_as<Acc>(a.q.row(b, t0 + t) + o * a.q.feature_stride);
-      store_as(a.out, a.out_offset(b, t0 + t, o), a.out_kind, y);
-    });
+    const auto bias = [&](index_t o) {
+      return a.transform_bias != nullptr ? a.transform_bias[o * a.transform_bias_stride] : Acc(0);
+    };
+    transform_rows(team, staging, pitch, n, a.workspace + a.transposed_transform, dim, bias,
+                   [&](index_t t, index_t o, Acc y) {
+                     if (a.residual) y += load_as<Acc>(a.q.row(b, t0 + t) + o * a.q.feature_stride);
+                     store_as(a.out, a.out_offset(b, t0 + t, o), a.out_kind, y);
+                   });
   }
 
   // ---- the programs ----
@@ -336,6 +342,10 @@ STREAMATTN_HOST_DEVICE void run_additive_block(const additive_args<S>& a, additi
     case additive_step::causal_key_totals:
     case additive_step::causal_outputs:
     case additive_step::causal_prefix_pool: blk.causal_chunk(b, c, step); break;
+    case additive_step::transpose_transform:
+      transpose_transform_row(blk.team, a.transform, a.transform_row_stride, a.transform_col_stride, a.shape.dim,
+                              block, a.workspace + a.transposed_transform);
+      break;
   }
 }
 
