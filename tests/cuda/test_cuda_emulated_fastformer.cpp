@@ -9,6 +9,7 @@
 // result (dropping block_team's barrier fails 52 of these 54 tests).
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
 
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -34,7 +35,8 @@ struct prefix_runs_bitwise<simt_emulator_t<SmCount, Streaming>> : std::false_typ
 
 /// launch_additive on the emulator. The workspace starts as NaN (dynamic
 /// shared memory always does), so a step reading what no earlier step wrote
-/// shows up in the results.
+/// shows up in the results, and is 256-byte aligned as cudaMallocAsync's
+/// memory is (the transform's weights are read as 16-byte vectors).
 template <class S>
 void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streaming) {
   namespace gpu = detail::gpu;
@@ -47,9 +49,11 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
   h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
   const auto plan =
       gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming});
-  std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())),
+  constexpr std::size_t slack = 256 / sizeof(Acc);
+  std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())) + slack,
                              std::numeric_limits<Acc>::quiet_NaN());
-  gpu::apply_plan(a, plan, workspace.data());
+  const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(workspace.data()) % 256 / sizeof(Acc);
+  gpu::apply_plan(a, plan, workspace.data() + (slack - misalignment) % slack);
   gpu::for_each_additive_step(a, [&](gpu::additive_step step, index_t blocks) {
     if (blocks == 0) return;
     const dim3 grid(static_cast<unsigned>(blocks)), block(gpu::additive_block_threads);

@@ -44,6 +44,7 @@ inline std::vector<shape3> short_shapes() {
   s.push_back({1, 1, 1, 64});
   s.push_back({4, 2, 16, 64});
   s.push_back({3, 7, 8, 48});  // D = 384: the GPU's wide streaming pooling; heads straddle lanes
+  s.push_back({2, 9, 3, 5});   // D = 15: odd, not a multiple of the GPU transform's 4-output tiles
   return s;
 }
 /// Long sequences, each with two variants (indices into all_variants):

@@ -161,7 +161,7 @@ struct additive_plan {
   /// rows start on 128-byte lines when D % 32 == 0.
   index_t transposed_transform() const { return ceil_div(pooled_key() + batch * smem.dim, index_t{32}) * 32; }
   index_t workspace_elements() const {
-    return transposed_transform() + (transform ? smem.dim * transform_pitch(smem.dim) : 0);
+    return transform ? transposed_transform() + smem.dim * transform_pitch(smem.dim) : pooled_key() + batch * smem.dim;
   }
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };

@@ -9,11 +9,15 @@
 //
 // Here each thread owns a register tile of 4 tokens x 4 outputs and a warp
 // a block of 4 x 8 such tiles (16 tokens x 32 outputs), as in a SIMT GEMM:
-// per feature f a warp loads 4 U values per lane (each one shared memory
-// access: the 4 token tiles' rows are in distinct banks unless
-// (D + 1) % 8 == 0) and one 16-byte vector of weights per lane (128
-// distinct bytes, one line when D % 32 == 0), 5 accesses for 16 FMAs,
-// about four-fifths of the FMA rate.
+// per feature f a warp loads 4 U values per lane (in float each is one
+// shared memory access: the 4 token tiles' rows, 4 (D + 1) numbers apart,
+// fall in distinct banks unless (D + 1) % 4 == 0, a 2- or 4-way conflict)
+// and one 16-byte vector of weights per lane (128 distinct bytes in float,
+// one line when D % 32 == 0), 5 accesses for 16 FMAs: about four-fifths of
+// the FMA rate, if the weights hit in L1. (W_tᵀ is 256 KiB at D = 256 and
+// each block reads all of it per tile of 16 tokens, so many will come from
+// L2.) Where the tile holds fewer than 16 tokens (wide D, or double) the
+// lanes of the missing tiles repeat the last row's work.
 //
 // The weights are read from W_tᵀ, which the transpose_transform step copies
 // into the workspace once per call (D rows of transform_pitch(D) numbers,
