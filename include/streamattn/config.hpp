@@ -21,10 +21,15 @@
 // Asks nvcc to unroll the next loop (device code keeps small arrays indexed
 // by the loop counter in registers only when it does). Host compilers,
 // which also see these kernels (the test suite's SIMT emulator), get nothing.
+// STREAMATTN_NO_UNROLL keeps nvcc from unrolling the next loop, where the
+// unrolled copies' loads in flight would cost more registers than the loop
+// saves.
 #if defined(__CUDA_ARCH__)
 #define STREAMATTN_UNROLL _Pragma("unroll")
+#define STREAMATTN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define STREAMATTN_UNROLL
+#define STREAMATTN_NO_UNROLL
 #endif
 
 namespace streamattn {

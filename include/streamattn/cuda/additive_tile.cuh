@@ -10,6 +10,8 @@
 // prefix of it. Each is one team.for_each (block_team.hpp).
 #pragma once
 
+#include <type_traits>
+
 #include "../detail/additive_params.hpp"
 #include "../detail/math.hpp"
 #include "../online_softmax.hpp"
@@ -81,6 +83,92 @@ STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_oper
       });
 }
 
+#if defined(__CUDA_ARCH__) || defined(STREAMATTN_CUDA_EMULATOR)
+/// score_tokens for dense weights (every head reads all D features) in
+/// float accumulation, a warp per 4 tokens x 4 heads. A thread per (token, head) loaded a tile value
+/// and a weight for every FMA (the block programs' slowest phase); here the
+/// lanes split the features, each keeping 16 partial dots, so each loaded
+/// value feeds 4 FMAs, and a reduce-scatter over the warp (16 shuffles)
+/// leaves every score in two lanes. Partial dots of different (token,
+/// head) slots never mix, so a NaN in a clamped or excluded token's row
+/// stays in that token's scores.
+template <class Acc>
+__device__ void score_tokens_by_warps(const block_team& team, const Acc* x, index_t pitch, const Acc* mult,
+                                      index_t mult_pitch, const score_weights_ref<Acc>& w, const additive_shape& s,
+                                      Acc scale, const Acc* keeps, bool exclude, index_t n, Acc* scores) {
+  constexpr int tokens = 4, heads = 4, slots = tokens * heads;
+  const auto token_groups = static_cast<unsigned>((n + tokens - 1) / tokens);
+  const auto head_groups = static_cast<unsigned>((s.heads + heads - 1) / heads);
+  // Whole warps per task (blockDim.x is a multiple of 32), so every lane of
+  // a warp takes part in each shuffle.
+  team.for_each(index_t{token_groups} * head_groups * 32, [&](index_t index) {
+    const auto flat = static_cast<unsigned>(index);
+    const unsigned task = flat / 32, lane = flat % 32;
+    const index_t first_token = index_t{task / head_groups} * tokens;
+    const index_t first_head = index_t{task % head_groups} * heads;
+    // Tokens and heads past the edge are clamped (computed, never written).
+    // Each lane walks features lane, lane + 32, ... with pointers that step
+    // by 32 features (the index arithmetic per load was most of the loop).
+    const Acc* rows[tokens];
+    const Acc* scaled[tokens];
+    const Acc* weights[heads];
+    for (int i = 0; i < tokens; ++i) {
+      const index_t t = first_token + i < n ? first_token + i : n - 1;
+      rows[i] = x + t * pitch + lane;
+      scaled[i] = mult != nullptr ? mult + t * mult_pitch + lane : nullptr;
+    }
+    for (int j = 0; j < heads; ++j) {
+      const index_t h = first_head + j < s.heads ? first_head + j : s.heads - 1;
+      weights[j] = w.data + h * w.head_stride + static_cast<index_t>(lane) * w.feature_stride;
+    }
+    const index_t weight_step = 32 * w.feature_stride;
+    Acc part[slots] = {};
+    const auto accumulate = [&](auto scale_tokens) {
+      STREAMATTN_NO_UNROLL
+      for (index_t f = lane; f < s.dim; f += 32) {
+        Acc xf[tokens], wf[heads];
+        for (int i = 0; i < tokens; ++i) {
+          if constexpr (decltype(scale_tokens)::value) {
+            xf[i] = *rows[i] * *scaled[i];
+            scaled[i] += 32;
+          } else {
+            xf[i] = *rows[i];
+          }
+          rows[i] += 32;
+        }
+        for (int j = 0; j < heads; ++j) {
+          wf[j] = *weights[j];
+          weights[j] += weight_step;
+        }
+        for (int i = 0; i < tokens; ++i)
+          for (int j = 0; j < heads; ++j) part[i * heads + j] += xf[i] * wf[j];
+      }
+    };
+    if (mult != nullptr)
+      accumulate(std::true_type{});
+    else
+      accumulate(std::false_type{});
+    // Halve the slots four times, each lane keeping the half its lane bit
+    // names, then add the pairs: lane l ends with slot l / 2 summed over
+    // all 32 lanes.
+    for (int half = slots / 2, distance = 16; half >= 1; half /= 2, distance /= 2) {
+      const bool upper = (lane & static_cast<unsigned>(distance)) != 0;
+      for (int k = 0; k < half; ++k) {
+        const Acc give = upper ? part[k] : part[k + half];
+        const Acc keep = upper ? part[k + half] : part[k];
+        part[k] = keep + __shfl_xor_sync(0xffffffffu, give, distance);
+      }
+    }
+    part[0] += __shfl_xor_sync(0xffffffffu, part[0], 1);
+    if (lane % 2 != 0) return;
+    const index_t t = first_token + static_cast<index_t>(lane / 2 / heads);
+    const index_t h = first_head + static_cast<index_t>(lane / 2 % heads);
+    if (t >= n || h >= s.heads) return;
+    scores[t * s.heads + h] = exclude && keeps[t] == Acc(0) ? neg_inf<Acc>() : scale * part[0];
+  });
+}
+#endif
+
 /// scores[t * H + h] = scale * sum_f x[t, f] * mult[t, f] * w[h, f] over
 /// head h's weight row (mult, when given, is the tile `mult` with row pitch
 /// `mult_pitch`, 0 for one vector shared by every token). Excluded tokens
@@ -89,8 +177,19 @@ template <class Acc>
 STREAMATTN_HOST_DEVICE void score_tokens(const block_team& team, const Acc* x, index_t pitch, const Acc* mult,
                                          index_t mult_pitch, const score_weights_ref<Acc>& w, const additive_shape& s,
                                          Acc scale, const Acc* keeps, bool exclude, index_t n, Acc* scores) {
-  // t varies fastest: a warp shares one weight row and reads distinct
-  // tile rows, whose odd pitch puts them in distinct banks.
+#if defined(__CUDA_ARCH__) || defined(STREAMATTN_CUDA_EMULATOR)
+  if constexpr (sizeof(Acc) == 4) {
+    if (!s.per_head) {
+      score_tokens_by_warps(team, x, pitch, mult, mult_pitch, w, s, scale, keeps, exclude, n, scores);
+      return;
+    }
+  }
+#endif
+  // Per-head weights (D FMAs a token in all), double (whose 16 partial dots
+  // a lane took the block programs' kernel from 128 to 171 registers, one
+  // block per SM) and the host pass: a thread per (token, head), t fastest,
+  // so a warp shares one weight row and reads distinct tile rows, whose odd
+  // pitch puts them in distinct banks.
   team.for_each_pair(s.heads, n, [&](index_t h, index_t t) {
     Acc score = neg_inf<Acc>();
     if (!(exclude && keeps[t] == Acc(0))) {

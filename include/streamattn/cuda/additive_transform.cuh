@@ -60,7 +60,9 @@ STREAMATTN_HOST_DEVICE void transform_rows(const block_team& team, const Acc* u,
                                            const Acc* wt, index_t dim, Bias&& bias, Finish&& finish) {
   constexpr int tt = transform_tile_tokens, to = transform_tile_outputs;
   constexpr int warp_groups = transform_warp_output_tiles;
-  constexpr int unroll = 4;  // features per step of the loop (immediate offsets, fewer branches)
+  // Features per step of the loop (immediate offsets, fewer branches); in
+  // double the unrolled loads in flight would double the kernel's registers.
+  constexpr int unroll = sizeof(Acc) == 4 ? 4 : 1;
   const auto groups = static_cast<unsigned>(transform_pitch(dim) / to);
   const auto token_tiles = static_cast<unsigned>((n + tt - 1) / tt);
   const unsigned group_blocks = (groups + warp_groups - 1) / warp_groups;
@@ -88,8 +90,10 @@ STREAMATTN_HOST_DEVICE void transform_rows(const block_team& team, const Acc* u,
       }
     };
     index_t f = 0;
+    STREAMATTN_NO_UNROLL
     for (; f + unroll <= dim; f += unroll)
       for (int k = 0; k < unroll; ++k) accumulate(f + k);
+    STREAMATTN_NO_UNROLL
     for (; f < dim; ++f) accumulate(f);
     if (group >= groups) return;
     for (int i = 0; i < tt; ++i) {
