@@ -233,7 +233,11 @@ TYPED_TEST_P(AttentionKernels, WiderOutputType) {
 // absolute), against a row sum of at least 1: it may move by up to
 // (u + Nk 2^-25) max |v|, on top of the 16-bit tolerance of expect_matches.
 // Float and double ignore the option, so their results must not change at
-// all; the 16-bit ones must (the rounded path ran).
+// all; the 16-bit ones must (the rounded path ran) in the plain and causal
+// sets, whose rows all see many keys. (The everything set's random key
+// lengths, window and mask may leave every row at most one key, whose
+// weights, 0 and 1, round exactly: STREAMATTN_SEED=4530149636377747838 drew
+// one.)
 TYPED_TEST_P(AttentionKernels, WeightsInInputTypeMoveOutputsByTheirRoundingAtMost) {
   using P = typename TypeParam::platform;
   using T = typename TypeParam::type;
@@ -259,7 +263,9 @@ TYPED_TEST_P(AttentionKernels, WeightsInInputTypeMoveOutputsByTheirRoundingAtMos
         expect_matches(p, o, rounded, context);
         continue;
       }
-      EXPECT_TRUE(changed) << context;
+      if (std::string(name) != "everything") {
+        EXPECT_TRUE(changed) << context;
+      }
       double max_v = 0;
       p.v.for_each([&](index_t b, index_t j, index_t h, index_t d) {
         max_v = std::max(max_v, std::abs(detail::convert<double>(p.v.v(b, j, h, d))));
@@ -272,8 +278,11 @@ TYPED_TEST_P(AttentionKernels, WeightsInInputTypeMoveOutputsByTheirRoundingAtMos
       rounded.out.for_each([&](index_t b, index_t i, index_t h, index_t d) {
         const double x = detail::convert<double>(rounded.out.v(b, i, h, d)), y = o.exact.out.v(b, i, h, d);
         const double allowed = 1e-2 * (std::abs(y) + 1e-2 * diff.max_reference) + rounding;
-        if (!(std::abs(x - y) / allowed <= worst)) {
-          worst = std::abs(x - y) / allowed;
+        // allowed is 0 where every output is 0 (every row fully masked).
+        const double ratio =
+            allowed > 0 ? std::abs(x - y) / allowed : (x == y ? 0.0 : std::numeric_limits<double>::infinity());
+        if (!(ratio <= worst)) {
+          worst = ratio;
           where = position(b, i, h, d) + " got " + std::to_string(x) + " expected " + std::to_string(y);
         }
       });
