@@ -118,12 +118,11 @@ struct additive_stream_layout {
 };
 
 /// The output transform's register tiles (additive_transform.cuh): tokens
-/// and outputs of one thread's tile, and tiles per warp.
+/// and outputs of one thread's tile, and the most token tiles a warp takes
+/// (its 32 lanes are token tiles x output tiles).
 inline constexpr int transform_tile_tokens = 4;
 inline constexpr int transform_tile_outputs = 4;
-inline constexpr int transform_warp_token_tiles = 4;
-inline constexpr int transform_warp_output_tiles = 8;
-static_assert(transform_warp_token_tiles * transform_warp_output_tiles == 32, "one warp");
+inline constexpr int transform_max_warp_token_tiles = 4;
 
 /// Numbers per row of W_tᵀ in the workspace: whole output tiles.
 STREAMATTN_HOST_DEVICE constexpr index_t transform_pitch(index_t dim) {

@@ -8,7 +8,8 @@
 // global load per FMA) held the FMA units to about an eighth of their rate.
 //
 // Here each thread owns a register tile of 4 tokens x 4 outputs and a warp
-// a block of 4 x 8 such tiles (16 tokens x 32 outputs), as in a SIMT GEMM:
+// a block of 4 x 8 such tiles (16 tokens x 32 outputs), as in a SIMT GEMM
+// (2 x 16 tiles when the staged tile holds 5 to 12 tokens, 1 x 32 up to 4):
 // per feature f a warp loads 4 U values per lane (in float each is one
 // shared memory access: the 4 token tiles' rows, 4 (D + 1) numbers apart,
 // fall in distinct banks unless (D + 1) % 4 == 0, a 2- or 4-way conflict)
@@ -16,8 +17,7 @@
 // one line when D % 32 == 0), 5 accesses for 16 FMAs: about four-fifths of
 // the FMA rate, if the weights hit in L1. (W_tᵀ is 256 KiB at D = 256 and
 // each block reads all of it per tile of 16 tokens, so many will come from
-// L2.) Where the tile holds fewer than 16 tokens (wide D, or double) the
-// lanes of the missing tiles repeat the last row's work.
+// L2.)
 //
 // The weights are read from W_tᵀ, which the transpose_transform step copies
 // into the workspace once per call (D rows of transform_pitch(D) numbers,
@@ -61,18 +61,23 @@ template <class Acc, class Bias, class Finish>
 STREAMATTN_HOST_DEVICE void transform_rows(const block_team& team, const Acc* u, index_t pitch, index_t n,
                                            const Acc* wt, index_t dim, Bias&& bias, Finish&& finish) {
   constexpr int tt = transform_tile_tokens, to = transform_tile_outputs;
-  constexpr int warp_groups = transform_warp_output_tiles;
   // Features per step of the loop (immediate offsets, fewer branches). In
   // double, 4 features' loads in flight took the kernel from 128 to 222
   // registers; nvcc unrolling either loop further costs the same way.
   constexpr int unroll = sizeof(Acc) == 4 ? 4 : 1;
   const auto groups = static_cast<unsigned>(transform_pitch(dim) / to);
   const auto token_tiles = static_cast<unsigned>((n + tt - 1) / tt);
+  // Fewer token tiles a warp where the staged tile is short (wide D, double,
+  // a chunk's last tokens), so that no lane repeats another's work.
+  const unsigned warp_token_tiles = token_tiles >= transform_max_warp_token_tiles ? transform_max_warp_token_tiles
+                                    : token_tiles >= 2                           ? 2
+                                                                                 : 1;
+  const unsigned warp_groups = 32 / warp_token_tiles;
   const unsigned group_blocks = (groups + warp_groups - 1) / warp_groups;
-  const unsigned token_blocks = (token_tiles + transform_warp_token_tiles - 1) / transform_warp_token_tiles;
+  const unsigned token_blocks = (token_tiles + warp_token_tiles - 1) / warp_token_tiles;
   team.for_each(index_t{token_blocks} * group_blocks * 32, [&](index_t index) {
     const auto flat = static_cast<unsigned>(index), warp = flat / 32, lane = flat % 32;
-    const unsigned token_tile = warp / group_blocks * transform_warp_token_tiles + lane / warp_groups;
+    const unsigned token_tile = warp / group_blocks * warp_token_tiles + lane / warp_groups;
     const unsigned group = warp % group_blocks * warp_groups + lane % warp_groups;
     // Tiles past the edge are clamped to the last valid one (every load in
     // bounds, no branch in the loop) and not written.
