@@ -155,12 +155,13 @@ struct additive_plan {
   index_t key_carries() const { return key_totals() + states_length(); }
   index_t pooled_query() const { return (causal ? 4 : 2) * states_length(); }
   index_t pooled_key() const { return pooled_query() + batch * smem.dim; }
+  index_t pooled_end() const { return pooled_key() + batch * smem.dim; }
   /// W_tᵀ, D rows of transform_pitch(D) (additive_transform.cuh), from a
   /// multiple of 32 numbers: 16-byte aligned for its vector loads, and its
   /// rows start on 128-byte lines when D % 32 == 0.
-  index_t transposed_transform() const { return ceil_div(pooled_key() + batch * smem.dim, index_t{32}) * 32; }
+  index_t transposed_transform() const { return ceil_div(pooled_end(), index_t{32}) * 32; }
   index_t workspace_elements() const {
-    return transform ? transposed_transform() + smem.dim * transform_pitch(smem.dim) : pooled_key() + batch * smem.dim;
+    return transform ? transposed_transform() + smem.dim * transform_pitch(smem.dim) : pooled_end();
   }
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };

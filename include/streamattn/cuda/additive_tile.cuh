@@ -85,11 +85,12 @@ STREAMATTN_HOST_DEVICE void load_tokens(const block_team& team, const token_oper
 
 #if defined(__CUDA_ARCH__) || defined(STREAMATTN_CUDA_EMULATOR)
 /// score_tokens for dense weights (every head reads all D features) in
-/// float accumulation, a warp per 4 tokens x 4 heads. A thread per (token, head) loaded a tile value
-/// and a weight for every FMA (the block programs' slowest phase); here the
-/// lanes split the features, each keeping 16 partial dots, so each loaded
-/// value feeds 4 FMAs, and a reduce-scatter over the warp (16 shuffles)
-/// leaves every score in two lanes. Partial dots of different (token,
+/// float accumulation, a warp per 4 tokens x 4 heads. A thread per (token,
+/// head) loaded a tile value and a weight for every FMA (the block
+/// programs' slowest phase); here the lanes split the features, each
+/// keeping 16 partial dots, so each loaded value feeds 4 FMAs, and a
+/// reduce-scatter over the warp (16 shuffles) leaves every score in two
+/// lanes. Partial dots of different (token,
 /// head) slots never mix, so a NaN in a clamped or excluded token's row
 /// stays in that token's scores.
 template <class Acc>
