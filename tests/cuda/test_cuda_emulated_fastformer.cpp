@@ -57,11 +57,18 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
   gpu::for_each_additive_step(a, [&](gpu::additive_step step, index_t blocks) {
     if (blocks == 0) return;
     const dim3 grid(static_cast<unsigned>(blocks)), block(gpu::additive_block_threads);
-    if (gpu::streams(a, step))
-      emulator::launch("additive_stream_kernel", &gpu::additive_stream_kernel<S>, grid, block, plan.shared_bytes, a,
-                       step);
-    else
-      emulator::launch("additive_kernel", &gpu::additive_kernel<S>, grid, block, plan.shared_bytes, a, step);
+    switch (gpu::kernel_for(a, step)) {
+      case gpu::additive_kernel_kind::stream:
+        emulator::launch("additive_stream_kernel", &gpu::additive_stream_kernel<S>, grid, block, plan.shared_bytes,
+                         a, step);
+        break;
+      case gpu::additive_kernel_kind::stream_causal:
+        emulator::launch("additive_stream_causal_kernel", &gpu::additive_stream_causal_kernel<S>, grid, block,
+                         plan.shared_bytes, a, step);
+        break;
+      default:
+        emulator::launch("additive_kernel", &gpu::additive_kernel<S>, grid, block, plan.shared_bytes, a, step);
+    }
   });
 }
 

@@ -613,13 +613,14 @@ TEST(CudaAdditivePlan, ChunksCoverEveryTokenInWholeTiles) {
 
 TEST(CudaAdditivePlan, WorkspaceDoesNotGrowWithTheSequence) {
   // At most 4 x 132 chunks over the batch, each with (3 H + D) numbers per
-  // pooling state, and with an output transform W_tᵀ (D x D, after up to
-  // 31 numbers of alignment), whatever N is.
+  // pooling state (and, where the causal rescans stream, one state per warp
+  // of each pooling), and with an output transform W_tᵀ (D x D, after up
+  // to 31 numbers of alignment), whatever N is.
   const index_t batch = 2, heads = 16, dim = 256;
   const index_t chunks = ceil_div(additive_blocks_per_sm * 132, batch);
   for (bool causal : {false, true})
   for (bool transform : {false, true}) {
-    const index_t states = (causal ? 4 : 2) * batch * chunks * (3 * heads + dim);
+    const index_t states = (causal ? 4 + 2 * stream_warps : 2) * batch * chunks * (3 * heads + dim);
     const index_t weights = transform ? 31 + dim * dim : 0;
     const std::size_t bound = static_cast<std::size_t>(states + 2 * batch * dim + weights) * 4;
     for (index_t tokens : {index_t{1} << 16, index_t{1} << 20, index_t{1} << 25, index_t{1} << 30}) {
@@ -631,11 +632,12 @@ TEST(CudaAdditivePlan, WorkspaceDoesNotGrowWithTheSequence) {
 }
 
 TEST(CudaAdditivePlan, WorkspaceRegionsAreDisjoint) {
+  for (std::size_t accum : {std::size_t{4}, std::size_t{8}})
   for (bool causal : {false, true})
   for (bool transform : {false, true}) {
     // D = 30: W_tᵀ's rows are padded to 32 numbers.
     const additive_plan p =
-        plan_additive("test", additive_shape_of(3, 5000, 5, 6), causal, 8, h100_like(), {transform, true});
+        plan_additive("test", additive_shape_of(3, 5000, 5, 6), causal, accum, h100_like(), {transform, true});
     struct region {
       index_t begin, length;
     };
@@ -646,6 +648,16 @@ TEST(CudaAdditivePlan, WorkspaceRegionsAreDisjoint) {
     if (causal) {
       regions.push_back({p.query_carries(), p.states_length()});
       regions.push_back({p.key_carries(), p.states_length()});
+      // H = 5, D = 30: the causal rescans stream where they accumulate in
+      // float, and keep every warp's span states.
+      EXPECT_EQ(p.causal_streaming, accum == 4);
+      if (p.causal_streaming) {
+        regions.push_back({p.query_warp_totals(), stream_warps * p.states_length()});
+        regions.push_back({p.key_warp_totals(), stream_warps * p.states_length()});
+      }
+    }
+    if (!p.causal_streaming) {
+      EXPECT_EQ(p.warp_states_length(), 0);
     }
     if (transform) {
       EXPECT_EQ(transform_pitch(p.smem.dim), 32);
@@ -708,17 +720,59 @@ TEST(CudaAdditivePlan, PoolingStreamsUpTo16HeadsAnd512Features) {
   }
 }
 
+TEST(CudaAdditivePlan, CausalRescansStreamUpTo16HeadsAnd256FeaturesInFloat) {
+  for (index_t heads : {1, 3, 16, 17}) {
+    for (index_t head_dim : {1, 7, 16, 64, 256}) {
+      for (std::size_t accum : {std::size_t{4}, std::size_t{8}}) {
+        for (bool streaming : {false, true}) {
+          const additive_shape s = additive_shape_of(2, 1000, heads, head_dim);
+          const bool expected = streaming && accum == 4 && heads <= 16 && s.dim <= 256;
+          EXPECT_EQ(plan_additive("test", s, true, accum, h100_like(), {false, streaming}).causal_streaming, expected)
+              << heads << " x " << head_dim;
+          EXPECT_FALSE(plan_additive("test", s, false, accum, h100_like(), {false, streaming}).causal_streaming);
+          const additive_plan p = plan_additive("test", s, true, accum, h100_like(), {true, streaming});
+          EXPECT_EQ(p.causal_streaming, expected) << "with a transform the key totals still stream";
+          if (!p.causal_streaming) continue;
+          // Both weight sets, then the warp states, fit below the first
+          // exchange, which holds a prefix softmax's factors.
+          const additive_stream_layout& l = p.stream;
+          EXPECT_TRUE(l.causal);
+          EXPECT_LE(l.key_weights() + stream_max_heads * l.pitch(), l.exchange(0));
+          EXPECT_LE(l.weights() + stream_max_heads * l.pitch(), l.key_weights());
+          EXPECT_LE(l.warp_state(stream_warps), l.exchange(0));
+          EXPECT_GE(l.exchange(1) - l.exchange(0), 3 * stream_causal_batch_tokens * stream_max_heads);
+          EXPECT_GE(l.exchange(1) - l.exchange(0), (l.batch_tokens + 1) * stream_max_heads);
+          EXPECT_LE(static_cast<std::size_t>(l.length()) * accum, p.shared_bytes);
+          EXPECT_LE(p.shared_bytes, additive_default_shared_bytes) << "no opt-in needed";
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, WarpSpansCoverTheChunkInWholeBatches) {
+  for (index_t chunk_tokens : {1, 2, 15, 16, 17, 32, 100, 4096, 7937}) {
+    const index_t span = stream_warp_span(chunk_tokens);
+    EXPECT_EQ(span % stream_causal_batch_tokens, 0) << chunk_tokens;
+    EXPECT_GE(stream_warps * span, chunk_tokens) << chunk_tokens;
+    EXPECT_LT(stream_warps * (span - stream_causal_batch_tokens), chunk_tokens) << "a batch too many: " << chunk_tokens;
+  }
+}
+
 TEST(CudaAdditivePlan, OneChunkPerMultiprocessorWhereEveryChunkStepStreams) {
   const additive_shape streams = additive_shape_of(1, 1 << 20, 16, 16), wide = additive_shape_of(1, 1 << 20, 16, 64);
   const index_t sms = h100_like().sm_count;
   const auto chunks = [&](const additive_shape& s, bool causal, bool transform, bool streaming = true) {
     return plan_additive("test", s, causal, 4, h100_like(), {transform, streaming}).chunks;
   };
-  EXPECT_LE(chunks(streams, false, false), stream_blocks_per_sm * sms);
-  EXPECT_GT(chunks(streams, false, false), stream_blocks_per_sm * sms * 9 / 10);
+  for (bool causal : {false, true}) {
+    EXPECT_LE(chunks(streams, causal, false), stream_blocks_per_sm * sms) << causal;
+    EXPECT_GT(chunks(streams, causal, false), stream_blocks_per_sm * sms * 9 / 10) << causal;
+  }
   // Block programs run some chunk step: a few blocks per multiprocessor.
-  for (index_t c : {chunks(streams, true, false), chunks(streams, false, true), chunks(wide, false, false),
-                    chunks(streams, false, false, false)}) {
+  for (index_t c : {chunks(streams, true, true), chunks(streams, false, true), chunks(wide, false, false),
+                    chunks(wide, true, false), chunks(streams, false, false, false),
+                    chunks(streams, true, false, false)}) {
     EXPECT_LE(c, additive_blocks_per_sm * sms);
     EXPECT_GT(c, additive_blocks_per_sm * sms * 9 / 10);
   }

@@ -49,10 +49,13 @@ struct additive_args {
   /// false runs every step as a block program, which tests compare against.
   bool streaming = true;
   bool stream_pooling = false;
+  /// additive_plan::causal_streaming; the warps' span states are in
+  /// query_warp_totals and key_warp_totals.
+  bool causal_streaming = false;
   additive_stream_layout stream;
   accum* workspace = nullptr;
   index_t query_totals = 0, query_carries = 0, key_totals = 0, key_carries = 0, pooled_query = 0, pooled_key = 0,
-          transposed_transform = 0;
+          query_warp_totals = 0, key_warp_totals = 0, transposed_transform = 0;
 
   STREAMATTN_HOST_DEVICE bool has_transform() const { return transform != nullptr; }
   STREAMATTN_HOST_DEVICE index_t out_offset(index_t b, index_t t, index_t f) const {
@@ -83,6 +86,7 @@ void apply_plan(additive_args<S>& a, const additive_plan& plan, void* workspace)
   a.chunk_tokens = plan.chunk_tokens;
   a.smem = plan.smem;
   a.stream_pooling = plan.stream_pooling;
+  a.causal_streaming = plan.causal_streaming;
   a.stream = plan.stream;
   a.workspace = static_cast<typename additive_args<S>::accum*>(workspace);
   a.query_totals = plan.query_totals();
@@ -91,6 +95,8 @@ void apply_plan(additive_args<S>& a, const additive_plan& plan, void* workspace)
   a.key_carries = plan.key_carries();
   a.pooled_query = plan.pooled_query();
   a.pooled_key = plan.pooled_key();
+  a.query_warp_totals = plan.query_warp_totals();
+  a.key_warp_totals = plan.key_warp_totals();
   a.transposed_transform = plan.transposed_transform();
 }
 

@@ -5,7 +5,8 @@
 // decision is unit-tested without a GPU.
 //
 // Memory: the workspace holds a few states of (3 H + D) numbers per chunk
-// (the chunk count is bounded by the GPU's size, not by N) and, with an
+// (20 where the causal rescans stream: one per warp of both poolings; the
+// chunk count is bounded by the GPU's size, not by N) and, with an
 // output transform, a D x D copy of it, so nothing grows with the sequence
 // length.
 #pragma once
@@ -86,6 +87,14 @@ STREAMATTN_HOST_DEVICE bool pooling_streams(const additive_shape& s, std::size_t
   return s.heads <= stream_max_heads && s.dim <= widest;
 }
 
+/// Whether the causal rescans (causal_key_totals, causal_outputs without a
+/// transform, causal_prefix_pool) stream: up to 16 heads and 256 features,
+/// accumulating in float (additive_stream_causal.cuh). Else they run as
+/// block programs.
+STREAMATTN_HOST_DEVICE bool causal_rescans_stream(const additive_shape& s, std::size_t accum_bytes) {
+  return accum_bytes == 4 && s.heads <= stream_max_heads && s.dim <= 32 * stream_lane_features;
+}
+
 /// Tokens a warp of the streaming pooling scores at once: as many as its
 /// registers hold with `features` per lane (the partial scores take
 /// batch_tokens x 16 of them, each token's features `features`).
@@ -93,22 +102,45 @@ STREAMATTN_HOST_DEVICE constexpr int stream_batch_tokens(std::size_t accum_bytes
   return accum_bytes == 4 && features <= stream_lane_features ? 4 : 2;
 }
 
+/// Tokens a warp of the causal rescans (additive_stream_causal.cuh) takes at
+/// once: two, so that a token's q̄_t and K_t fit in its registers beside
+/// the next batch's loads.
+inline constexpr int stream_causal_batch_tokens = 2;
+
+/// Tokens of each warp's span of a chunk where the causal rescans stream:
+/// the chunk cut into stream_warps contiguous spans of whole batches, so
+/// that a warp's prefix states start from those of the warps before it.
+STREAMATTN_HOST_DEVICE index_t stream_warp_span(index_t chunk_tokens) {
+  constexpr index_t batch = stream_causal_batch_tokens;
+  return ceil_div(chunk_tokens, stream_warps * batch) * batch;
+}
+
 /// Offsets (in accumulator elements) of a streaming block's shared memory.
 struct additive_stream_layout {
   index_t heads = 0, dim = 0, batch_tokens = 0;
+  /// The causal rescans stream too: a second set of weights (the keys'),
+  /// and an exchange that holds a prefix softmax's factors.
+  bool causal = false;
 
   /// Features per weight row: whole warps' worth, zeros past D.
   STREAMATTN_HOST_DEVICE index_t pitch() const { return 32 * ceil_div(dim, 32); }
   // The score weights, stream_max_heads x pitch of them (zeros past H, in
-  // the order of stream_weight_index, additive_stream.cuh); once
-  // every warp has scored its last token, the same space holds the warps'
-  // final states.
+  // the order of stream_weight_index, additive_stream.cuh), then, for the
+  // causal rescans, the keys'; once every warp has scored its last token,
+  // the same space holds the warps' final states.
   STREAMATTN_HOST_DEVICE index_t weights() const { return 0; }
+  STREAMATTN_HOST_DEVICE index_t key_weights() const { return stream_max_heads * pitch(); }
   STREAMATTN_HOST_DEVICE index_t warp_state(index_t warp) const { return warp * state().length(); }
-  // Per warp: its batch's weights [batch_tokens][16] and rescales [16].
-  STREAMATTN_HOST_DEVICE index_t exchange_length() const { return (batch_tokens + 1) * stream_max_heads; }
+  // Per warp: its batch's weights [batch_tokens][16] and rescales [16]; in a
+  // causal rescan, per token of its batch a rescale, a weight and 1 / sum
+  // of every head.
+  STREAMATTN_HOST_DEVICE index_t exchange_length() const {
+    const index_t pooling = (batch_tokens + 1) * stream_max_heads;
+    const index_t prefix = causal ? 3 * stream_causal_batch_tokens * stream_max_heads : 0;
+    return pooling > prefix ? pooling : prefix;
+  }
   STREAMATTN_HOST_DEVICE index_t exchange(index_t warp) const {
-    const index_t rows = stream_max_heads * pitch(), states = stream_warps * state().length();
+    const index_t rows = (causal ? 2 : 1) * stream_max_heads * pitch(), states = stream_warps * state().length();
     const index_t shared = rows > states ? rows : states;
     return shared + warp * exchange_length();
   }
@@ -138,11 +170,16 @@ struct additive_plan {
   additive_stream_layout stream;
   std::size_t shared_bytes = 0;  // the larger of the block programs' and the streaming pooling's
   std::size_t accum_bytes = 4;  // float, or 8 for double inputs
+  /// Whether the causal rescans stream (causal_rescans_stream): then the
+  /// chunk steps give each warp a contiguous span of the chunk's tokens
+  /// (stream_warp_span) and keep its states in the workspace too.
+  bool causal_streaming = false;
 
   // Workspace, in accumulator elements: per-chunk states of the first
   // (query) and second (key) pooling, their exclusive prefixes (causal
-  // only), the pooled q̄ and k̄ of every sequence and, with an output
-  // transform, W_tᵀ (D x D, additive_transform.cuh).
+  // only), the pooled q̄ and k̄ of every sequence, where the causal rescans
+  // stream the states of every warp's span of both poolings and, with an
+  // output transform, W_tᵀ (D x D, additive_transform.cuh).
   index_t state_count = 0;  // batch * chunks
   bool causal = false;
   bool transform = false;
@@ -156,12 +193,16 @@ struct additive_plan {
   index_t pooled_query() const { return (causal ? 4 : 2) * states_length(); }
   index_t pooled_key() const { return pooled_query() + batch * smem.dim; }
   index_t pooled_end() const { return pooled_key() + batch * smem.dim; }
+  index_t warp_states_length() const { return causal_streaming ? stream_warps * states_length() : 0; }
+  index_t query_warp_totals() const { return pooled_end(); }
+  index_t key_warp_totals() const { return query_warp_totals() + warp_states_length(); }
+  index_t states_end() const { return key_warp_totals() + warp_states_length(); }
   /// W_tᵀ, D rows of transform_pitch(D) (additive_transform.cuh), from a
   /// multiple of 32 numbers: 16-byte aligned for its vector loads, and its
   /// rows start on 128-byte lines when D % 32 == 0.
-  index_t transposed_transform() const { return ceil_div(pooled_end(), index_t{32}) * 32; }
+  index_t transposed_transform() const { return ceil_div(states_end(), index_t{32}) * 32; }
   index_t workspace_elements() const {
-    return transform ? transposed_transform() + smem.dim * transform_pitch(smem.dim) : pooled_end();
+    return transform ? transposed_transform() + smem.dim * transform_pitch(smem.dim) : states_end();
   }
   std::size_t workspace_bytes() const { return static_cast<std::size_t>(workspace_elements()) * accum_bytes; }
 };
@@ -195,8 +236,10 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   while (m.tile_tokens > 1 && bytes(m.tile_tokens) > additive_default_shared_bytes) m.tile_tokens /= 2;
   plan.shared_bytes = bytes(m.tile_tokens);
   plan.stream_pooling = pooling_streams(s, accum_bytes);
+  plan.causal_streaming = options.streaming && causal && causal_rescans_stream(s, accum_bytes);
   if (plan.stream_pooling) {
-    plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes, stream_features_per_lane(s.dim))};
+    plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes, stream_features_per_lane(s.dim)),
+                   plan.causal_streaming};
     plan.shared_bytes = std::max(plan.shared_bytes, static_cast<std::size_t>(plan.stream.length()) * accum_bytes);
   }
   const std::size_t limit = std::max(device.max_shared_bytes, additive_default_shared_bytes);
@@ -210,7 +253,8 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   // step streams, one chunk per multiprocessor: the streaming kernel holds
   // one block per multiprocessor (its registers), so that is one wave, and
   // the combine steps merge a quarter of the states.
-  const bool every_chunk_step_streams = options.streaming && plan.stream_pooling && !causal && !options.transform;
+  const bool every_chunk_step_streams =
+      options.streaming && plan.stream_pooling && (!causal || plan.causal_streaming) && !options.transform;
   const index_t per_sm = every_chunk_step_streams ? stream_blocks_per_sm : additive_blocks_per_sm;
   const index_t target = std::max<index_t>(1, per_sm * std::max(device.sm_count, 1));
   const index_t per_sequence = ceil_div(target, std::max<index_t>(s.batch, 1));

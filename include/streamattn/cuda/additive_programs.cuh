@@ -24,6 +24,10 @@
 //   scan_keys          carry-in of the key pooling
 //   causal_outputs     chunk rescan of q̄_t and k̄_t, U_t = V_t ⊙ k̄_t, outputs
 // additive_prefix_pool stops after scan_queries with causal_prefix_pool.
+// Where the causal rescans stream (causal_rescans_stream), the chunk totals
+// also keep the state of each warp's span of the chunk, and the rescans
+// run as warps streaming their spans (additive_stream_causal.cuh), except
+// causal_outputs with a transform.
 #pragma once
 
 #include "additive_args.cuh"
@@ -56,7 +60,9 @@ STREAMATTN_HOST_DEVICE bool is_chunk_step(additive_step step) {
 
 /// True for the steps additive_stream.cuh runs instead of a block program:
 /// the chunk poolings of pool_queries and pool_keys where pooling_streams,
-/// and the outputs without a transform (U = V ⊙ k̄).
+/// the outputs without a transform (U = V ⊙ k̄), and the causal rescans
+/// where they stream (causal_rescans_stream; the outputs without a
+/// transform).
 template <class S>
 STREAMATTN_HOST_DEVICE bool streams(const additive_args<S>& a, additive_step step) {
   if (!a.streaming) return false;
@@ -64,6 +70,9 @@ STREAMATTN_HOST_DEVICE bool streams(const additive_args<S>& a, additive_step ste
     case additive_step::pool_queries:
     case additive_step::pool_keys: return a.stream_pooling;
     case additive_step::outputs: return !a.has_transform();
+    case additive_step::causal_key_totals:
+    case additive_step::causal_prefix_pool: return a.causal_streaming;
+    case additive_step::causal_outputs: return a.causal_streaming && !a.has_transform();
     default: return false;
   }
 }
@@ -117,6 +126,12 @@ struct additive_block {
   /// The workspace state of chunk (b, c) in the region starting at `region`.
   STREAMATTN_HOST_DEVICE Acc* chunk_state(index_t region, index_t b, index_t c) const {
     return a.workspace + region + (b * a.chunks + c) * state_length();
+  }
+  /// The states of the warps' spans of chunk (b, c) in the region starting
+  /// at `region` (additive_plan::causal_streaming), warp w's at + w * state
+  /// length.
+  STREAMATTN_HOST_DEVICE Acc* span_states(index_t region, index_t b, index_t c) const {
+    return a.workspace + region + (b * a.chunks + c) * stream_warps * state_length();
   }
   /// q̄ or k̄ of sequence b.
   STREAMATTN_HOST_DEVICE Acc* pooled(index_t region, index_t b) const {

@@ -1,7 +1,8 @@
 // Warp-streaming programs for the steps that move most of a non-causal
 // Fastformer call's bytes: the chunk poolings (pool_queries, pool_keys;
 // pool_queries is also the chunk totals of causal calls) and the outputs
-// U = V ⊙ k̄. The block programs (additive_programs.cuh) stage
+// U = V ⊙ k̄; the causal rescans (additive_stream_causal.cuh) are built
+// from the same pieces. The block programs (additive_programs.cuh) stage
 // a tile, then score, scan and accumulate it in phases separated by block
 // barriers, each phase a dependent chain of shared-memory steps; here every
 // warp streams its own tokens with everything in registers and no block
@@ -18,13 +19,16 @@
 //      become T / 2 per lane: lane l ends with head l % 16 of tokens
 //      (l / 16) * T / 2 + r), which is about one shuffle per (token, head),
 //      and no select: a lane holds its partials in slots permuted by its
-//      own lane bits (slot_of below), so that the half it keeps at every
-//      step is the first,
+//      own lane bits (butterfly_step below), so that the half it keeps at
+//      every step is the first,
 //   4. updates each head's running max and sum in those lanes,
 //   5. and, through a small per-warp exchange in shared memory, scales each
 //      feature's accumulator and adds the batch's weighted features.
 // At the end the block merges its warps' states in warp order (results do
 // not depend on timing) into the chunk's state, as pool_chunk writes it.
+// Where the causal rescans stream, each warp pools a contiguous span of the
+// chunk instead of every 8th batch, and its span's state goes to the
+// workspace too, for the rescans to start from (warp_tokens).
 //
 // Two identities keep the per-token work to the score itself. Pooling
 // P = K ⊙ q̄ scored by P (pool_keys) is pooling K scored with the weights
@@ -77,6 +81,284 @@ __device__ __forceinline__ void butterfly_step(Acc (&part)[N]) {
   for (int i = 0; i < half; ++i) part[i] += __shfl_xor_sync(0xffffffffu, part[i + half], mask);
 }
 
+/// Stages the score weights of one pooling at `to`, in log2 units:
+/// w[h, f] * scale * log2(e) (* mult[f] where given); zeros outside a
+/// per-head row, past D and in the rows past H. Stored in the lanes' slot
+/// order with four slots of a (lane, j) adjacent (stream_weight_index):
+/// one 16-byte shared load instead of four.
+template <class S>
+__device__ void stage_stream_weights(const additive_block<S>& blk, device_accum_t<S>* to,
+                                     const score_weights_ref<device_accum_t<S>>& w, const device_accum_t<S>* mult) {
+  using Acc = device_accum_t<S>;
+  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  const additive_shape& s = blk.shape();
+  const Acc weight_scale = blk.a.scale * log2e;
+  blk.team.for_each_pair(stream_max_heads, blk.a.stream.pitch(), [&](index_t h, index_t f) {
+    Acc value = 0;
+    const index_t offset = s.weight_offset(h);
+    if (h < s.heads && f < s.dim && f >= offset && f < offset + s.weight_length()) {
+      value = w.at(h, f - offset) * weight_scale;
+      if (mult != nullptr) value *= mult[f];
+    }
+    to[stream_weight_index(static_cast<int>(h), static_cast<int>(f % 32), static_cast<int>(f / 32))] = value;
+  });
+}
+
+/// What a lane needs to know of its features lane + 32 j (j < F): which are
+/// below D (bit j of in_dim), their heads and the slots it keeps their
+/// heads' partial scores in (head ^ (lane % 16), butterfly_step).
+template <int F>
+struct stream_lane {
+  int lane = 0;
+  unsigned in_dim = 0;
+  int feature_head[F] = {};
+  int head_slot[F] = {};
+
+  __device__ stream_lane(const additive_shape& s, int lane_) : lane(lane_) {
+    STREAMATTN_UNROLL
+    for (int j = 0; j < F; ++j) {
+      const index_t f = lane + 32 * j;
+      in_dim |= (f < s.dim ? 1u : 0u) << j;
+      feature_head[j] = f < s.dim ? static_cast<int>(f / s.head_dim) : 0;
+      head_slot[j] = feature_head[j] ^ (lane % static_cast<int>(stream_max_heads));
+    }
+  }
+  /// The lanes 16..31 hold the second half of a batch's tokens.
+  __device__ bool upper_half() const { return lane >= 16; }
+};
+
+/// A batch: the features of tokens t0 .. t0 + T - 1 (zeros past the span,
+/// past D and for excluded tokens, so nothing from those, NaN padding
+/// included, reaches a score or a sum), slot t holding token t ^ token_swap
+/// (token_swap = T / 2 in lanes 16..31, butterfly_step), and the tokens'
+/// mask bits, in token order.
+template <class Acc, int T, int F>
+struct stream_batch {
+  Acc x[T][F];
+  bool valid[T], keep[T];
+};
+
+/// Loads the batch of tokens [t0, t0 + T) below `last` of operand x.
+template <class S, class Acc, int T, int F>
+__device__ __forceinline__ void load_stream_batch(const additive_args<S>& a, const token_operand<const S>& x,
+                                                  index_t b, index_t t0, index_t last, const stream_lane<F>& me,
+                                                  stream_batch<Acc, T, F>& to) {
+  constexpr int R = T / 2;
+  const int token_swap = me.upper_half() ? R : 0;
+  bool read[T];
+  STREAMATTN_UNROLL
+  for (int t = 0; t < T; ++t) {
+    to.valid[t] = t0 + t < last;
+    to.keep[t] = to.valid[t] && a.mask.keep(b, t0 + t);
+    read[t] = to.valid[t] && (to.keep[t] || !a.mask.exclude);
+  }
+  const index_t group_step = 32 * x.feature_stride;
+  STREAMATTN_UNROLL
+  for (int t = 0; t < T; ++t) {
+    const bool read_slot = token_swap != 0 ? read[t ^ R] : read[t];
+    const S* feature = x.row(b, read_slot ? t0 + (t ^ token_swap) : 0) + me.lane * x.feature_stride;
+    STREAMATTN_UNROLL
+    for (int j = 0; j < F; ++j, feature += group_step)
+      to.x[t][j] = read_slot && (me.in_dim >> j & 1u) != 0 ? load_as<Acc>(feature) : Acc(0);
+  }
+}
+
+/// The scores of a batch's (token, head) pairs in log2 units, summed over
+/// the warp: on return part[r] (r < T / 2) holds head lane % 16 of token
+/// (lane / 16) * T / 2 + r. `x` holds the tokens by slot, `weights` is
+/// stage_stream_weights' order, `groups` the lanes' features in use.
+template <int T, int F, bool PerHead, class Acc>
+__device__ __forceinline__ void stream_scores(const Acc (&x)[T][F], const Acc* weights, int groups,
+                                              const stream_lane<F>& me, Acc (&part)[T * stream_max_heads]) {
+  constexpr int R = T / 2;
+  constexpr int HM = static_cast<int>(stream_max_heads);
+  // Partial scores by slot, part[((t / R) * 16 + h) * R + t % R]: the order
+  // the butterfly below splits them in, most significant index bit first.
+  STREAMATTN_UNROLL
+  for (int i = 0; i < T * HM; ++i) part[i] = 0;
+  STREAMATTN_UNROLL
+  for (int j = 0; j < F; ++j) {
+    if (j >= groups) break;  // warp-uniform
+    // All 16 slots, the heads past H with zero weights: a loop without
+    // exits lets nvcc keep `part` in registers with no per-exit
+    // bookkeeping.
+    STREAMATTN_UNROLL
+    for (int slot4 = 0; slot4 < HM; slot4 += 4) {
+      Acc wv[4];
+      load_four(weights + stream_weight_slot_index(slot4, me.lane, j), wv);
+      STREAMATTN_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        const int slot = slot4 + k;
+        // A per-head row only meets its own features (no 0 * inf = NaN
+        // from another head's features).
+        if (PerHead && me.head_slot[j] != slot) continue;
+        STREAMATTN_UNROLL
+        for (int t = 0; t < T; ++t) part[((t / R) * HM + slot) * R + t % R] += x[t][j] * wv[k];
+      }
+    }
+  }
+  butterfly_step<0>(part);
+  butterfly_step<1>(part);
+  butterfly_step<2>(part);
+  butterfly_step<3>(part);
+  butterfly_step<4>(part);
+}
+
+/// Head lane % 16's running max (log2 units) and sum, kept alike by lanes
+/// h and h + 16, and whether a kept token was seen (the same for every
+/// head); the empty state to start with.
+template <class Acc>
+struct stream_head_state {
+  Acc row_max = neg_inf<Acc>(), row_sum = 0;
+  bool kept = false;
+};
+
+/// Online softmax of head lane % 16 over the T / 2 tokens of a batch in
+/// part[] (stream_scores) and the T / 2 of lane ^ 16: the additive-mask
+/// bookkeeping of scan_heads, a batch at a time (a batch with a kept token
+/// moves the padded ones seen before it to the common scale, and its own
+/// padded tokens score with the penalty, as scan_heads gives them token by
+/// token up to rounding), then one max for the batch. Leaves the tokens'
+/// weights in exchange[token * 16 + head] and the rescale of what came
+/// before in exchange[T * 16 + head].
+template <int T, class Acc>
+__device__ __forceinline__ void stream_batch_softmax(const Acc* part, const bool (&valid)[T], const bool (&keep)[T],
+                                                     bool exclude, int lane, stream_head_state<Acc>& st,
+                                                     Acc* exchange) {
+  constexpr int R = T / 2;
+  constexpr int HM = static_cast<int>(stream_max_heads);
+  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  const Acc minus_inf = neg_inf<Acc>();
+  const Acc penalty = static_cast<Acc>(additive_mask_penalty) * log2e;
+  const bool upper_half = lane >= 16;
+  const int head = lane % HM;
+  bool batch_keeps = false;
+  STREAMATTN_UNROLL
+  for (int t = 0; t < T; ++t) batch_keeps = batch_keeps || keep[t];
+  if (batch_keeps && !st.kept) {
+    st.row_max += penalty;  // -inf stays -inf
+    st.kept = true;
+  }
+  Acc score[R], batch_max = minus_inf;
+  STREAMATTN_UNROLL
+  for (int r = 0; r < R; ++r) {
+    const bool v = upper_half ? valid[R + r] : valid[r];
+    const bool k = upper_half ? keep[R + r] : keep[r];
+    score[r] = part[r];
+    if (!v || (exclude && !k))
+      score[r] = minus_inf;
+    else if (st.kept && !k)
+      score[r] += penalty;
+    batch_max = batch_max > score[r] ? batch_max : score[r];
+  }
+  const Acc other_max = __shfl_xor_sync(0xffffffffu, batch_max, 16);
+  batch_max = batch_max > other_max ? batch_max : other_max;
+  const Acc new_max = st.row_max > batch_max ? st.row_max : batch_max;
+  // While a head has seen only excluded tokens its max stays -inf;
+  // subtracting 0 then keeps exp2(-inf) = 0 rather than NaN.
+  const Acc base = new_max == minus_inf ? Acc(0) : new_max;
+  const Acc rescale = exp2_(st.row_max - base);
+  Acc batch_sum = 0;
+  STREAMATTN_UNROLL
+  for (int r = 0; r < R; ++r) {
+    score[r] = exp2_(score[r] - base);
+    batch_sum += score[r];
+    exchange[((upper_half ? R : 0) + r) * HM + head] = score[r];
+  }
+  batch_sum += __shfl_xor_sync(0xffffffffu, batch_sum, 16);
+  st.row_sum = st.row_sum * rescale + batch_sum;
+  st.row_max = new_max;
+  if (!upper_half) exchange[T * HM + head] = rescale;
+}
+
+/// Each feature's accumulator takes a batch with its head's factors from
+/// stream_batch_softmax.
+template <int T, int F, class Acc>
+__device__ __forceinline__ void stream_accumulate(Acc (&acc)[F], const Acc (&x)[T][F], const Acc* exchange,
+                                                  int groups, const stream_lane<F>& me) {
+  constexpr int HM = static_cast<int>(stream_max_heads);
+  const int token_swap = me.upper_half() ? T / 2 : 0;
+  STREAMATTN_UNROLL
+  for (int j = 0; j < F; ++j) {
+    if (j >= groups) break;
+    const Acc* const factors = exchange + me.feature_head[j];
+    Acc sum = acc[j] * factors[T * HM];
+    STREAMATTN_UNROLL
+    for (int t = 0; t < T; ++t) sum += factors[(t ^ token_swap) * HM] * x[t][j];
+    acc[j] = sum;
+  }
+}
+
+/// The end of a warp-streamed chunk pooling: every warp writes its state
+/// (natural-log units, as the block programs keep them) to shared memory
+/// and, where `span_states` is given, to the workspace (warp w's at
+/// span_states + w * state length); then the block merges the warps'
+/// states in warp order (results do not depend on timing) into `chunk`,
+/// the accumulator times `mult` where given.
+template <int F, class S>
+__device__ void finish_stream_chunk(const additive_block<S>& blk, const stream_head_state<device_accum_t<S>>& st,
+                                    const device_accum_t<S> (&acc)[F], device_accum_t<S>* span_states,
+                                    const state_ref<device_accum_t<S>>& chunk, const device_accum_t<S>* mult) {
+  using Acc = device_accum_t<S>;
+  constexpr Acc ln2 = static_cast<Acc>(0.6931471805599453);
+  const additive_shape& s = blk.shape();
+  const additive_stream_layout& lay = blk.a.stream;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  // Every warp is done with the weights: their space takes the warp states.
+  __syncthreads();
+  const additive_state_layout layout = lay.state();
+  const state_ref<Acc> mine{blk.smem + lay.warp_state(warp), layout};
+  const state_ref<Acc> span{span_states != nullptr ? span_states + warp * layout.length() : nullptr, layout};
+  const Acc row_max = st.row_max == neg_inf<Acc>() ? neg_inf<Acc>() : st.row_max * ln2;
+  if (lane < s.heads) {
+    mine.row_max(lane) = row_max;
+    mine.row_sum(lane) = st.row_sum;
+    mine.saw_kept(lane) = st.kept ? Acc(1) : Acc(0);
+    if (span_states != nullptr) {
+      span.row_max(lane) = row_max;
+      span.row_sum(lane) = st.row_sum;
+      span.saw_kept(lane) = st.kept ? Acc(1) : Acc(0);
+    }
+  }
+  STREAMATTN_UNROLL
+  for (int j = 0; j < F; ++j) {
+    const index_t f = lane + 32 * j;
+    if (f >= s.dim) continue;
+    mine.acc(f) = acc[j];
+    if (span_states != nullptr) span.acc(f) = acc[j];
+  }
+  __syncthreads();
+
+  blk.team.for_each(s.dim, [&](index_t f) {
+    const index_t h = f / s.head_dim;
+    Acc m = neg_inf<Acc>(), l = 0, saw = 0, total = 0;
+    for (index_t v = 0; v < stream_warps; ++v) {
+      const state_ref<Acc> other{blk.smem + lay.warp_state(v), layout};
+      const merge_scales<Acc> scales = merge_head(m, l, saw, other.row_max(h), other.row_sum(h), other.saw_kept(h));
+      total = total * scales.mine + other.acc(f) * scales.theirs;
+    }
+    chunk.acc(f) = mult != nullptr ? total * mult[f] : total;
+    if (f % s.head_dim == 0) chunk.row_max(h) = m, chunk.row_sum(h) = l, chunk.saw_kept(h) = saw;
+  });
+}
+
+/// The tokens [first, last) warp `warp` streams of chunk c, a batch of T at
+/// first, first + step, ...: contiguous spans where the causal rescans
+/// stream (stream_warp_span: a warp's prefix starts from the spans before
+/// it), else batches dealt to the warps in turn.
+struct stream_warp_tokens {
+  index_t first, last, step;
+};
+template <class S>
+STREAMATTN_HOST_DEVICE stream_warp_tokens warp_tokens(const additive_block<S>& blk, index_t c, int warp, int T) {
+  const index_t chunk_first = blk.chunk_first(c), chunk_last = blk.chunk_last(c);
+  if (!blk.a.causal_streaming) return {chunk_first + warp * T, chunk_last, stream_warps * T};
+  const index_t span = stream_warp_span(blk.a.chunk_tokens);
+  const index_t first = chunk_first + warp * span, end = first + span;
+  return {first, end < chunk_last ? end : chunk_last, T};
+}
+
 /// The chunk state of pool_queries (keys false) or pool_keys (keys true) for
 /// chunk c of sequence b, streamed with F features per lane
 /// (stream_features_per_lane). PerHead: the weights are per-head rows.
@@ -85,228 +367,44 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
                                   device_accum_t<S>* smem) {
   using Acc = device_accum_t<S>;
   constexpr int T = stream_batch_tokens(sizeof(Acc), F);
-  constexpr int R = T / 2;  // tokens per lane after the butterfly
-  constexpr int HM = static_cast<int>(stream_max_heads);
-  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634), ln2 = static_cast<Acc>(0.6931471805599453);
-  const Acc minus_inf = neg_inf<Acc>();
-  const Acc penalty = static_cast<Acc>(additive_mask_penalty) * log2e;
 
   const additive_block<S> blk{a, smem, block_team{}};
-  const additive_shape& s = a.shape;
   const additive_stream_layout& lay = a.stream;
-  const index_t pitch = lay.pitch();
-  const int heads = static_cast<int>(s.heads);
-  const int groups = static_cast<int>(pitch / 32);  // features per lane in use
+  const int groups = static_cast<int>(lay.pitch() / 32);  // features per lane in use
   const token_operand<const S>& x = keys ? a.k : a.q;
-  const score_weights_ref<Acc>& w = keys ? a.key_att : a.query_att;
   // q̄ when the keys' scores (and, unless pool_raw_keys, values) are K ⊙ q̄.
   const Acc* const mult = keys ? blk.pooled(a.pooled_query, b) : nullptr;
-
-  // Score weights in log2 units, w[h, f] * scale * log2(e) (* q̄[f]); zeros
-  // outside a per-head row, past D and in the rows past H. Stored in the
-  // lanes' slot order with four slots of a (lane, j) adjacent
-  // (stream_weight_index): one 16-byte shared load instead of four.
   Acc* const weights = smem + lay.weights();
-  const Acc weight_scale = a.scale * log2e;
-  blk.team.for_each_pair(stream_max_heads, pitch, [&](index_t h, index_t f) {
-    Acc value = 0;
-    const index_t offset = s.weight_offset(h);
-    if (h < s.heads && f < s.dim && f >= offset && f < offset + s.weight_length()) {
-      value = w.at(h, f - offset) * weight_scale;
-      if (mult != nullptr) value *= mult[f];
-    }
-    weights[stream_weight_index(static_cast<int>(h), static_cast<int>(f % 32), static_cast<int>(f / 32))] = value;
-  });
+  stage_stream_weights(blk, weights, keys ? a.key_att : a.query_att, mult);
 
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const index_t last = blk.chunk_last(c);
-  // The slot this lane keeps the partial scores of its feature lane + 32 j's
-  // head in (butterfly_step): head ^ (lane % 16).
-  int my_head_slot[F];
-  STREAMATTN_UNROLL
-  for (int j = 0; j < F; ++j) {
-    const index_t f = lane + 32 * j;
-    my_head_slot[j] = (f < s.dim ? static_cast<int>(f / s.head_dim) : 0) ^ (lane % HM);
-  }
-
-  // A batch: the features of tokens t0 .. t0 + T - 1 (zeros past the
-  // chunk, past D and for excluded tokens, so nothing from those, NaN
-  // padding included, reaches a score or a sum), slot t holding token
-  // t ^ token_swap (butterfly_step), and the tokens' mask bits, in token
-  // order.
-  struct batch {
-    Acc x[T][F];
-    bool valid[T], keep[T];
-  };
-  const int token_swap = lane >= 16 ? R : 0;
-  // This lane's first feature and the step to its next, in elements; bit j
-  // of in_dim: feature lane + 32 j is below D.
-  const index_t lane_offset = lane * x.feature_stride, group_step = 32 * x.feature_stride;
-  unsigned in_dim = 0;
-  STREAMATTN_UNROLL
-  for (int j = 0; j < F; ++j) in_dim |= (lane + 32 * j < s.dim ? 1u : 0u) << j;
-  const auto load = [&](index_t t0, batch& to) {
-    bool read[T];
-    STREAMATTN_UNROLL
-    for (int t = 0; t < T; ++t) {
-      to.valid[t] = t0 + t < last;
-      to.keep[t] = to.valid[t] && a.mask.keep(b, t0 + t);
-      read[t] = to.valid[t] && (to.keep[t] || !a.mask.exclude);
-    }
-    STREAMATTN_UNROLL
-    for (int t = 0; t < T; ++t) {
-      const bool read_slot = token_swap != 0 ? read[t ^ R] : read[t];
-      const S* feature = x.row(b, read_slot ? t0 + (t ^ token_swap) : 0) + lane_offset;
-      STREAMATTN_UNROLL
-      for (int j = 0; j < F; ++j, feature += group_step)
-        to.x[t][j] = read_slot && (in_dim >> j & 1u) != 0 ? load_as<Acc>(feature) : Acc(0);
-    }
-  };
-
-  // Head lane % 16's running max (log2 units) and sum, kept alike by lanes
-  // h and h + 16; whether a kept token was seen (the same for every head).
-  Acc row_max = minus_inf, row_sum = 0;
-  bool kept = false;
+  const stream_lane<F> me(a.shape, static_cast<int>(threadIdx.x) % 32);
+  const stream_warp_tokens range = warp_tokens(blk, c, warp, T);
+  stream_head_state<Acc> st;
   Acc acc[F];
   STREAMATTN_UNROLL
   for (int j = 0; j < F; ++j) acc[j] = 0;
   Acc* const exchange = smem + lay.exchange(warp);
-  // Where the exchange holds the factors of the token in slot t.
-  int slot_factor[T];
-  STREAMATTN_UNROLL
-  for (int t = 0; t < T; ++t) slot_factor[t] = (t ^ token_swap) * HM;
-  const int my_row_head = lane % HM;
-  const bool upper_half = lane >= 16;
 
-  const index_t stride = stream_warps * T;
-  batch now, next;
-  load(blk.chunk_first(c) + warp * T, now);
-  for (index_t t0 = blk.chunk_first(c) + warp * T; t0 < last; t0 += stride) {
-    load(t0 + stride, next);  // in flight while this batch is worked on
-
-    // Partial scores by slot, part[((t / R) * 16 + h) * R + t % R]: the order
-    // the butterfly below splits them in, most significant index bit first.
-    Acc part[T * HM];
-    STREAMATTN_UNROLL
-    for (int i = 0; i < T * HM; ++i) part[i] = 0;
-    STREAMATTN_UNROLL
-    for (int j = 0; j < F; ++j) {
-      if (j >= groups) break;  // warp-uniform
-      // All 16 slots, the heads past H with zero weights: a loop without
-      // exits lets nvcc keep `part` in registers with no per-exit
-      // bookkeeping.
-      STREAMATTN_UNROLL
-      for (int slot4 = 0; slot4 < HM; slot4 += 4) {
-        Acc wv[4];
-        load_four(weights + stream_weight_slot_index(slot4, lane, j), wv);
-        STREAMATTN_UNROLL
-        for (int k = 0; k < 4; ++k) {
-          const int slot = slot4 + k;
-          // A per-head row only meets its own features (no 0 * inf = NaN
-          // from another head's features).
-          if (PerHead && my_head_slot[j] != slot) continue;
-          STREAMATTN_UNROLL
-          for (int t = 0; t < T; ++t) part[((t / R) * HM + slot) * R + t % R] += now.x[t][j] * wv[k];
-        }
-      }
-    }
-    butterfly_step<0>(part);
-    butterfly_step<1>(part);
-    butterfly_step<2>(part);
-    butterfly_step<3>(part);
-    butterfly_step<4>(part);
-
-    // Online softmax of head my_row_head over its R tokens here and the R
-    // of lane ^ 16: the additive-mask bookkeeping of scan_heads, a batch at
-    // a time (a batch with a kept token moves the padded ones seen before
-    // it to the common scale, and its own padded tokens score with the
-    // penalty, as scan_heads gives them token by token up to rounding), then
-    // one max for the batch.
-    bool batch_keeps = false;
-    STREAMATTN_UNROLL
-    for (int t = 0; t < T; ++t) batch_keeps = batch_keeps || now.keep[t];
-    if (batch_keeps && !kept) {
-      row_max += penalty;  // -inf stays -inf
-      kept = true;
-    }
-    Acc score[R], batch_max = minus_inf;
-    STREAMATTN_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const bool valid = upper_half ? now.valid[R + r] : now.valid[r];
-      const bool keep = upper_half ? now.keep[R + r] : now.keep[r];
-      score[r] = part[r];
-      if (!valid || (a.mask.exclude && !keep))
-        score[r] = minus_inf;
-      else if (kept && !keep)
-        score[r] += penalty;
-      batch_max = batch_max > score[r] ? batch_max : score[r];
-    }
-    const Acc other_max = __shfl_xor_sync(0xffffffffu, batch_max, 16);
-    batch_max = batch_max > other_max ? batch_max : other_max;
-    const Acc new_max = row_max > batch_max ? row_max : batch_max;
-    // While a head has seen only excluded tokens its max stays -inf;
-    // subtracting 0 then keeps exp2(-inf) = 0 rather than NaN.
-    const Acc base = new_max == minus_inf ? Acc(0) : new_max;
-    const Acc rescale = exp2_(row_max - base);
-    Acc batch_sum = 0;
-    STREAMATTN_UNROLL
-    for (int r = 0; r < R; ++r) {
-      score[r] = exp2_(score[r] - base);
-      batch_sum += score[r];
-      exchange[((upper_half ? R : 0) + r) * HM + my_row_head] = score[r];
-    }
-    batch_sum += __shfl_xor_sync(0xffffffffu, batch_sum, 16);
-    row_sum = row_sum * rescale + batch_sum;
-    row_max = new_max;
-    if (!upper_half) exchange[T * HM + my_row_head] = rescale;
+  stream_batch<Acc, T, F> now, next;
+  load_stream_batch(a, x, b, range.first, range.last, me, now);
+  for (index_t t0 = range.first; t0 < range.last; t0 += range.step) {
+    load_stream_batch(a, x, b, t0 + range.step, range.last, me, next);  // in flight while this batch is worked on
+    Acc part[T * stream_max_heads];
+    stream_scores<T, F, PerHead>(now.x, weights, groups, me, part);
+    stream_batch_softmax<T>(part, now.valid, now.keep, a.mask.exclude, me.lane, st, exchange);
     __syncwarp();
-
-    // Each feature's accumulator, with its head's factors.
-    STREAMATTN_UNROLL
-    for (int j = 0; j < F; ++j) {
-      if (j >= groups) break;
-      const Acc* const factors = exchange + (my_head_slot[j] ^ (lane % HM));  // the head's
-      Acc sum = acc[j] * factors[T * HM];
-      STREAMATTN_UNROLL
-      for (int t = 0; t < T; ++t) sum += factors[slot_factor[t]] * now.x[t][j];
-      acc[j] = sum;
-    }
+    stream_accumulate<T>(acc, now.x, exchange, groups, me);
     __syncwarp();  // every lane has read the exchange before the next batch writes it
     now = next;
   }
 
-  // Every warp is done with the weights: their space takes the warp states.
-  __syncthreads();
-  const additive_state_layout layout = lay.state();
-  const state_ref<Acc> mine{smem + lay.warp_state(warp), layout};
-  if (lane < heads) {
-    mine.row_max(lane) = row_max == minus_inf ? minus_inf : row_max * ln2;
-    mine.row_sum(lane) = row_sum;
-    mine.saw_kept(lane) = kept ? Acc(1) : Acc(0);
-  }
-  STREAMATTN_UNROLL
-  for (int j = 0; j < F; ++j) {
-    const index_t f = lane + 32 * j;
-    if (f < s.dim) mine.acc(f) = acc[j];
-  }
-  __syncthreads();
-
-  // The chunk's state: the warps' merged in warp order, the accumulator
-  // times q̄ where the pooled values are K ⊙ q̄.
-  const state_ref<Acc> chunk{blk.chunk_state(keys ? a.key_totals : a.query_totals, b, c), layout};
-  const bool times_mult = keys && !a.pool_raw_keys;
-  blk.team.for_each(s.dim, [&](index_t f) {
-    const index_t h = f / s.head_dim;
-    Acc m = minus_inf, l = 0, saw = 0, total = 0;
-    for (index_t v = 0; v < stream_warps; ++v) {
-      const state_ref<Acc> other{smem + lay.warp_state(v), layout};
-      const merge_scales<Acc> scales = merge_head(m, l, saw, other.row_max(h), other.row_sum(h), other.saw_kept(h));
-      total = total * scales.mine + other.acc(f) * scales.theirs;
-    }
-    chunk.acc(f) = times_mult ? total * mult[f] : total;
-    if (f % s.head_dim == 0) chunk.row_max(h) = m, chunk.row_sum(h) = l, chunk.saw_kept(h) = saw;
-  });
+  // The chunk's state: the accumulator times q̄ where the pooled values are
+  // K ⊙ q̄. Where the causal rescans stream, the warps' spans' states too.
+  const state_ref<Acc> chunk{blk.chunk_state(keys ? a.key_totals : a.query_totals, b, c), lay.state()};
+  Acc* const spans = a.causal_streaming ? blk.span_states(keys ? a.key_warp_totals : a.query_warp_totals, b, c)
+                                        : nullptr;
+  finish_stream_chunk(blk, st, acc, spans, chunk, keys && !a.pool_raw_keys ? mult : nullptr);
 }
 
 /// The outputs U = V ⊙ k̄ of chunk (b, c) without a transform: each warp
