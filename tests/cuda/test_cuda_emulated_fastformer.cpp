@@ -1,17 +1,20 @@
-// Fastformer and additive pooling on the SIMT emulator: additive_kernel and
-// additive_stream_kernel themselves, compiled by the host compiler, launched step by step as
-// launch_additive does (256 threads a block, the plan's dynamic shared
+// Fastformer and additive pooling on the SIMT emulator: additive_kernel,
+// additive_stream_kernel and additive_stream_causal_kernel themselves,
+// compiled by the host compiler, launched step by step as launch_additive
+// does (256 threads a block, the plan's dynamic shared
 // memory), through the whole Fastformer oracle suite, planned for a GPU
 // with 1 or 64 multiprocessors so that sequences run as one chunk or many.
 // The block's threads share each phase and odd blocks run them in reverse
 // order, so an index that reads what another index of the same phase
 // writes, or a phase that ends without its barrier, shows up as a wrong
-// result (dropping block_team's barrier fails 52 of these 54 tests).
+// result (dropping block_team's barrier failed 52 of the 54 tests this
+// suite had then).
 #include "emulator/cuda_builtins.hpp"  // first: the kernels below compile against it
 
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <streamattn/cuda/additive_args.cuh>
@@ -124,5 +127,56 @@ INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerSuite, EmulatedCombos, emulat
 using EmulatedBackends =
     ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>, simt_emulator_t<64, false>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerMaskSuite, EmulatedBackends, emulated_backend_names);
+
+// Which kernel runs each step of a causal call with a transform: the
+// rescans stream, and where `out` is float the outputs U stream into it
+// and a last step transforms them in place; other outputs keep the block
+// program that stages U and transforms it. (The suites above check the
+// results of both: float and 16-bit outputs.)
+TEST(EmulatedFastformerSteps, CausalTransformsStreamTheirOutputsIntoFloatOutputs) {
+  namespace gpu = streamattn::detail::gpu;
+  gpu::additive_args<float> a;
+  a.job = gpu::additive_job::fastformer;
+  a.causal = true;
+  a.stream_pooling = true;
+  a.causal_streaming = true;
+  const float weights[1] = {};
+  a.transform = weights;
+  const auto kernels = [&] {
+    std::vector<std::pair<gpu::additive_step, gpu::additive_kernel_kind>> steps;
+    gpu::for_each_additive_step(a, [&](gpu::additive_step step, streamattn::index_t) {
+      steps.emplace_back(step, gpu::kernel_for(a, step));
+    });
+    return steps;
+  };
+  const auto kernel_of = [](const auto& steps, gpu::additive_step step) {
+    for (const auto& [s, kernel] : steps)
+      if (s == step) return static_cast<int>(kernel);
+    return -1;
+  };
+  constexpr auto block_program = static_cast<int>(gpu::additive_kernel_kind::block_program);
+  constexpr auto stream_causal = static_cast<int>(gpu::additive_kernel_kind::stream_causal);
+
+  a.out_kind = gpu::element_kind::f32;
+  auto steps = kernels();
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.front().first, gpu::additive_step::transpose_transform);
+  EXPECT_EQ(steps.back().first, gpu::additive_step::transform_outputs);
+  EXPECT_EQ(steps.back().second, gpu::additive_kernel_kind::block_program);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_key_totals), stream_causal);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), stream_causal);
+
+  a.out_kind = gpu::element_kind::bf16;
+  steps = kernels();
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::transform_outputs), -1);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_key_totals), stream_causal);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), block_program);
+
+  a.causal_streaming = false;  // double, or wider than the streaming rescans take
+  a.out_kind = gpu::element_kind::f32;
+  steps = kernels();
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::transform_outputs), -1);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), block_program);
+}
 
 }  // namespace

@@ -127,7 +127,7 @@ struct variant {
   bool separate_v = false;
   bool transform = false;
   bool residual = true;
-  bool mask = false;  // mixed mask: random, fully padded and trailing-padding rows
+  bool mask = false;  // mixed mask: random, fully padded, trailing- and leading-padding rows
   additive_mask_mode mode = additive_mask_mode::additive;
   std::optional<float> scale;
   bool causal = false;
@@ -249,11 +249,15 @@ struct problem {
       mask.reset(new bool[static_cast<std::size_t>(n)]);
       std::uniform_real_distribution<double> u01(0, 1);
       for (index_t b = 0; b < s.batch; ++b) {
-        const index_t kind = b % 3;  // 0: random, 1: fully padded, 2: trailing padding
+        // 0: random, 1: fully padded, 2: trailing padding, 3: leading
+        // padding (the first kept token moves what came before it, in
+        // causal calls possibly across chunks, to the common scale).
+        const index_t kind = b % 4;
         for (index_t j = 0; j < s.tokens; ++j) {
           bool keep = u01(rng) < 0.7;
           if (kind == 1) keep = false;
           if (kind == 2) keep = j < (s.tokens + 1) / 2;
+          if (kind == 3) keep = j >= s.tokens / 2;
           mask[static_cast<std::size_t>(b * s.tokens + j)] = keep;
         }
       }

@@ -110,6 +110,35 @@ TYPED_TEST_P(FastformerSuite, CausalMatchesThePrefixDefinition) {
   }
 }
 
+TYPED_TEST_P(FastformerSuite, CausalWithoutTransformOverOddWidths) {
+  // The causal calls without an output transform (on the GPU the streamed
+  // rescans, additive_stream_causal.cuh) in every mask mode and weight
+  // layout, over widths that are not whole 32-feature lane groups or whose
+  // heads straddle them, and batches of 4 so that one row has a padded
+  // prefix longer than a warp's span or a chunk.
+  using T = typename TypeParam::type;
+  const typename TypeParam::backend backend;
+  auto rng = test_rng();
+  std::vector<variant> variants;
+  const auto add = [&](const char* name, bool mask, additive_mask_mode mode, bool raw_keys, bool per_head) {
+    variant x;
+    x.name = name, x.causal = true, x.mask = mask, x.mode = mode, x.raw_keys = raw_keys, x.per_head = per_head;
+    variants.push_back(x);
+  };
+  add("additive_mask", true, additive_mask_mode::additive, false, false);
+  add("additive_mask_per_head", true, additive_mask_mode::additive, false, true);
+  add("exclude", true, additive_mask_mode::exclude, false, false);
+  add("raw_keys", false, additive_mask_mode::additive, true, false);
+  add("per_head", false, additive_mask_mode::additive, false, true);
+  const std::vector<shape3> shapes = {{4, 9, 3, 5}, {4, 70, 3, 20}, {4, 130, 5, 48}, {4, 120, 16, 16}};
+  for (const shape3& shape : shapes) {
+    for (const variant& var : variants) {
+      const problem<T> p(shape, var, rng);
+      expect_close(p, oracle(p, p.opts), run<T>(backend, p, p.opts), "causal, no transform");
+    }
+  }
+}
+
 TYPED_TEST_P(FastformerSuite, CausalOutputsDependOnlyOnThePrefix) {
   // The causal recurrence is causal: running the truncated sequence gives the
   // same first rows, bit for bit where the scan does the same operations
@@ -272,7 +301,10 @@ TYPED_TEST_P(FastformerSuite, StridedLayoutsAndBroadcasts) {
   }
 }
 
-REGISTER_TYPED_TEST_SUITE_P(FastformerSuite, MatchesTheOfficialModuleOverShapesAndVariants, CausalMatchesThePrefixDefinition, CausalOutputsDependOnlyOnThePrefix, PrefixPoolingEqualsPoolingTheTruncatedSequence, ExtremeLogitsStayFiniteAndAccurate, StridedLayoutsAndBroadcasts);
+REGISTER_TYPED_TEST_SUITE_P(FastformerSuite, MatchesTheOfficialModuleOverShapesAndVariants,
+                            CausalMatchesThePrefixDefinition, CausalWithoutTransformOverOddWidths,
+                            CausalOutputsDependOnlyOnThePrefix, PrefixPoolingEqualsPoolingTheTruncatedSequence,
+                            ExtremeLogitsStayFiniteAndAccurate, StridedLayoutsAndBroadcasts);
 
 /// Mask edge cases, over backends (float inputs).
 template <class Backend>

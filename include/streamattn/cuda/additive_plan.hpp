@@ -236,7 +236,9 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   while (m.tile_tokens > 1 && bytes(m.tile_tokens) > additive_default_shared_bytes) m.tile_tokens /= 2;
   plan.shared_bytes = bytes(m.tile_tokens);
   plan.stream_pooling = pooling_streams(s, accum_bytes);
-  plan.causal_streaming = options.streaming && causal && causal_rescans_stream(s, accum_bytes);
+  // (The rescans start from the spans' states that a streaming
+  // pool_queries writes: causal_rescans_stream is within pooling_streams.)
+  plan.causal_streaming = options.streaming && causal && plan.stream_pooling && causal_rescans_stream(s, accum_bytes);
   if (plan.stream_pooling) {
     plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes, stream_features_per_lane(s.dim)),
                    plan.causal_streaming};

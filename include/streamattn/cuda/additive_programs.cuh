@@ -26,8 +26,10 @@
 // additive_prefix_pool stops after scan_queries with causal_prefix_pool.
 // Where the causal rescans stream (causal_rescans_stream), the chunk totals
 // also keep the state of each warp's span of the chunk, and the rescans
-// run as warps streaming their spans (additive_stream_causal.cuh), except
-// causal_outputs with a transform.
+// run as warps streaming their spans (additive_stream_causal.cuh). With a
+// transform, causal_outputs then writes U = V ⊙ k̄_t to `out` where that is
+// float (else it stays a block program), and one more step applies it:
+//   transform_outputs  chunk (b, c) -> W_t U + b_t (+ Q), in place
 #pragma once
 
 #include "additive_args.cuh"
@@ -48,6 +50,7 @@ enum class additive_step : unsigned char {
   causal_outputs,
   causal_prefix_pool,
   transpose_transform,
+  transform_outputs,
 };
 
 /// True for steps with one block per chunk; the others have one per
@@ -58,11 +61,20 @@ STREAMATTN_HOST_DEVICE bool is_chunk_step(additive_step step) {
          step != additive_step::transpose_transform;
 }
 
+/// Whether a causal call with a transform streams its rescans' outputs U
+/// into `out` and transforms them there (transform_outputs): where the
+/// rescans stream and `out` holds U exactly (float, the accumulation type).
+template <class S>
+STREAMATTN_HOST_DEVICE bool transforms_in_place(const additive_args<S>& a) {
+  return a.causal_streaming && a.has_transform() && a.out_kind == element_kind::f32 &&
+         sizeof(device_accum_t<S>) == 4;
+}
+
 /// True for the steps additive_stream.cuh runs instead of a block program:
 /// the chunk poolings of pool_queries and pool_keys where pooling_streams,
 /// the outputs without a transform (U = V ⊙ k̄), and the causal rescans
 /// where they stream (causal_rescans_stream; the outputs without a
-/// transform).
+/// transform or, where transforms_in_place, with one).
 template <class S>
 STREAMATTN_HOST_DEVICE bool streams(const additive_args<S>& a, additive_step step) {
   if (!a.streaming) return false;
@@ -72,7 +84,7 @@ STREAMATTN_HOST_DEVICE bool streams(const additive_args<S>& a, additive_step ste
     case additive_step::outputs: return !a.has_transform();
     case additive_step::causal_key_totals:
     case additive_step::causal_prefix_pool: return a.causal_streaming;
-    case additive_step::causal_outputs: return a.causal_streaming && !a.has_transform();
+    case additive_step::causal_outputs: return a.causal_streaming && (!a.has_transform() || transforms_in_place(a));
     default: return false;
   }
 }
@@ -99,6 +111,7 @@ void for_each_additive_step(const additive_args<S>& a, Launch&& launch) {
     run(additive_step::causal_key_totals);
     run(additive_step::scan_keys);
     run(additive_step::causal_outputs);
+    if (transforms_in_place(a)) run(additive_step::transform_outputs);
   }
 }
 
@@ -187,14 +200,36 @@ struct additive_block {
       return;
     }
     team.copy_pairs<tile_copy_batch>(n, dim, u_of, [&](index_t t, index_t f, Acc u) { staging[t * pitch + f] = u; });
+    transform_staged(b, t0, n, staging);
+  }
+
+  /// Output rows [t0, t0 + n) of sequence b from U staged in `staging`:
+  /// Y = W_t U + b_t (+ Q).
+  STREAMATTN_HOST_DEVICE void transform_staged(index_t b, index_t t0, index_t n, const Acc* staging) const {
     const auto bias = [&](index_t o) {
       return a.transform_bias != nullptr ? a.transform_bias[o * a.transform_bias_stride] : Acc(0);
     };
-    transform_rows(team, staging, pitch, n, a.workspace + a.transposed_transform, dim, bias,
+    transform_rows(team, staging, a.smem.pitch, n, a.workspace + a.transposed_transform, shape().dim, bias,
                    [&](index_t t, index_t o, Acc y) {
                      if (a.residual) y += load_as<Acc>(a.q.row(b, t0 + t) + o * a.q.feature_stride);
                      store_as(a.out, a.out_offset(b, t0 + t, o), a.out_kind, y);
                    });
+  }
+
+  /// transform_outputs: the rows of chunk (b, c), U in `out` (float, as
+  /// causal_outputs streamed it), replaced by W_t U + b_t (+ Q). A tile's
+  /// rows are read into shared memory before any is written, and no other
+  /// block touches them.
+  STREAMATTN_HOST_DEVICE void transform_outputs(index_t b, index_t c) const {
+    const index_t dim = shape().dim, pitch = a.smem.pitch;
+    const auto* const out = static_cast<const float*>(a.out);
+    for (index_t t0 = chunk_first(c); t0 < chunk_last(c); t0 += a.smem.tile_tokens) {
+      const index_t n = min_(a.smem.tile_tokens, chunk_last(c) - t0);
+      team.copy_pairs<tile_copy_batch>(
+          n, dim, [&](index_t t, index_t f) { return static_cast<Acc>(out[a.out_offset(b, t0 + t, f)]); },
+          [&](index_t t, index_t f, Acc u) { first_tile()[t * pitch + f] = u; });
+      transform_staged(b, t0, n, first_tile());
+    }
   }
 
   // ---- the programs ----
@@ -357,6 +392,12 @@ STREAMATTN_HOST_DEVICE void run_additive_block(const additive_args<S>& a, additi
     case additive_step::causal_key_totals:
     case additive_step::causal_outputs:
     case additive_step::causal_prefix_pool: blk.causal_chunk(b, c, step); break;
+    case additive_step::transform_outputs:
+      // transforms_in_place: float only. (Compiled in double, a second copy
+      // of the transform took additive_kernel<double> from 128 registers
+      // to 192.)
+      if constexpr (sizeof(device_accum_t<S>) == 4) blk.transform_outputs(b, c);
+      break;
     case additive_step::transpose_transform:
       transpose_transform_row(blk.team, a.transform, a.transform_row_stride, a.transform_col_stride, a.shape.dim,
                               block, a.workspace + a.transposed_transform);

@@ -138,20 +138,17 @@ struct stream_batch {
   bool valid[T], keep[T];
 };
 
-/// Loads the batch of tokens [t0, t0 + T) below `last` of operand x.
+/// Loads the features of the batch of tokens [t0, t0 + T) of operand x whose
+/// mask bits are already in `to`.
 template <class S, class Acc, int T, int F>
-__device__ __forceinline__ void load_stream_batch(const additive_args<S>& a, const token_operand<const S>& x,
-                                                  index_t b, index_t t0, index_t last, const stream_lane<F>& me,
-                                                  stream_batch<Acc, T, F>& to) {
+__device__ __forceinline__ void load_stream_features(const additive_args<S>& a, const token_operand<const S>& x,
+                                                     index_t b, index_t t0, const stream_lane<F>& me,
+                                                     stream_batch<Acc, T, F>& to) {
   constexpr int R = T / 2;
   const int token_swap = me.upper_half() ? R : 0;
   bool read[T];
   STREAMATTN_UNROLL
-  for (int t = 0; t < T; ++t) {
-    to.valid[t] = t0 + t < last;
-    to.keep[t] = to.valid[t] && a.mask.keep(b, t0 + t);
-    read[t] = to.valid[t] && (to.keep[t] || !a.mask.exclude);
-  }
+  for (int t = 0; t < T; ++t) read[t] = to.valid[t] && (to.keep[t] || !a.mask.exclude);
   const index_t group_step = 32 * x.feature_stride;
   STREAMATTN_UNROLL
   for (int t = 0; t < T; ++t) {
@@ -161,6 +158,19 @@ __device__ __forceinline__ void load_stream_batch(const additive_args<S>& a, con
     for (int j = 0; j < F; ++j, feature += group_step)
       to.x[t][j] = read_slot && (me.in_dim >> j & 1u) != 0 ? load_as<Acc>(feature) : Acc(0);
   }
+}
+
+/// Loads the batch of tokens [t0, t0 + T) below `last` of operand x.
+template <class S, class Acc, int T, int F>
+__device__ __forceinline__ void load_stream_batch(const additive_args<S>& a, const token_operand<const S>& x,
+                                                  index_t b, index_t t0, index_t last, const stream_lane<F>& me,
+                                                  stream_batch<Acc, T, F>& to) {
+  STREAMATTN_UNROLL
+  for (int t = 0; t < T; ++t) {
+    to.valid[t] = t0 + t < last;
+    to.keep[t] = to.valid[t] && a.mask.keep(b, t0 + t);
+  }
+  load_stream_features(a, x, b, t0, me, to);
 }
 
 /// The scores of a batch's (token, head) pairs in log2 units, summed over

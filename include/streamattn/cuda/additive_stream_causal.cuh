@@ -145,10 +145,16 @@ __device__ __forceinline__ void stream_prefix_accumulate(Acc (&acc)[F], Acc (&x)
   }
 }
 
-/// causal_prefix_pool, causal_key_totals or causal_outputs (no transform) of
-/// chunk (b, c), every warp streaming its span (accumulating in float, D <=
-/// 256, H <= 16: causal_rescans_stream). PerHead: per-head weight rows.
-template <bool PerHead, class S>
+/// causal_prefix_pool, causal_key_totals or causal_outputs of chunk (b, c),
+/// every warp streaming its span (accumulating in float, D <= 256, H <= 16:
+/// causal_rescans_stream). PerHead: per-head weight rows. AllGroups: D >
+/// 224, every lane's 8 features in use, and dense weights. (Where fewer
+/// are in use, the warp-uniform exits of the loops over features cost a
+/// copy of every partial score at each exit: in the sm_90 SASS, the loop
+/// of causal_outputs into float outputs takes 2,415 instructions a batch
+/// with them and 2,078 without. With per-head weights, which select each
+/// head's slot, it took 2,912 with them and 3,187 without.)
+template <bool PerHead, bool AllGroups, class S>
 __device__ void stream_causal_chunk(const additive_args<S>& a, index_t b, index_t c, additive_step step,
                                     device_accum_t<S>* smem) {
   using Acc = device_accum_t<S>;
@@ -156,7 +162,7 @@ __device__ void stream_causal_chunk(const additive_args<S>& a, index_t b, index_
   static_assert(T == 2, "stream_prefix_softmax takes two tokens a batch");
   const additive_block<S> blk{a, smem, block_team{}};
   const additive_stream_layout& lay = a.stream;
-  const int groups = static_cast<int>(lay.pitch() / 32);
+  const int groups = AllGroups ? F : static_cast<int>(lay.pitch() / 32);
   const bool keys = step != additive_step::causal_prefix_pool, outputs = step == additive_step::causal_outputs;
   Acc* const query_weights = smem + lay.weights();
   Acc* const key_weights = smem + lay.key_weights();
@@ -199,7 +205,11 @@ __device__ void stream_causal_chunk(const additive_args<S>& a, index_t b, index_
     // the queries are worked on. (Loading the next batch's keys too took
     // the kernel past 255 registers.)
     load_stream_batch(a, a.q, b, t0 + T, range.last, me, q_next);
-    if (keys) load_stream_batch(a, a.k, b, t0, range.last, me, k_now);
+    if (keys) {  // the same tokens as q_now: its mask bits
+      STREAMATTN_UNROLL
+      for (int t = 0; t < T; ++t) k_now.valid[t] = q_now.valid[t], k_now.keep[t] = q_now.keep[t];
+      load_stream_features(a, a.k, b, t0, me, k_now);
+    }
 
     Acc part[T * stream_max_heads];
     stream_scores<T, F, PerHead>(q_now.x, query_weights, groups, me, part);
@@ -266,9 +276,11 @@ __device__ void run_stream_causal_block(const additive_args<S>& a, additive_step
   const index_t b = block / a.chunks, c = block % a.chunks;
   if constexpr (sizeof(device_accum_t<S>) == 4) {  // causal_rescans_stream: float only
     if (a.shape.per_head)
-      stream_causal_chunk<true>(a, b, c, step, smem);
+      stream_causal_chunk<true, false>(a, b, c, step, smem);
+    else if (a.stream.pitch() == 32 * stream_lane_features)
+      stream_causal_chunk<false, true>(a, b, c, step, smem);
     else
-      stream_causal_chunk<false>(a, b, c, step, smem);
+      stream_causal_chunk<false, false>(a, b, c, step, smem);
   }
 }
 
