@@ -172,11 +172,31 @@ TEST(EmulatedFastformerSteps, CausalTransformsStreamTheirOutputsIntoFloatOutputs
   EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_key_totals), stream_causal);
   EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), block_program);
 
-  a.causal_streaming = false;  // double, or wider than the streaming rescans take
+  a.causal_streaming = false;  // as where the rescans do not stream (plan_additive)
   a.out_kind = gpu::element_kind::f32;
   steps = kernels();
   EXPECT_EQ(kernel_of(steps, gpu::additive_step::transform_outputs), -1);
   EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), block_program);
+
+  a.causal_streaming = true;
+  a.streaming = false;  // every step a block program: nothing to transform twice
+  steps = kernels();
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::transform_outputs), -1);
+  EXPECT_EQ(kernel_of(steps, gpu::additive_step::causal_outputs), block_program);
+}
+
+// 16-bit inputs accumulate in float, so with float outputs their causal
+// calls with a transform transform in place too (the suites write outputs
+// in the inputs' type, which keeps the block program).
+TEST(EmulatedFastformerSteps, SixteenBitInputsTransformFloatOutputsInPlace) {
+  auto rng = streamattn::testing::test_rng();
+  for (const shape3& shape : {shape3{4, 70, 3, 20}, shape3{2, 130, 16, 16}}) {
+    const problem<Eigen::bfloat16> p(shape, all_variants(true)[0], rng);  // "official": transform, mask
+    ASSERT_TRUE(p.var.transform);
+    const auto want = oracle(p, p.opts);
+    expect_close(p, want, run<float>(simt_emulator_t<1>{}, p, p.opts), "bf16 in, float out, one chunk");
+    expect_close(p, want, run<float>(simt_emulator_t<64>{}, p, p.opts), "bf16 in, float out, many chunks");
+  }
 }
 
 }  // namespace

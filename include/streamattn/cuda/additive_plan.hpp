@@ -87,10 +87,11 @@ STREAMATTN_HOST_DEVICE bool pooling_streams(const additive_shape& s, std::size_t
   return s.heads <= stream_max_heads && s.dim <= widest;
 }
 
-/// Whether the causal rescans (causal_key_totals, causal_outputs without a
-/// transform, causal_prefix_pool) stream: up to 16 heads and 256 features,
-/// accumulating in float (additive_stream_causal.cuh). Else they run as
-/// block programs.
+/// Whether the causal rescans (causal_key_totals, causal_outputs,
+/// causal_prefix_pool) stream: up to 16 heads and 256 features,
+/// accumulating in float (additive_stream_causal.cuh; causal_outputs with
+/// a transform only into float outputs, transforms_in_place). Else they
+/// run as block programs.
 STREAMATTN_HOST_DEVICE bool causal_rescans_stream(const additive_shape& s, std::size_t accum_bytes) {
   return accum_bytes == 4 && s.heads <= stream_max_heads && s.dim <= 32 * stream_lane_features;
 }

@@ -66,7 +66,7 @@ STREAMATTN_HOST_DEVICE bool is_chunk_step(additive_step step) {
 /// rescans stream and `out` holds U exactly (float, the accumulation type).
 template <class S>
 STREAMATTN_HOST_DEVICE bool transforms_in_place(const additive_args<S>& a) {
-  return a.causal_streaming && a.has_transform() && a.out_kind == element_kind::f32 &&
+  return a.streaming && a.causal_streaming && a.has_transform() && a.out_kind == element_kind::f32 &&
          sizeof(device_accum_t<S>) == 4;
 }
 

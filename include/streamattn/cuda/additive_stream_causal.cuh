@@ -1,6 +1,7 @@
-// Warp-streaming causal rescans: causal_key_totals, causal_outputs without
-// a transform and causal_prefix_pool (additive_programs.cuh has the order
-// of the steps). The block programs rescan a chunk a tile at a time in
+// Warp-streaming causal rescans: causal_key_totals, causal_outputs (with a
+// transform, only into float outputs, which transform_outputs then
+// transforms in place) and causal_prefix_pool (additive_programs.cuh has
+// the order of the steps). The block programs rescan a chunk a tile at a time in
 // phases separated by block barriers, one of them each head's softmax on a
 // single thread; here, as in additive_stream.cuh, every warp streams its
 // own tokens with everything in registers.
