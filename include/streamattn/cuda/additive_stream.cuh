@@ -41,6 +41,14 @@
 
 namespace streamattn::detail::gpu {
 
+/// log2(e) and ln 2 in the accumulation type: the streaming steps keep
+/// scores and maxima in log2 units (exp2), the workspace states in natural
+/// ones.
+template <class Acc>
+inline constexpr Acc stream_log2e = static_cast<Acc>(1.4426950408889634);
+template <class Acc>
+inline constexpr Acc stream_ln2 = static_cast<Acc>(0.6931471805599453);
+
 /// Where the streaming pooling keeps the score weight of slot `slot` of
 /// feature lane + 32 j: slots 4i to 4i + 3 of a (lane, j) side by side, for
 /// one 16-byte load.
@@ -90,7 +98,7 @@ template <class S>
 __device__ void stage_stream_weights(const additive_block<S>& blk, device_accum_t<S>* to,
                                      const score_weights_ref<device_accum_t<S>>& w, const device_accum_t<S>* mult) {
   using Acc = device_accum_t<S>;
-  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  constexpr Acc log2e = stream_log2e<Acc>;
   const additive_shape& s = blk.shape();
   const Acc weight_scale = blk.a.scale * log2e;
   blk.team.for_each_pair(stream_max_heads, blk.a.stream.pitch(), [&](index_t h, index_t f) {
@@ -237,7 +245,7 @@ __device__ __forceinline__ void stream_batch_softmax(const Acc* part, const bool
                                                      Acc* exchange) {
   constexpr int R = T / 2;
   constexpr int HM = static_cast<int>(stream_max_heads);
-  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  constexpr Acc log2e = stream_log2e<Acc>;
   const Acc minus_inf = neg_inf<Acc>();
   const Acc penalty = static_cast<Acc>(additive_mask_penalty) * log2e;
   const bool upper_half = lane >= 16;
@@ -310,7 +318,7 @@ __device__ void finish_stream_chunk(const additive_block<S>& blk, const stream_h
                                     const device_accum_t<S> (&acc)[F], device_accum_t<S>* span_states,
                                     const state_ref<device_accum_t<S>>& chunk, const device_accum_t<S>* mult) {
   using Acc = device_accum_t<S>;
-  constexpr Acc ln2 = static_cast<Acc>(0.6931471805599453);
+  constexpr Acc ln2 = stream_ln2<Acc>;
   const additive_shape& s = blk.shape();
   const additive_stream_layout& lay = blk.a.stream;
   const int warp = static_cast<int>(threadIdx.x) / 32;

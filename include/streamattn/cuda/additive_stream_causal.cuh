@@ -38,7 +38,7 @@ __device__ void load_span_carry(const additive_block<S>& blk, index_t carries, i
                                 int warp, const stream_lane<F>& me, stream_head_state<device_accum_t<S>>& st,
                                 device_accum_t<S> (&acc)[F]) {
   using Acc = device_accum_t<S>;
-  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  constexpr Acc log2e = stream_log2e<Acc>;
   const additive_shape& s = blk.shape();
   const additive_state_layout layout = blk.a.stream.state();
   Acc* const first_span = blk.span_states(spans, b, c);
@@ -90,7 +90,7 @@ template <class Acc>
 __device__ __forceinline__ void stream_prefix_softmax(Acc my_score, const bool (&valid)[2], const bool (&keep)[2],
                                                       bool exclude, int lane, stream_head_state<Acc>& st,
                                                       Acc* exchange) {
-  constexpr Acc log2e = static_cast<Acc>(1.4426950408889634);
+  constexpr Acc log2e = stream_log2e<Acc>;
   const Acc penalty = static_cast<Acc>(additive_mask_penalty) * log2e;
   const Acc other = __shfl_xor_sync(0xffffffffu, my_score, 16);
   const bool upper_half = lane >= 16;
