@@ -96,16 +96,9 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
 
   const fragment_rows my_rows = rows_of_lane(b, warp, lane);
 
-  // The operands' descriptors, per k16 step: Q's and K's step along K is
-  // 16 columns, two core-matrix columns; V's is 16 keys, two core matrices.
-  const auto q_desc = [&](int k16) {
-    return matrix_descriptor(q_tile + core_matrix_offset(rows, warpgroup * 64, k16 * 16),
-                             core_matrix_column_step_bytes(rows), core_matrix_bytes);
-  };
-  const auto k_desc = [&](index_t t, int k16) {
-    return matrix_descriptor(k_tile(t) + core_matrix_offset(keys, 0, k16 * 16), core_matrix_column_step_bytes(keys),
-                             core_matrix_bytes);
-  };
+  // The operands' descriptors, per k16 step: 16 columns of Q and K, 16 keys of V.
+  const auto q_desc = [&](int k16) { return k_major_descriptor(q_tile, rows, warpgroup * 64, k16 * 16); };
+  const auto k_desc = [&](index_t t, int k16) { return k_major_descriptor(k_tile(t), keys, 0, k16 * 16); };
   // O += P V for tile t, P from p_hi and p_lo.
   std::uint32_t p_hi[key_steps][4], p_lo[key_steps][4];
   float acc[out_frags][4];
@@ -119,8 +112,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     pin_pv();
 #pragma unroll
     for (int j = 0; j < key_steps; ++j) {
-      const std::uint64_t v_desc = matrix_descriptor(v_tile(t) + core_matrix_offset(keys, j * 16, 0), core_matrix_bytes,
-                                                     core_matrix_column_step_bytes(keys));
+      const std::uint64_t v_desc = mn_major_descriptor(v_tile(t), keys, j * 16);
       wgmma_rs<S, 1, HeadDim>(acc, p_hi[j], v_desc, true);
       if constexpr (SplitWeights) wgmma_rs<S, 1, HeadDim>(acc, p_lo[j], v_desc, true);
     }

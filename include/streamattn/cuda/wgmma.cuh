@@ -49,6 +49,24 @@ __device__ __forceinline__ std::uint64_t matrix_descriptor(const void* smem, uns
   return encode_matrix_descriptor(shared_window_address(smem), k_step_bytes, mn_step_bytes);
 }
 
+/// Descriptor of a K-major operand (Q or K of Q K^T): the 16 columns from
+/// `col` of a core-matrix tile of `rows` rows, from row `row` on. Core
+/// matrices are Rows * 16 bytes apart along K, 128 along M or N.
+template <class S>
+__device__ __forceinline__ std::uint64_t k_major_descriptor(const S* tile, int rows, int row, int col) {
+  return matrix_descriptor(tile + core_matrix_offset(rows, row, col), core_matrix_column_step_bytes(rows),
+                           core_matrix_bytes);
+}
+
+/// Descriptor of an N-major operand (V of P V): the 16 rows (keys) from
+/// `row` of a core-matrix tile of `rows` rows, every column. Core matrices
+/// are 128 bytes apart along K (the rows), Rows * 16 along N.
+template <class S>
+__device__ __forceinline__ std::uint64_t mn_major_descriptor(const S* tile, int rows, int row) {
+  return matrix_descriptor(tile + core_matrix_offset(rows, row, 0), core_matrix_bytes,
+                           core_matrix_column_step_bytes(rows));
+}
+
 /// Orders this thread's completed generic-proxy writes of shared memory
 /// (stores, cp.async) before later wgmma reads of it (the async proxy); a
 /// barrier must still follow before other threads' wgmmas read the data.
