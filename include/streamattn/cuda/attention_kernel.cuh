@@ -52,8 +52,8 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
   constexpr int rows = mma_query_rows;
   constexpr int keys = mma_key_rows(HeadDim);
   constexpr int pitch = mma_smem_pitch(HeadDim);
-  constexpr int key_frags = keys / 8;      // n8 tiles of S per warp
-  constexpr int out_frags = HeadDim / 8;   // n8 tiles of O per warp
+  constexpr int key_frags = keys / 8;     // n8 tiles of S per warp
+  constexpr int out_frags = HeadDim / 8;  // n8 tiles of O per warp
   constexpr bool quantised = is_quantised_v<Skv>;
   static_assert(HeadDim % 16 == 0 && keys % 16 == 0, "whole k16 steps");
   const float minus_inf = neg_inf<float>();
@@ -144,14 +144,13 @@ __global__ void __launch_bounds__(mma_warps * 32, mma_min_blocks_per_sm(HeadDim)
           for (int c = 0; c < 4; ++c) s[n][c] *= k_scales[n * 8 + fragment::c_col(lane, c)];
       }
       scores_to_log2(s, args, b, my_rows, key0, lane);
-      online_softmax(s, acc, row_max, row_sum);
+      online_softmax(s, args.softmax_factor, acc, row_max, row_sum);
     }
 
     copy_async_wait_all();
     __syncthreads();  // V tile t landed; every warp is done with K tile t
     if (t + 1 < tiles.last) {
-      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim,
-                                                  args.vector_k);
+      load_tile<S, keys, HeadDim, pitch, threads>(k_tile, k_src, p.k_stride.dim, key0 + keys, nk, p.dim, args.vector_k);
       if constexpr (quantised) load_row_scales<keys, threads>(k_scales, k_scale_src, key0 + keys, nk);
     }
     copy_async_commit();

@@ -15,6 +15,7 @@
 
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
+#include "fast_exp2.cuh"
 #include "head_packing.hpp"
 #include "kernel_args.cuh"
 #include "mma.cuh"
@@ -106,9 +107,11 @@ __device__ __forceinline__ void zero_fragments(float (&x)[Frags][4]) {
   for (int n = 0; n < Frags; ++n) x[n][0] = x[n][1] = x[n][2] = x[n][3] = 0.0f;
 }
 
-/// Scores of key tile [key0, key0 + KeyFrags * 8) to log2 units; invisible
-/// keys (outside the band, past Nk, rows past Nq) become -inf so they weigh
-/// exactly 0. Tiles wholly inside every row's band take one multiply.
+/// Scores of key tile [key0, key0 + KeyFrags * 8) as softmax_weights takes
+/// them, times args.softmax_factor: in log2 units (factor 1), or raw where
+/// the scale folds (kernel_args::scale_folds); invisible keys (outside the band, past Nk, rows past
+/// Nq) become -inf so they weigh exactly 0. Tiles wholly inside every row's
+/// band take one multiply per score, or none where the scale folds.
 template <int KeyFrags, class S, class Skv>
 __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const kernel_args<S, Skv>& args,
                                                const tensor_block& b, const fragment_rows& rows, index_t key0,
@@ -116,7 +119,9 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const ke
   constexpr int keys = KeyFrags * 8;
   constexpr float log2e = 1.4426950408889634f;
   const float minus_inf = neg_inf<float>();
+  const bool fold = args.scale_folds;
   if (!tile_needs_mask(b.vis, b.query0, b.queries, key0, keys, args.has_terms)) {
+    if (fold) return;
 #pragma unroll
     for (int n = 0; n < KeyFrags; ++n)
 #pragma unroll
@@ -139,12 +144,13 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const ke
           x = visible.contains(column) ? terms.apply(x * args.p.scale, key0 + column) * log2e : minus_inf;
         }
     } else {
+      const float factor = fold ? 1.0f : static_cast<float>(args.scale_log2);
 #pragma unroll
       for (int n = 0; n < KeyFrags; ++n)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           float& x = s[n][2 * i + c];
-          x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * args.scale_log2 : minus_inf;
+          x = visible.contains(n * 8 + fragment::c_col(lane, 2 * i + c)) ? x * factor : minus_inf;
         }
     }
   }
@@ -158,8 +164,8 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const ke
 /// quad's four shares are added at the end, which is valid because all four
 /// rescale by the same factor).
 template <int KeyFrags>
-__device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float (&row_max)[2], float (&row_sum)[2],
-                                                float (&rescale)[2]) {
+__device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float factor, float (&row_max)[2],
+                                                float (&row_sum)[2], float (&rescale)[2]) {
   const float minus_inf = neg_inf<float>();
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -169,18 +175,21 @@ __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float (
     // The four lanes of a quad hold the same row.
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    // The factor is positive (kernel_args::softmax_factor): the largest scaled score is
+    // the largest score scaled, and -inf stays -inf.
+    tile_max *= factor;
     const float new_max = fmaxf(row_max[i], tile_max);
     // -inf guard: while a row has seen only masked keys its max stays -inf;
     // subtracting 0 instead keeps exp2(-inf - base) at 0 rather than the NaN
     // of (-inf) - (-inf).
     const float base = new_max == minus_inf ? 0.0f : new_max;
-    rescale[i] = exp2f(row_max[i] - base);
+    rescale[i] = exp2_flushing_subnormals(row_max[i] - base);
     row_max[i] = new_max;
     float sum = 0.0f;
 #pragma unroll
     for (int n = 0; n < KeyFrags; ++n) {
-      s[n][2 * i] = exp2f(s[n][2 * i] - base);
-      s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
+      s[n][2 * i] = exp2_flushing_subnormals(fmaf(s[n][2 * i], factor, -base));
+      s[n][2 * i + 1] = exp2_flushing_subnormals(fmaf(s[n][2 * i + 1], factor, -base));
       sum += s[n][2 * i] + s[n][2 * i + 1];
     }
     row_sum[i] = row_sum[i] * rescale[i] + sum;
@@ -202,10 +211,10 @@ __device__ __forceinline__ void rescale_rows(float (&acc)[OutFrags][4], const fl
 
 /// Both halves of the online softmax over one key tile.
 template <int KeyFrags, int OutFrags>
-__device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float (&acc)[OutFrags][4], float (&row_max)[2],
-                                               float (&row_sum)[2]) {
+__device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float factor, float (&acc)[OutFrags][4],
+                                               float (&row_max)[2], float (&row_sum)[2]) {
   float rescale[2];
-  softmax_weights(s, row_max, row_sum, rescale);
+  softmax_weights(s, factor, row_max, row_sum, rescale);
   rescale_rows(acc, rescale);
 }
 

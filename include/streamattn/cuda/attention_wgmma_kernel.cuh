@@ -18,7 +18,8 @@
 // wgmma runs asynchronously, so iteration t issues S_t = Q K_t and then
 // O += P_{t-1} V_{t-1}, and computes the softmax of S_t while the tensor
 // cores still work on P_{t-1} V_{t-1} (FlashAttention-3's intra-warpgroup
-// overlap); only the rescaling of O waits for that product. K and V tiles
+// overlap); only the rescaling of O waits for that product (a wait ptxas
+// would otherwise hoist above the softmax: wgmma_wait_all_after). K and V tiles
 // sit in two buffers each, as core matrices (core_matrix_tile.hpp), loaded
 // by cp.async one iteration ahead: iteration t loads K_{t+1} and V_t while
 // it computes on K_t and V_{t-1}, behind one block barrier per tile.
@@ -130,6 +131,12 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   zero_fragments(s);
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
+  // The same, after the softmax of a tile, whose row sums then depend on every weight,
+  // which must overlap P V (wgmma_wait_all_after).
+  const auto pv_done_after_softmax = [&] {
+    wgmma_wait_all_after(row_sum[0] + row_sum[1]);
+    pin_pv();
+  };
 
   // Each tile's loads: once K_t and V_{t-1} have landed and every
   // warpgroup is done with K_{t-1} and V_{t-2}, whose buffers they refill,
@@ -153,7 +160,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   float rescale[2];
   const auto weights = [&](index_t t) {
     scores_to_log2(s, args, b, my_rows, t * keys, lane);
-    softmax_weights(s, row_max, row_sum, rescale);
+    softmax_weights(s, args.softmax_factor, row_max, row_sum, rescale);
   };
   const auto weights_as_operands = [&] {
 #pragma unroll
@@ -185,7 +192,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
       wgmma_wait<1>();  // S_t is done; P_{t-1} V_{t-1} may still run
       pin_operands(s);
       weights(t);
-      pv_done();  // acc and P_{t-1} are free again
+      pv_done_after_softmax();  // acc and P_{t-1} are free again
       rescale_rows(acc, rescale);
       weights_as_operands();
     }

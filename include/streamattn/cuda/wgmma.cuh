@@ -107,6 +107,32 @@ __device__ __forceinline__ void wgmma_wait() {
 #endif
 }
 
+/// wgmma_wait<0>, kept after the instructions that compute `x`. ptxas
+/// places a wait where its latency model says the wgmmas are done, which
+/// put the attention kernel's softmax (exponents and row sums) after the
+/// wait for P V it is meant to overlap, so that the tensor cores sat idle
+/// through it. A branch on a warp vote over x makes the wait depend on x:
+/// both ways wait, and the second is never taken, since x is a sum of
+/// softmax weights and float arithmetic on the GPU never yields the bit
+/// pattern 0xffffffff (its NaNs are 0x7fffffff). The vote keeps the branch
+/// warp-uniform, so ptxas does not serialise the wgmmas as it does around
+/// a wait in divergent code.
+__device__ __forceinline__ void wgmma_wait_all_after(float x) {
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  (void)x;
+  emulated::wgmma_wait(0);
+#elif defined(STREAMATTN_CUDA_SM90A)
+  if (__all_sync(0xffffffffu, __float_as_uint(x) != 0xffffffffu)) {
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  } else {
+    __threadfence_block();  // makes this way differ, so that no compiler merges the two
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+#else
+  (void)x;
+#endif
+}
+
 /// A compiler-only barrier on registers a wgmma reads or writes
 /// asynchronously: the asm "reads and writes" them, so no ordinary
 /// instruction on them moves across the wgmma issue or the wait it is
