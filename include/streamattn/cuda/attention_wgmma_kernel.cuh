@@ -138,13 +138,17 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     pin_pv();
   };
 
-  // Each tile's loads: once K_t and V_{t-1} have landed and every
-  // warpgroup is done with K_{t-1} and V_{t-2}, whose buffers they refill,
-  // V_t and K_{t+1} start.
-  const auto next_loads = [&](index_t t) {
+  // Waits until K_t and V_{t-1} have landed (this thread's copies fenced
+  // for the wgmmas, everyone's behind the barrier) and every warpgroup is
+  // done with K_{t-1} and V_{t-2}, whose buffers start_loads(t) refills.
+  const auto tile_landed = [&] {
     copy_async_wait_all();
-    fence_shared_for_wgmma();  // this thread's copies, before any wgmma reads them
+    fence_shared_for_wgmma();
     __syncthreads();
+  };
+  // V_t and K_{t+1}: issued behind S_t's wgmmas, so that their address
+  // arithmetic runs while the tensor cores work.
+  const auto start_loads = [&](index_t t) {
     load_v(t);
     if (t + 1 < tiles.last) load_k(t + 1);
     copy_async_commit();
@@ -156,7 +160,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     wgmma_commit();
     pin_operands(s);
   };
-  // S_t to P_t; rescale_rows(acc, rescale) must follow.
+  // S_t to P_t; rescale_rows(acc, rescale) must precede P_t V_t.
   float rescale[2];
   const auto weights = [&](index_t t) {
     scores_to_log2(s, args, b, my_rows, t * keys, lane);
@@ -177,28 +181,33 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   // pin_operands keeps the compiler from moving work on their registers
   // across an issue or a wait.
   if (!tiles.empty()) {
-    next_loads(tiles.first);
+    tile_landed();
     wgmma_fence();  // s was last written by ordinary instructions
     issue_s(tiles.first);
+    start_loads(tiles.first);
     wgmma_wait<0>();
     pin_operands(s);
     weights(tiles.first);
-    weights_as_operands();  // nothing accumulated yet: no rescaling
+    weights_as_operands();
     for (index_t t = tiles.first + 1; t < tiles.last; ++t) {
-      next_loads(t);
-      wgmma_fence();  // s, acc and P were last written by ordinary instructions
+      tile_landed();
+      wgmma_fence();  // s and P were last written by ordinary instructions
       issue_s(t);
+      start_loads(t);
+      // O moves to the maxima of tile t - 1's softmax before P_{t-1} V_{t-1}
+      // adds to it, while the tensor cores work on S_t (the first time it
+      // multiplies zeros).
+      rescale_rows(acc, rescale);
+      wgmma_fence();  // acc was last written by ordinary instructions
       issue_pv(t - 1);
       wgmma_wait<1>();  // S_t is done; P_{t-1} V_{t-1} may still run
       pin_operands(s);
       weights(t);
       pv_done_after_softmax();  // acc and P_{t-1} are free again
-      rescale_rows(acc, rescale);
       weights_as_operands();
     }
-    copy_async_wait_all();
-    fence_shared_for_wgmma();
-    __syncthreads();  // the last V tile landed
+    tile_landed();  // the last V tile
+    rescale_rows(acc, rescale);
     wgmma_fence();
     issue_pv(tiles.last - 1);
     pv_done();
