@@ -50,9 +50,9 @@ STREAMATTN_HOST_DEVICE std::uint64_t exchange_descriptor_offsets(std::uint64_t d
 }
 
 /// Shared memory the probe takes: A then B, 16-bit elements, and 64 KiB
-/// more that descriptors with exchanged offsets may reach into (at most
-/// about 22 KiB past the tiles, at N = 64, K = 128), so that no reading
-/// the probe tries leaves the block's shared memory.
+/// more that descriptors with exchanged offsets may reach into (about
+/// 5.3 KiB past the tiles at most, B's at N = 64, K = 128), so that no
+/// reading the probe tries leaves the block's shared memory.
 template <int N, int K>
 constexpr std::size_t wgmma_probe_shared_bytes() {
   return static_cast<std::size_t>(wgmma_probe_rows * K + N * K) * 2 + 64 * 1024;

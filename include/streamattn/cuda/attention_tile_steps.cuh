@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "../detail/math.hpp"
 #include "../detail/score_terms.hpp"
@@ -167,6 +168,7 @@ template <int KeyFrags>
 __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float factor, float (&row_max)[2],
                                                 float (&row_sum)[2], float (&rescale)[2]) {
   const float minus_inf = neg_inf<float>();
+  float base[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     float tile_max = minus_inf;
@@ -175,21 +177,37 @@ __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float f
     // The four lanes of a quad hold the same row.
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    // The factor is positive (kernel_args::softmax_factor): the largest scaled score is
-    // the largest score scaled, and -inf stays -inf.
+    // The factor is positive (kernel_args::softmax_factor): the largest
+    // scaled score is the largest score scaled, and -inf stays -inf.
     tile_max *= factor;
     const float new_max = fmaxf(row_max[i], tile_max);
     // -inf guard: while a row has seen only masked keys its max stays -inf;
     // subtracting 0 instead keeps exp2(-inf - base) at 0 rather than the NaN
     // of (-inf) - (-inf).
-    const float base = new_max == minus_inf ? 0.0f : new_max;
-    rescale[i] = exp2_flushing_subnormals(row_max[i] - base);
+    base[i] = new_max == minus_inf ? 0.0f : new_max;
+    rescale[i] = exp2_flushing_subnormals(row_max[i] - base[i]);
     row_max[i] = new_max;
+  }
+  // Folded, the exponent of a row's largest score is the rounding error of
+  // its scaled value, up to half an ulp of the base: past 2^30 (log2 units)
+  // that can pass 126 and flush the largest weight to 0 or raise it to inf.
+  // Where any row of the warp's is that large (or NaN), the tile scales its
+  // scores first instead, as without the fold, so that each row's largest
+  // weight is exactly 1 again; a warp vote keeps the branch uniform.
+  if (factor != 1.0f && !__all_sync(0xffffffffu, fabsf(base[0]) < 0x1p30f && fabsf(base[1]) < 0x1p30f)) {
+#pragma unroll
+    for (int n = 0; n < KeyFrags; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[n][c] *= factor;
+    factor = 1.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
     float sum = 0.0f;
 #pragma unroll
     for (int n = 0; n < KeyFrags; ++n) {
-      s[n][2 * i] = exp2_flushing_subnormals(fmaf(s[n][2 * i], factor, -base));
-      s[n][2 * i + 1] = exp2_flushing_subnormals(fmaf(s[n][2 * i + 1], factor, -base));
+      s[n][2 * i] = exp2_flushing_subnormals(fmaf(s[n][2 * i], factor, -base[i]));
+      s[n][2 * i + 1] = exp2_flushing_subnormals(fmaf(s[n][2 * i + 1], factor, -base[i]));
       sum += s[n][2 * i] + s[n][2 * i + 1];
     }
     row_sum[i] = row_sum[i] * rescale[i] + sum;
@@ -239,6 +257,48 @@ __device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int 
   for (int r = 0; r < 4; ++r) {
     const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
     rounded[r] = round_pair<Spv>(c[0], c[1]);
+  }
+}
+
+/// The wgmma kernel's P, packed while P_{t-1} V_{t-1} still holds the A
+/// registers: each pair of weights (c, c + 1) of an accumulator tile turns,
+/// in its own two registers, into its 16-bit high pair (in the first) and
+/// low pair (in the second, split_pair), or with Split false into the
+/// rounded pair (in the first); after the wait packed_weights_as_a only
+/// copies them into the A registers.
+template <class Spv, bool Split, int KeyFrags>
+__device__ __forceinline__ void pack_weights(float (&s)[KeyFrags][4]) {
+#pragma unroll
+  for (int n = 0; n < KeyFrags; ++n)
+#pragma unroll
+    for (int c = 0; c < 4; c += 2) {
+      std::uint32_t hi, lo = 0;
+      if constexpr (Split)
+        split_pair<Spv>(s[n][c], s[n][c + 1], hi, lo);
+      else
+        hi = round_pair<Spv>(s[n][c], s[n][c + 1]);
+      std::memcpy(&s[n][c], &hi, sizeof hi);
+      if constexpr (Split) std::memcpy(&s[n][c + 1], &lo, sizeof lo);
+    }
+}
+
+/// The A operand of P.V for keys [16j, 16j + 16) from pack_weights' pairs.
+template <int KeyFrags>
+__device__ __forceinline__ void packed_weights_as_a(const float (&s)[KeyFrags][4], int j, std::uint32_t (&hi)[4],
+                                                    std::uint32_t (&lo)[4]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    std::memcpy(&hi[r], &c[0], sizeof hi[r]);
+    std::memcpy(&lo[r], &c[1], sizeof lo[r]);
+  }
+}
+template <int KeyFrags>
+__device__ __forceinline__ void packed_weights_as_a(const float (&s)[KeyFrags][4], int j, std::uint32_t (&rounded)[4]) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    std::memcpy(&rounded[r], &c[0], sizeof rounded[r]);
   }
 }
 

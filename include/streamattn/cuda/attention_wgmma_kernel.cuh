@@ -15,14 +15,16 @@
 //   O += P V    one wgmma m64n{D}k16 per 16 keys and P half (hi, lo: see
 //               split_pair in mma.cuh), P from registers, V from shared
 //               memory read N-major
-// wgmma runs asynchronously, so iteration t issues S_t = Q K_t and then
-// O += P_{t-1} V_{t-1}, and computes the softmax of S_t while the tensor
-// cores still work on P_{t-1} V_{t-1} (FlashAttention-3's intra-warpgroup
-// overlap); only the rescaling of O waits for that product (a wait ptxas
-// would otherwise hoist above the softmax: wgmma_wait_all_after). K and V tiles
-// sit in two buffers each, as core matrices (core_matrix_tile.hpp), loaded
-// by cp.async one iteration ahead: iteration t loads K_{t+1} and V_t while
-// it computes on K_t and V_{t-1}, behind one block barrier per tile.
+// wgmma runs asynchronously, so iteration t issues S_t = Q K_t right after
+// its barrier, starts the next loads and rescales O while the tensor cores
+// work on it, issues O += P_{t-1} V_{t-1}, and computes and packs S_t's
+// softmax while they work on that (FlashAttention-3's intra-warpgroup
+// overlap): only copying P_t into the A registers waits for the product (a
+// wait ptxas would otherwise hoist above the softmax: wgmma_wait_all_after).
+// K and V tiles sit in two buffers each, as core matrices
+// (core_matrix_tile.hpp), loaded by cp.async one iteration ahead: iteration
+// t loads K_{t+1} and V_t while it computes on K_t and V_{t-1}, behind one
+// block barrier per tile.
 //
 // Not yet here: TMA loads, warp specialisation and the two warpgroups
 // taking turns at the tensor cores (FlashAttention-3's ping-pong); the
@@ -129,6 +131,16 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   // The scores' registers: each tile's first wgmma overwrites them.
   float s[key_frags][4];
   zero_fragments(s);
+  // wgmma.fence, after every ordinary write to the registers the next
+  // wgmmas read or write (`pin` names them): the pins keep the compiler
+  // from moving such writes past it, as CUTLASS pins its operands before
+  // its fence. Only those registers: pinning all at every fence keeps dead
+  // values alive, and the kernel spilled.
+  const auto fence_after = [&](auto&& pin) {
+    pin();
+    wgmma_fence();
+  };
+  const auto pin_s = [&] { pin_operands(s); };
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
   // The same, after the softmax of a tile, whose row sums then depend on every weight,
@@ -160,19 +172,21 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     wgmma_commit();
     pin_operands(s);
   };
-  // S_t to P_t; rescale_rows(acc, rescale) must precede P_t V_t.
+  // S_t to P_t, packed as P V's A operand takes it (pack_weights);
+  // rescale_rows(acc, rescale) must precede P_t V_t.
   float rescale[2];
   const auto weights = [&](index_t t) {
     scores_to_log2(s, args, b, my_rows, t * keys, lane);
     softmax_weights(s, args.softmax_factor, row_max, row_sum, rescale);
+    pack_weights<S, SplitWeights>(s);  // while P_{t-1} V_{t-1} holds the A registers
   };
   const auto weights_as_operands = [&] {
 #pragma unroll
     for (int j = 0; j < key_steps; ++j) {
       if constexpr (SplitWeights)
-        weights_as_a<S>(s, j, p_hi[j], p_lo[j]);
+        packed_weights_as_a(s, j, p_hi[j], p_lo[j]);
       else
-        weights_as_a<S>(s, j, p_hi[j]);
+        packed_weights_as_a(s, j, p_hi[j]);
     }
   };
 
@@ -182,7 +196,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   // across an issue or a wait.
   if (!tiles.empty()) {
     tile_landed();
-    wgmma_fence();  // s was last written by ordinary instructions
+    fence_after(pin_s);
     issue_s(tiles.first);
     start_loads(tiles.first);
     wgmma_wait<0>();
@@ -191,14 +205,14 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     weights_as_operands();
     for (index_t t = tiles.first + 1; t < tiles.last; ++t) {
       tile_landed();
-      wgmma_fence();  // s and P were last written by ordinary instructions
+      fence_after(pin_s);
       issue_s(t);
       start_loads(t);
       // O moves to the maxima of tile t - 1's softmax before P_{t-1} V_{t-1}
       // adds to it, while the tensor cores work on S_t (the first time it
       // multiplies zeros).
       rescale_rows(acc, rescale);
-      wgmma_fence();  // acc was last written by ordinary instructions
+      fence_after(pin_pv);  // after O's rescaling and P_{t-1}'s copy
       issue_pv(t - 1);
       wgmma_wait<1>();  // S_t is done; P_{t-1} V_{t-1} may still run
       pin_operands(s);
@@ -208,7 +222,7 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
     }
     tile_landed();  // the last V tile
     rescale_rows(acc, rescale);
-    wgmma_fence();
+    fence_after(pin_pv);
     issue_pv(tiles.last - 1);
     pv_done();
   } else {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 
 #include "../detail/attention_params.hpp"
 #include "../detail/element.hpp"
@@ -31,11 +32,11 @@ struct kernel_args {
   /// Whether the tensor-core kernels keep the scores unscaled until the
   /// softmax folds scale * log2(e) into the FFMA before each exponent (one
   /// instruction per score less; attention_tile_steps.cuh): wherever no
-  /// score term needs the scaled score and the scale is positive, so that
-  /// the raw scores' maximum is the scaled scores' maximum. The factor the
-  /// softmax applies: scale * log2(e) then, else 1 (scores in log2 units).
-  /// Both live in the kernel's parameters, where the FFMA reads the factor
-  /// without holding it in a register.
+  /// score term needs the scaled score and scale * log2(e) is a positive
+  /// normal float, so that the raw scores' maximum is the scaled scores'
+  /// maximum. The factor the softmax applies: scale * log2(e) then, else 1
+  /// (scores in log2 units). Both live in the kernel's parameters, which
+  /// every thread shares, so the factor takes no register of a thread's.
   bool scale_folds = false;
   float softmax_factor = 1.0f;
   /// 16-byte cp.async copies allowed for these operands (see load_path.hpp).
@@ -123,8 +124,11 @@ kernel_args<storage_t<T>, storage_t<Tkv>> make_kernel_args(const attention_param
   const accum log2e = static_cast<accum>(1.44269504088896340735992468100189214L);
   a.scale_log2 = static_cast<accum>(p.scale) * log2e;
   a.has_terms = p.has_score_terms();
-  a.scale_folds = !a.has_terms && a.scale_log2 > 0;
-  a.softmax_factor = a.scale_folds ? static_cast<float>(a.scale_log2) : 1.0f;
+  // A normal float (a subnormal factor would read as 0 under -ftz).
+  const float factor = static_cast<float>(a.scale_log2);
+  a.scale_folds =
+      !a.has_terms && factor >= std::numeric_limits<float>::min() && factor <= std::numeric_limits<float>::max();
+  a.softmax_factor = a.scale_folds ? factor : 1.0f;
   a.vector_q = rows_are_vector_aligned(p.q, p.q_stride, p.dim, sizeof(T));
   // int8 rows are read 8 bytes (8 keys' elements) at a time: each widens to
   // 16 bytes of 16-bit elements in shared memory (tile_load.cuh).

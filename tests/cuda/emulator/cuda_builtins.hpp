@@ -1,5 +1,5 @@
 // What nvcc gives device code for free, for a host compiler: threadIdx and
-// friends, __syncthreads, __syncwarp, __shfl_xor_sync and shared memory,
+// friends, __syncthreads, __syncwarp, __shfl_xor_sync, __all_sync and shared memory,
 // backed by the SIMT emulator (scheduler.hpp). Include this before any
 // streamattn kernel header; it also defines STREAMATTN_CUDA_EMULATOR, which
 // makes the kernels' PTX helpers (mma.cuh) and dynamic shared memory
@@ -11,6 +11,7 @@
 #endif
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 // CUDA's headers know host compilers: they define __device__, __global__,
@@ -60,6 +61,25 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
         for (std::uint64_t lane = 0; lane < warp_size; ++lane) out[lane] = in[(lane ^ xor_mask) % warp_size];
       },
       static_cast<std::uint64_t>(lane_mask), &value, sizeof value, &result, sizeof result);
+  return result;
+}
+
+/// Nonzero for every lane when `predicate` is nonzero in every lane.
+inline int __all_sync(unsigned mask, int predicate) {
+  using namespace ::streamattn::testing::emulator;
+  int result = 0;
+  warp_collective(
+      "__all_sync", mask,
+      [](const lane_data* in, lane_data* out, std::uint64_t) {
+        int all = 1;
+        for (int lane = 0; lane < warp_size; ++lane) {
+          int p = 0;
+          std::memcpy(&p, in[lane].bytes, sizeof p);
+          all &= p != 0 ? 1 : 0;
+        }
+        for (int lane = 0; lane < warp_size; ++lane) std::memcpy(out[lane].bytes, &all, sizeof all);
+      },
+      0, &predicate, sizeof predicate, &result, sizeof result);
   return result;
 }
 
