@@ -157,6 +157,17 @@ __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const ke
   }
 }
 
+/// a * b rounded to float, never fused into a later add: softmax_weights
+/// needs a score's scaled value to round exactly as its row's maximum did.
+__device__ __forceinline__ float rounded_product(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  volatile float product = a * b;  // the emulator's host compiler may not contract through it either
+  return product;
+#endif
+}
+
 /// Online softmax over one key tile, the score half: raises each row's
 /// running max (log2 units), turns the scores into weights under it and
 /// adds them to the running sums, rescaled by `rescale`, the factor by which
@@ -179,7 +190,7 @@ __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float f
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
     // The factor is positive (kernel_args::softmax_factor): the largest
     // scaled score is the largest score scaled, and -inf stays -inf.
-    tile_max *= factor;
+    tile_max = rounded_product(tile_max, factor);
     const float new_max = fmaxf(row_max[i], tile_max);
     // -inf guard: while a row has seen only masked keys its max stays -inf;
     // subtracting 0 instead keeps exp2(-inf - base) at 0 rather than the NaN
@@ -189,16 +200,18 @@ __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float f
     row_max[i] = new_max;
   }
   // Folded, the exponent of a row's largest score is the rounding error of
-  // its scaled value, up to half an ulp of the base: past 2^30 (log2 units)
-  // that can pass 126 and flush the largest weight to 0 or raise it to inf.
-  // Where any row of the warp's is that large (or NaN), the tile scales its
-  // scores first instead, as without the fold, so that each row's largest
-  // weight is exactly 1 again; a warp vote keeps the branch uniform.
-  if (factor != 1.0f && !__all_sync(0xffffffffu, fabsf(base[0]) < 0x1p30f && fabsf(base[1]) < 0x1p30f)) {
+  // its scaled value, up to half an ulp of the base: below 2^24 (log2
+  // units) at most 1/2, so the largest weight lies in [0.7, 1.42], but
+  // beyond, up to 2^(ulp/2), which fp16 P overflows past 2^16 and float
+  // past 2^128, or flushes to 0. Where any row of the warp's is that large
+  // (or NaN), the tile scales its scores first instead, as without the
+  // fold, so that each row's largest weight is exactly 1 (the same rounded
+  // product as its base); a warp vote keeps the branch uniform.
+  if (factor != 1.0f && !__all_sync(0xffffffffu, fabsf(base[0]) < 0x1p24f && fabsf(base[1]) < 0x1p24f)) {
 #pragma unroll
     for (int n = 0; n < KeyFrags; ++n)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) s[n][c] *= factor;
+      for (int c = 0; c < 4; ++c) s[n][c] = rounded_product(s[n][c], factor);
     factor = 1.0f;
   }
 #pragma unroll
@@ -265,7 +278,8 @@ __device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int 
 /// in its own two registers, into its 16-bit high pair (in the first) and
 /// low pair (in the second, split_pair), or with Split false into the
 /// rounded pair (in the first); after the wait packed_weights_as_a only
-/// copies them into the A registers.
+/// copies them into the A registers. The packed words must then only be
+/// moved: as floats many are subnormals, which arithmetic would flush.
 template <class Spv, bool Split, int KeyFrags>
 __device__ __forceinline__ void pack_weights(float (&s)[KeyFrags][4]) {
 #pragma unroll

@@ -2,9 +2,9 @@
 // (ex2.approx.ftz.f32). exp2f compiles to that same instruction wrapped in
 // three more (a compare and two predicated multiplies) that keep results
 // below 2^-126 as subnormals. A softmax weight that small sits beside the
-// row's largest weight (1, or within 2^±32 of 1 where softmax_weights folds
-// the scale), far below the float rounding of their sum, so flushing it to
-// zero changes no result beyond rounding. Together with the
+// row's largest weight (1, or within 2^(1/2) of 1 where softmax_weights
+// folds the scale), far below the float rounding of their sum, so flushing
+// it to zero changes no result beyond rounding. Together with the
 // scale folded into the exponent's FFMA (softmax_weights), this took the
 // wgmma kernel's softmax from about 8.6 SASS instructions per score to 5.5.
 #pragma once
