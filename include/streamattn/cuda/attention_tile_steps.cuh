@@ -110,9 +110,10 @@ __device__ __forceinline__ void zero_fragments(float (&x)[Frags][4]) {
 
 /// Scores of key tile [key0, key0 + KeyFrags * 8) as softmax_weights takes
 /// them, times args.softmax_factor: in log2 units (factor 1), or raw where
-/// the scale folds (kernel_args::scale_folds); invisible keys (outside the band, past Nk, rows past
-/// Nq) become -inf so they weigh exactly 0. Tiles wholly inside every row's
-/// band take one multiply per score, or none where the scale folds.
+/// the scale folds (kernel_args::scale_folds); invisible keys (outside
+/// the band, past Nk, rows past Nq) become -inf so they weigh exactly 0.
+/// Tiles wholly inside every row's band take one multiply per score, or
+/// none where the scale folds.
 template <int KeyFrags, class S, class Skv>
 __device__ __forceinline__ void scores_to_log2(float (&s)[KeyFrags][4], const kernel_args<S, Skv>& args,
                                                const tensor_block& b, const fragment_rows& rows, index_t key0,
@@ -249,6 +250,13 @@ __device__ __forceinline__ void online_softmax(float (&s)[KeyFrags][4], float fa
   rescale_rows(acc, rescale);
 }
 
+/// The two accumulator registers of score tiles 2j and 2j + 1 that make up
+/// register r of the A fragment of P.V's k16 step j (mma_fragments.hpp).
+template <int KeyFrags>
+__device__ __forceinline__ const float* a_register_pair(const float (&s)[KeyFrags][4], int j, int r) {
+  return s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+}
+
 /// The A operand of P.V for keys [16j, 16j + 16): the accumulator fragments
 /// of score tiles 2j and 2j + 1 are, element for element, the A fragment of
 /// one k16 step; split into a 16-bit high part and its rounding error
@@ -258,7 +266,7 @@ __device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int 
                                              std::uint32_t (&lo)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    const float* c = a_register_pair(s, j, r);
     split_pair<Spv>(c[0], c[1], hi[r], lo[r]);
   }
 }
@@ -268,7 +276,7 @@ template <class Spv, int KeyFrags>
 __device__ __forceinline__ void weights_as_a(const float (&s)[KeyFrags][4], int j, std::uint32_t (&rounded)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    const float* c = a_register_pair(s, j, r);
     rounded[r] = round_pair<Spv>(c[0], c[1]);
   }
 }
@@ -302,7 +310,7 @@ __device__ __forceinline__ void packed_weights_as_a(const float (&s)[KeyFrags][4
                                                     std::uint32_t (&lo)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    const float* c = a_register_pair(s, j, r);
     std::memcpy(&hi[r], &c[0], sizeof hi[r]);
     std::memcpy(&lo[r], &c[1], sizeof lo[r]);
   }
@@ -311,7 +319,7 @@ template <int KeyFrags>
 __device__ __forceinline__ void packed_weights_as_a(const float (&s)[KeyFrags][4], int j, std::uint32_t (&rounded)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
-    const float* c = s[2 * j + fragment::a_from_c_tile(r)] + fragment::a_from_c_first_register(r);
+    const float* c = a_register_pair(s, j, r);
     std::memcpy(&rounded[r], &c[0], sizeof rounded[r]);
   }
 }

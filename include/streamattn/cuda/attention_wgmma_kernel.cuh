@@ -143,8 +143,8 @@ __global__ void __launch_bounds__(wgmma_warps * 32, 1) attention_wgmma_kernel(co
   const auto pin_s = [&] { pin_operands(s); };
   float row_max[2] = {minus_inf, minus_inf};
   float row_sum[2] = {0.0f, 0.0f};
-  // The same, after the softmax of a tile, whose row sums then depend on every weight,
-  // which must overlap P V (wgmma_wait_all_after).
+  // The same after a tile's softmax, which P V must overlap: the wait
+  // depends on the row sums, and so on every weight (wgmma_wait_all_after).
   const auto pv_done_after_softmax = [&] {
     wgmma_wait_all_after(row_sum[0] + row_sum[1]);
     pin_pv();
