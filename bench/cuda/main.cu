@@ -98,6 +98,19 @@ double visible_pairs(const attention_case& c) {
   return pairs;
 }
 
+/// Reports a case that threw. A kernel fault leaves the CUDA context unusable
+/// for every later case (each call then returns the same error), so the
+/// context is reset: one kernel's failure costs its own figures only.
+void skip_with_error(benchmark::State& state, const std::exception& e) {
+  std::string what = e.what();
+  if (cudaDeviceSynchronize() != cudaSuccess) {
+    cudaDeviceReset();
+    what += " (CUDA context reset for the next cases)";
+  }
+  cudaGetLastError();  // a non-sticky error must not fail the next case
+  state.SkipWithError(what.c_str());
+}
+
 /// Times one call per iteration with CUDA events.
 template <class F>
 void time_calls(benchmark::State& state, F&& call) {
@@ -183,7 +196,7 @@ void run_attention(benchmark::State& state, attention_case c) {
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     if (c.nq <= 16) state.counters["GB/s"] = benchmark::Counter(kv_bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
+    skip_with_error(state, e);
   }
 }
 
@@ -249,7 +262,7 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
       state.counters["transform_GFLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(elems) * c.dim / 1e9,
                                                                benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
+    skip_with_error(state, e);
   }
 }
 
@@ -261,7 +274,7 @@ void run_copy(benchmark::State& state, std::size_t bytes) {
     // Read + write, the traffic a streaming kernel is judged by.
     state.counters["GB/s"] = benchmark::Counter(2.0 * static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
+    skip_with_error(state, e);
   }
 }
 
