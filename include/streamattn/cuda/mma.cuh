@@ -104,6 +104,15 @@ __device__ __forceinline__ void copy_16_async(void* smem, const void* gmem, bool
 #endif
 }
 
+/// copy_16_async of 16 bytes that are all there: no source size operand.
+__device__ __forceinline__ void copy_16_async(void* smem, const void* gmem) {
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::copy_16_async(smem, gmem, true);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(smem)), "l"(gmem) : "memory");
+#endif
+}
+
 __device__ __forceinline__ void copy_async_commit() {
 #if !defined(STREAMATTN_CUDA_EMULATOR) && !defined(STREAMATTN_CUDA_NO_SM80)
   asm volatile("cp.async.commit_group;\n" ::: "memory");

@@ -40,6 +40,35 @@ __device__ __forceinline__ void load_tile_elements(S* smem, const Locator& src, 
   }
 }
 
+/// The common vector load, split off from the general loop: rows
+/// [row_begin, row_begin + Rows) all below row_count, every column below
+/// cols, in a strided (unpaged) source. Where the threads divide a tile's
+/// 16-byte vectors evenly, a thread's copies are one column, `Step` rows
+/// apart (the caller says where its first copy goes): one row address per
+/// tile and an add per copy. The general loop spends about 35 instructions
+/// per copy on bounds, the page lookup and the index arithmetic (cuobjdump,
+/// sm_90a); a K and a V tile take 4 copies per thread each in the wgmma
+/// kernel, at every key tile.
+template <class S, int Copies, int Step, int SmemStep, class E>
+__device__ __forceinline__ void copy_whole_rows(S* smem, const row_locator<E>& src, index_t first_row, int col) {
+  const S* from = src.head + first_row * src.seq + col;
+  const index_t from_step = Step * src.seq;
+#pragma unroll
+  for (int j = 0; j < Copies; ++j) copy_16_async(smem + j * SmemStep, from + j * from_step);
+}
+
+template <class Locator>
+inline constexpr bool is_row_locator = false;
+template <class E>
+inline constexpr bool is_row_locator<row_locator<E>> = true;
+
+/// Whether load_tile may take copy_whole_rows for these rows of `src`.
+template <int Rows, int HeadDim, class E>
+__device__ __forceinline__ bool whole_rows(const row_locator<E>& src, index_t row_begin, index_t row_count,
+                                           index_t cols) {
+  return src.table == nullptr && row_begin + Rows <= row_count && cols >= HeadDim;
+}
+
 /// Copies rows [row_begin, row_begin + Rows) of one head into `smem` (row r
 /// at smem + r * Pitch, columns [0, HeadDim)). Source row `row` starts at
 /// src(row) (a row_locator: strided, or in its page of a paged cache; or
@@ -60,6 +89,16 @@ __device__ __forceinline__ void load_tile(S* smem, const Locator& src, index_t c
     constexpr int per_vector = 16 / static_cast<int>(sizeof(S));
     constexpr int vectors_per_row = HeadDim / per_vector;
     static_assert(HeadDim % per_vector == 0 && Pitch % per_vector == 0, "rows must be whole 16-byte vectors");
+    // Thread t's copies: row t / vectors_per_row + j * step, one column.
+    constexpr int step = Threads / vectors_per_row;
+    if constexpr (is_row_locator<Locator> && Threads % vectors_per_row == 0 && Rows % step == 0) {
+      if (whole_rows<Rows, HeadDim>(src, row_begin, row_count, cols)) {
+        const int r = static_cast<int>(threadIdx.x) / vectors_per_row;
+        const int c = static_cast<int>(threadIdx.x) % vectors_per_row * per_vector;
+        copy_whole_rows<S, Rows / step, step, step * Pitch>(smem + r * Pitch + c, src, row_begin + r, c);
+        return;
+      }
+    }
 #pragma unroll 4
     for (int i = static_cast<int>(threadIdx.x); i < Rows * vectors_per_row; i += Threads) {
       const int r = i / vectors_per_row;
@@ -87,6 +126,20 @@ __device__ __forceinline__ void load_core_matrix_tile(S* smem, const Locator& sr
     constexpr int vectors_per_row = HeadDim / 8;
     // Eight consecutive threads copy the eight rows of one core matrix, so
     // a warp's 16-byte writes fill four whole 128-byte core matrices.
+    // Where the threads cover whole 8-row bands, thread t's copies are one
+    // column of rows `step` apart, each band (Rows / 8 core matrices of 64
+    // elements per column) step / 8 core matrices further on.
+    constexpr int step = Threads / vectors_per_row;
+    if constexpr (is_row_locator<Locator> && Threads % (8 * vectors_per_row) == 0 && Rows % step == 0) {
+      if (whole_rows<Rows, HeadDim>(src, row_begin, row_count, cols)) {
+        const int t = static_cast<int>(threadIdx.x);
+        const int r = t / (8 * vectors_per_row) * 8 + t % 8;
+        const int c = t / 8 % vectors_per_row * 8;
+        copy_whole_rows<S, Rows / step, step, step / 8 * 64>(smem + core_matrix_offset(Rows, r, c), src,
+                                                              row_begin + r, c);
+        return;
+      }
+    }
 #pragma unroll 4
     for (int i = static_cast<int>(threadIdx.x); i < Rows * vectors_per_row; i += Threads) {
       const int r = i / (8 * vectors_per_row) * 8 + i % 8;
