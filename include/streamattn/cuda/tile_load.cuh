@@ -127,8 +127,9 @@ __device__ __forceinline__ void load_core_matrix_tile(S* smem, const Locator& sr
     // Eight consecutive threads copy the eight rows of one core matrix, so
     // a warp's 16-byte writes fill four whole 128-byte core matrices.
     // Where the threads cover whole 8-row bands, thread t's copies are one
-    // column of rows `step` apart, each band (Rows / 8 core matrices of 64
-    // elements per column) step / 8 core matrices further on.
+    // column of rows `step` apart; core matrices run down the rows first
+    // (core_matrix_offset), so each copy lands step / 8 core matrices (of
+    // 64 elements) after the one before.
     constexpr int step = Threads / vectors_per_row;
     if constexpr (is_row_locator<Locator> && Threads % (8 * vectors_per_row) == 0 && Rows % step == 0) {
       if (whole_rows<Rows, HeadDim>(src, row_begin, row_count, cols)) {
