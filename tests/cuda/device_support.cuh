@@ -3,6 +3,7 @@
 // can be judged by the same `expect_matches` as the CPU backends.
 #pragma once
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -128,6 +129,31 @@ struct device_problem {
   }
 };
 
+/// $STREAMATTN_TEST_NO_WGMMA set: calls that would plan the wgmma kernel
+/// by themselves run on the mma.sync one instead (through
+/// detail::gpu::run_attention, as the public call would plan them
+/// otherwise). `.ci/gpu run` runs the suites so once, apart from the wgmma
+/// kernel's, so that a fault of that never-run kernel, which leaves the
+/// CUDA context unusable, cannot take their results with it.
+inline bool wgmma_ruled_out() { return std::getenv("STREAMATTN_TEST_NO_WGMMA") != nullptr; }
+
+/// Runs one attention call as `public_api` and `overrides` say, or under
+/// wgmma_ruled_out() on the mma.sync kernel where the call would choose
+/// the wgmma kernel by itself.
+template <class T, class Tout, class Tkv>
+void call_attention(bool public_api, detail::gpu::plan_overrides overrides, cudaStream_t stream,
+                    const view<const T, 4>& q, const view<const Tkv, 4>& k, const view<const Tkv, 4>& v,
+                    const view<Tout, 4>& out, const attention_options& opts) {
+  const bool mma_only = wgmma_ruled_out() && overrides.hopper == detail::gpu::hopper_kernel::automatic;
+  if (public_api && !mma_only) {
+    attention(cuda.on(stream), q, k, v, out, opts);
+    return;
+  }
+  if (mma_only) overrides.hopper = detail::gpu::hopper_kernel::never;
+  const auto params = detail::make_attention_params<T, Tout, Tkv>("test", q, k, v, out, opts);
+  detail::gpu::run_attention(params, stream, overrides);
+}
+
 /// How a test runs the cuda backend: kernel_run's choices, through the public
 /// attention(cuda.on(stream), ...) or detail::gpu::run_attention, plus what
 /// only a real device has.
@@ -150,12 +176,7 @@ result<Tout> run_on_device(const problem<T>& p, const device_problem<T>& dp, con
   opts.scratch = how.scratch;
   if (p.o.lse) opts.lse = view<float, 3>{lse_mem.data, r.lse_view().shape, r.lse_view().strides};
 
-  if (how.public_api) {
-    attention(cuda.on(how.stream), dp.q, dp.k, dp.v, out, opts);
-  } else {
-    const auto params = detail::make_attention_params<T, Tout>("test", dp.q, dp.k, dp.v, out, opts);
-    detail::gpu::run_attention(params, how.stream, how.overrides);
-  }
+  call_attention<T, Tout, T>(how.public_api, how.overrides, how.stream, dp.q, dp.k, dp.v, out, opts);
   cuda_check(cudaStreamSynchronize(how.stream), "the attention kernels");
   out_mem.copy_to(r.out.storage.data(), r.out.storage.size());
   lse_mem.copy_to(r.lse.data(), r.lse.size());
@@ -233,12 +254,7 @@ struct real_gpu_t {
     d.k_scale = k_scale, d.v_scale = v_scale;
     auto [table_mem, table] = to_device(how.table_on_device ? opts.block_table : view<const index_t, 2>{});
     if (how.table_on_device) d.block_table = table;
-    if (how.public_api) {
-      attention(cuda, qd, kd, vd, o.device, d);
-    } else {
-      const auto params = detail::make_attention_params<T, Tout, Tkv>("test", qd, kd, vd, o.device, d);
-      detail::gpu::run_attention(params, nullptr, how.overrides);
-    }
+    call_attention<T, Tout, Tkv>(how.public_api, how.overrides, nullptr, qd, kd, vd, o.device, d);
     cuda_check(cudaStreamSynchronize(nullptr), "the attention kernels");
     o.copy_back();
     lse.copy_back();
