@@ -229,13 +229,13 @@ __device__ __forceinline__ void softmax_weights(float (&s)[KeyFrags][4], float f
 }
 
 /// Online softmax, the output half: what was accumulated under the old
-/// maxima shrinks by softmax_weights' factors.
-/// A warp whose rows all kept their maxima (every factor exactly 1, as
-/// exp2(0) is) skips the multiplications, which x * 1 = x makes no change
-/// (a NaN's payload aside, and a subnormal's under flush-to-zero): on long
-/// sequences most tiles raise no row's maximum, and at head dim 128 this
-/// is 64 multiplications per thread per tile. The vote keeps the branch
-/// uniform; every lane of the warp is at it in both kernels.
+/// maxima shrinks by softmax_weights' factors. A warp whose rows all kept
+/// their maxima (every factor exactly 1, as exp2(0) is) skips the
+/// multiplications: x * 1 = x, so nothing changes but a NaN's payload (and
+/// a subnormal under flush-to-zero). On long sequences most tiles raise no
+/// row's maximum, and at head dim 128 this saves 64 multiplications per
+/// thread per tile. The vote keeps the branch uniform; every lane of the
+/// warp reaches it in both kernels.
 template <int OutFrags>
 __device__ __forceinline__ void rescale_rows(float (&acc)[OutFrags][4], const float (&rescale)[2]) {
   if (__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) return;
