@@ -1,6 +1,7 @@
-// The sm_80 instructions the tensor-core kernel is built from, as inline PTX:
-// mma.sync m16n8k16 (fp16/bf16 in, float accumulate), ldmatrix (transposed,
-// for V) and cp.async (global -> shared without a register round trip).
+// The sm_80 instructions the tensor-core kernels are built from, as inline
+// PTX: mma.sync m16n8k16 (fp16/bf16 in, float accumulate) and m16n8k8 (TF32,
+// the Fastformer pooling's scores), ldmatrix (transposed, for V) and
+// cp.async (global -> shared without a register round trip).
 // Compiled for an older architecture the kernel body is replaced by a trap;
 // the dispatcher never launches it there (kernel_choice.hpp).
 //
@@ -58,6 +59,65 @@ __device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const 
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+/// x rounded to TF32 (10 mantissa bits, to nearest, ties away from zero:
+/// cvt.rna.tf32.f32), the low 13 bits of the result zero. A value and the
+/// TF32 rounding of what this one loses (x - to_tf32(x), exact in float)
+/// carry x to about 2^-22 through the 3xTF32 products of mma_16x8x8_tf32.
+__device__ __forceinline__ float to_tf32(float x) {
+#if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;  // NaN and inf stay
+  float r;
+  std::memcpy(&r, &bits, sizeof r);
+  return r;
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
+  std::uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+#else
+  return x;
+#endif
+}
+
+/// x as the sum of two TF32 operands for mma_16x8x8_tf32: `big`, x rounded
+/// to TF32 (to nearest, ties away from zero, as to_tf32 for finite x below
+/// the largest TF32 value), and `small` = x - big, exact in float, whose low
+/// 13 bits the MMA ignores (so |x - big - small as read| < 2^-21 |x|). Two
+/// integer operations and a subtraction where to_tf32 compiles to four
+/// instructions on sm_90. A NaN or infinite x leaves a NaN or infinite part,
+/// so the products it meets are not finite either.
+__device__ __forceinline__ void split_tf32(float x, float& big, float& small) {
+#if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits = (bits + 0x1000u) & 0xffffe000u;
+  std::memcpy(&big, &bits, sizeof big);
+#else
+  big = __uint_as_float((__float_as_uint(x) + 0x1000u) & 0xffffe000u);
+#endif
+  small = x - big;
+}
+
+/// c += a * b for one 16x8x8 tile of TF32 operands (to_tf32) with float
+/// accumulation. Fragment ownership (PTX ISA, "Matrix fragments for
+/// mma.m16n8k8" with .tf32), with g = lane / 4 and t = lane % 4:
+///   a[0]: A(g, t)   a[1]: A(g+8, t)   a[2]: A(g, t+4)   a[3]: A(g+8, t+4)
+///   b0:   B(t, g)   b1:   B(t+4, g)
+///   c as mma_16x8x16's.
+__device__ __forceinline__ void mma_16x8x8_tf32(float (&c)[4], const float (&a)[4], float b0, float b1) {
+#if defined(STREAMATTN_CUDA_EMULATOR)
+  emulated::mma_m16n8k8_tf32(c, a, b0, b1);
+#elif !defined(STREAMATTN_CUDA_NO_SM80)
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+        "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 #endif
 }
 

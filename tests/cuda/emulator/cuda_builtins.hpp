@@ -64,6 +64,25 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
   return result;
 }
 
+/// Bit l set for every lane l whose `predicate` is nonzero, in every lane.
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  using namespace ::streamattn::testing::emulator;
+  unsigned result = 0;
+  warp_collective(
+      "__ballot_sync", mask,
+      [](const lane_data* in, lane_data* out, std::uint64_t) {
+        unsigned bits = 0;
+        for (int lane = 0; lane < warp_size; ++lane) {
+          int p = 0;
+          std::memcpy(&p, in[lane].bytes, sizeof p);
+          bits |= (p != 0 ? 1u : 0u) << lane;
+        }
+        for (int lane = 0; lane < warp_size; ++lane) std::memcpy(out[lane].bytes, &bits, sizeof bits);
+      },
+      0, &predicate, sizeof predicate, &result, sizeof result);
+  return result;
+}
+
 /// Nonzero for every lane when `predicate` is nonzero in every lane.
 inline int __all_sync(unsigned mask, int predicate) {
   using namespace ::streamattn::testing::emulator;
@@ -87,6 +106,8 @@ namespace streamattn::detail::gpu::emulated {
 
 /// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 {c}, {a}, {b0, b1}, {c}.
 void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1, bool bfloat16);
+/// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {c}, {a}, {b0, b1}, {c}.
+void mma_m16n8k8_tf32(float (&c)[4], const float (&a)[4], float b0, float b1);
 /// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {r}, [row].
 void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row);
 /// cp.async.cg.shared.global [shared], [global], 16, valid ? 16 : 0.

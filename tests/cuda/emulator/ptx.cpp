@@ -1,5 +1,6 @@
 // The PTX instructions of the tensor-core kernels, written from the PTX ISA's
 // definitions ("Matrix fragments for mma.m16n8k16 with floating point type",
+// "Matrix fragments for mma.m16n8k8" with .tf32,
 // "Warp-level matrix load instruction: ldmatrix", "cp.async", and for wgmma
 // "Matrix Descriptor Format", the canonical shared-memory layouts and the
 // register fragments of wgmma .m64nNk16), independently of the kernels' own
@@ -44,6 +45,24 @@ struct mma_operands {
   float c[4];
 };
 
+/// D = C + A B (16 x 8, K deep) into every lane's accumulator fragment
+/// (row g + 8 * (i / 2), column 2t + i % 2 for c_i), each product exact in
+/// float and the sum rounded in float, k in order.
+template <int K>
+void write_products(const float (&a)[16][K], const float (&b)[K][8], const float (&c)[16][8], lane_data* out) {
+  for (int lane = 0; lane < warp_size; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    float d[4];
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+      float sum = c[row][col];
+      for (int k = 0; k < K; ++k) sum += a[row][k] * b[k][col];
+      d[i] = sum;
+    }
+    std::memcpy(out[lane].bytes, d, sizeof d);
+  }
+}
+
 // With g = lane / 4 and t = lane % 4, the ISA's fragment tables say:
 //   A (16x16): a_i for i in 0..7, two per register (a0 in the low half of
 //              register 0): row g + 8 * ((i / 2) % 2), column 2t + i % 2 + 8 * (i / 4)
@@ -60,18 +79,7 @@ void mma_warp(const lane_data* in, lane_data* out, std::uint64_t bfloat16) {
     for (int i = 0; i < 4; ++i) b[2 * t + i % 2 + 8 * (i / 2)][g] = widen(element(op.b[i / 2], i % 2), bfloat16 != 0);
     for (int i = 0; i < 4; ++i) c[g + 8 * (i / 2)][2 * t + i % 2] = op.c[i];
   }
-  for (int lane = 0; lane < warp_size; ++lane) {
-    const int g = lane / 4, t = lane % 4;
-    float d[4];
-    for (int i = 0; i < 4; ++i) {
-      const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-      // Products of 16-bit floats are exact in float; the sum rounds in float.
-      float sum = c[row][col];
-      for (int k = 0; k < 16; ++k) sum += a[row][k] * b[k][col];
-      d[i] = sum;
-    }
-    std::memcpy(out[lane].bytes, d, sizeof d);
-  }
+  write_products(a, b, c, out);  // products of 16-bit floats are exact in float
 }
 
 // ldmatrix .x4: lanes 8m .. 8m + 7 give the addresses of rows 0..7 of 8x8
@@ -208,6 +216,37 @@ void wgmma_warp(const lane_data* in, lane_data* out, std::uint64_t packed_shape)
   }
 }
 
+struct tf32_operands {
+  float a[4], b[2], c[4];
+};
+
+/// The TF32 value an operand register holds: the hardware reads the top 19
+/// bits (sign, exponent, 10 mantissa bits) and ignores the rest.
+float tf32_of(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits &= 0xffffe000u;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// m16n8k8 with .tf32, from the ISA's tables (g = lane / 4, t = lane % 4):
+//   A (16x8): a_i for i in 0..3: row g + 8 * (i % 2), column t + 4 * (i / 2)
+//   B (8x8):  b_i for i in 0..1: row t + 4 * i, column g
+//   C, D (16x8, f32): as m16n8k16's
+void mma_tf32_warp(const lane_data* in, lane_data* out, std::uint64_t) {
+  float a[16][8], b[8][8], c[16][8];
+  for (int lane = 0; lane < warp_size; ++lane) {
+    tf32_operands op;
+    std::memcpy(&op, in[lane].bytes, sizeof op);
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) a[g + 8 * (i % 2)][t + 4 * (i / 2)] = tf32_of(op.a[i]);
+    for (int i = 0; i < 2; ++i) b[t + 4 * i][g] = tf32_of(op.b[i]);
+    for (int i = 0; i < 4; ++i) c[g + 8 * (i / 2)][2 * t + i % 2] = op.c[i];
+  }
+  write_products(a, b, c, out);  // products of TF32 values are exact in float
+}
+
 }  // namespace
 
 void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1, bool bfloat16) {
@@ -218,6 +257,16 @@ void mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, 
   std::memcpy(op.c, c, sizeof op.c);
   testing::emulator::warp_collective(bfloat16 ? "mma.sync m16n8k16 bf16" : "mma.sync m16n8k16 f16", 0xffffffffu,
                                      &mma_warp, bfloat16 ? 1 : 0, &op, sizeof op, c, sizeof c);
+}
+
+void mma_m16n8k8_tf32(float (&c)[4], const float (&a)[4], float b0, float b1) {
+  tf32_operands op;
+  std::memcpy(op.a, a, sizeof op.a);
+  op.b[0] = b0;
+  op.b[1] = b1;
+  std::memcpy(op.c, c, sizeof op.c);
+  testing::emulator::warp_collective("mma.sync m16n8k8 tf32", 0xffffffffu, &mma_tf32_warp, 0, &op, sizeof op, c,
+                                     sizeof c);
 }
 
 void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
