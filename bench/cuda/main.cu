@@ -12,14 +12,14 @@
 // head (GB/s of codes and scales); Fastformer (B = 1, D = 256,
 // H = 16, float, without the transform) in GB/s counted as Q and K read once
 // and U written (3 N D elements, as on the CPU) and in moved_GB/s, the
-// traffic of its passes (4 N D, causal 6 N D, 8 with the transform), once more with every step
-// a block program (_block_programs: what streaming saves) and
-// once as the official module, with the output transform W_t, b_t and the
-// residual (_transform, with transform_GFLOP/s: 2 N D^2 over the call's
-// time); and the card's
+// traffic of its passes (4 N D, causal 6 N D, 8 with the transform), once
+// more with every step a block program (_block_programs: what streaming
+// saves), once with the streaming poolings scoring with FMAs (_fma_scores:
+// what scoring on tensor cores saves) and once as the official module, with
+// the output transform W_t, b_t and the residual (_transform, with
+// transform_GFLOP/s: 2 N D^2 over the call's time); and the card's
 // device-to-device copy bandwidth, the yardstick of the bandwidth-bound
-// kernels. Times come
-// from CUDA events around each call (manual time). Without a CUDA device it
+// kernels. Times come from CUDA events around each call (manual time). Without a CUDA device it
 // says so and exits 0. compare_sdpa.py runs it next to PyTorch's SDPA.
 //
 //   streamattn_bench_cuda [--workload=quick|default] [google-benchmark flags]
@@ -205,6 +205,7 @@ struct fastformer_case {
   bool causal;
   bool block_programs = false;  // every step a block program (what streaming saves)
   bool transform = false;       // the official module's W_t, b_t and residual
+  bool fma_scores = false;      // the streaming poolings score with FMAs (what tensor cores save)
 };
 
 template <class T>
@@ -232,12 +233,14 @@ void run_fastformer(benchmark::State& state, fastformer_case c) {
     }
     fastformer_options opts;
     opts.causal = c.causal;
-    if (c.block_programs) {
-      // The call as it ran before the streaming steps (additive_stream.cuh).
+    if (c.block_programs || c.fma_scores) {
+      // The call as it ran before the streaming steps (additive_stream.cuh),
+      // or before its poolings scored on tensor cores (additive_stream_mma.cuh).
       const auto params = detail::make_fastformer_params<T, float, T>("bench", qv, kv, qv, false, fw, ov,
                                                                       detail::settings_of(opts));
       auto args = detail::gpu::make_additive_args(params);
-      args.streaming = false;
+      args.streaming = !c.block_programs;
+      args.tensor_cores = !c.fma_scores;
       time_calls(state, [&] { detail::gpu::run_additive(args, nullptr); });
     } else {
       time_calls(state, [&] { fastformer_attention(cuda, qv, kv, fw, ov, opts); });
@@ -329,12 +332,12 @@ void register_all(bool quick) {
   }
   for (index_t n : quick ? std::vector<index_t>{4096} : std::vector<index_t>{1 << 16, 1 << 20})
     for (bool causal : {false, true}) {
-      for (int kind = 0; kind < 3; ++kind) {
-        const bool block_programs = kind == 1, transform = kind == 2;
-        const fastformer_case c{1, n, 16, 256, causal, block_programs, transform};
+      for (int kind = 0; kind < 4; ++kind) {
+        const bool block_programs = kind == 1, transform = kind == 2, fma_scores = kind == 3;
+        const fastformer_case c{1, n, 16, 256, causal, block_programs, transform, fma_scores};
         const std::string name = "fastformer/cuda/float/B1_N" + std::to_string(n) + "_H16_D256" +
                                  (causal ? "_causal" : "") + (block_programs ? "_block_programs" : "") +
-                                 (transform ? "_transform" : "");
+                                 (transform ? "_transform" : "") + (fma_scores ? "_fma_scores" : "");
         benchmark::RegisterBenchmark(name.c_str(), run_fastformer<float>, c)->UseManualTime()->Unit(benchmark::kMillisecond);
       }
     }

@@ -29,29 +29,32 @@ namespace streamattn::testing::ff {
 /// The cuda backend as planned for a GPU with `SmCount` multiprocessors
 /// (an H100 otherwise), run by the SIMT emulator; without `Streaming` every
 /// step runs as a block program (additive_args::streaming), as the shapes
-/// the streaming pooling does not take always do.
-template <int SmCount, bool Streaming = true>
+/// the streaming pooling does not take always do; without `TensorCores` the
+/// streaming poolings score with FMAs where they would take tensor cores
+/// (additive_args::tensor_cores).
+template <int SmCount, bool Streaming = true, bool TensorCores = true>
 struct simt_emulator_t {};
 
-template <int SmCount, bool Streaming>
-struct prefix_runs_bitwise<simt_emulator_t<SmCount, Streaming>> : std::false_type {};
+template <int SmCount, bool Streaming, bool TensorCores>
+struct prefix_runs_bitwise<simt_emulator_t<SmCount, Streaming, TensorCores>> : std::false_type {};
 
 /// launch_additive on the emulator. The workspace starts as NaN (dynamic
 /// shared memory always does), so a step reading what no earlier step wrote
 /// shows up in the results, and is 256-byte aligned as cudaMallocAsync's
 /// memory is (the transform's weights are read as 16-byte vectors).
 template <class S>
-void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streaming) {
+void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streaming, bool tensor_cores) {
   namespace gpu = detail::gpu;
   using Acc = gpu::device_accum_t<S>;
   if (gpu::nothing_to_write(a)) return;
   a.streaming = streaming;
+  a.tensor_cores = tensor_cores;
   gpu::device_limits h100;
   h100.sm_count = sm_count;
   h100.compute_capability = 90;
   h100.max_shared_bytes = emulator::max_dynamic_shared_bytes;
   const auto plan =
-      gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming});
+      gpu::plan_additive("simt emulator", a.shape, a.causal, sizeof(Acc), h100, {a.has_transform(), streaming, tensor_cores});
   constexpr std::size_t slack = 256 / sizeof(Acc);
   std::vector<Acc> workspace(static_cast<std::size_t>(std::max<index_t>(1, plan.workspace_elements())) + slack,
                              std::numeric_limits<Acc>::quiet_NaN());
@@ -65,6 +68,10 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
         emulator::launch("additive_stream_kernel", &gpu::additive_stream_kernel<S>, grid, block, plan.shared_bytes,
                          a, step);
         break;
+      case gpu::additive_kernel_kind::stream_mma:
+        emulator::launch("additive_stream_mma_kernel", &gpu::additive_stream_mma_kernel<S>, grid, block,
+                         plan.shared_bytes, a, step);
+        break;
       case gpu::additive_kernel_kind::stream_causal:
         emulator::launch("additive_stream_causal_kernel", &gpu::additive_stream_causal_kernel<S>, grid, block,
                          plan.shared_bytes, a, step);
@@ -75,22 +82,24 @@ void run_on_emulator(detail::gpu::additive_args<S> a, int sm_count, bool streami
   });
 }
 
-template <int SmCount, bool Streaming, class T, class W, class Tout>
-void additive_pool_impl(simt_emulator_t<SmCount, Streaming>, const detail::additive_pool_params<T, W, Tout>& p) {
-  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming);
+template <int SmCount, bool Streaming, bool TensorCores, class T, class W, class Tout>
+void additive_pool_impl(simt_emulator_t<SmCount, Streaming, TensorCores>,
+                        const detail::additive_pool_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming, TensorCores);
 }
 
-template <int SmCount, bool Streaming, class T, class W, class Tout>
-void fastformer_impl(simt_emulator_t<SmCount, Streaming>, const detail::fastformer_params<T, W, Tout>& p) {
-  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming);
+template <int SmCount, bool Streaming, bool TensorCores, class T, class W, class Tout>
+void fastformer_impl(simt_emulator_t<SmCount, Streaming, TensorCores>, const detail::fastformer_params<T, W, Tout>& p) {
+  run_on_emulator(detail::gpu::make_additive_args(p), SmCount, Streaming, TensorCores);
 }
 
-template <int SmCount, class T, bool Streaming = true>
+template <int SmCount, class T, bool Streaming = true, bool TensorCores = true>
 struct emulated_combo {
-  using backend = simt_emulator_t<SmCount, Streaming>;
+  using backend = simt_emulator_t<SmCount, Streaming, TensorCores>;
   using type = T;
   static constexpr int sm_count = SmCount;
   static constexpr bool streaming = Streaming;
+  static constexpr bool tensor_cores = TensorCores;
 };
 
 class emulated_names {
@@ -98,7 +107,7 @@ class emulated_names {
   template <class C>
   static std::string GetName(int) {
     return std::string(C::sm_count == 1 ? "few_chunks_" : "many_chunks_") + (C::streaming ? "" : "block_programs_") +
-           element_name<typename C::type>();
+           (C::tensor_cores ? "" : "fma_scores_") + element_name<typename C::type>();
   }
 };
 
@@ -106,7 +115,9 @@ class emulated_backend_names {
  public:
   template <class B>
   static std::string GetName(int i) {
-    return std::vector<std::string>{"few_chunks", "many_chunks", "many_chunks_block_programs"}.at(
+    return std::vector<std::string>{"few_chunks", "many_chunks", "many_chunks_block_programs",
+                                    "many_chunks_fma_scores"}
+        .at(
         static_cast<std::size_t>(i));
   }
 };
@@ -121,11 +132,14 @@ using EmulatedCombos =
     ::testing::Types<emulated_combo<1, float>, emulated_combo<1, double>, emulated_combo<1, Eigen::half>,
                      emulated_combo<1, Eigen::bfloat16>, emulated_combo<64, float>, emulated_combo<64, double>,
                      emulated_combo<64, Eigen::half>, emulated_combo<64, Eigen::bfloat16>,
-                     emulated_combo<64, float, false>, emulated_combo<64, double, false>>;
+                     emulated_combo<64, float, false>, emulated_combo<64, double, false>,
+                     emulated_combo<1, float, true, false>, emulated_combo<64, float, true, false>,
+                     emulated_combo<64, Eigen::half, true, false>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerSuite, EmulatedCombos, emulated_names);
 
 using EmulatedBackends =
-    ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>, simt_emulator_t<64, false>>;
+    ::testing::Types<simt_emulator_t<1>, simt_emulator_t<64>, simt_emulator_t<64, false>,
+                     simt_emulator_t<64, true, false>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Emulated, FastformerMaskSuite, EmulatedBackends, emulated_backend_names);
 
 // Which kernel runs each step of a causal call with a transform: the

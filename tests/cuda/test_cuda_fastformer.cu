@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "device_support.cuh"
@@ -14,16 +15,27 @@
 
 namespace streamattn::testing::ff {
 
-/// The cuda backend on device copies of the (host) test data.
+/// The cuda backend on device copies of the (host) test data; without
+/// `TensorCores` the streaming poolings score with FMAs where they would
+/// take tensor cores (additive_args::tensor_cores).
+template <bool TensorCores = true>
 struct gpu_via_copies_t {};
 
-template <>
-struct prefix_runs_bitwise<gpu_via_copies_t> : std::false_type {};
+template <bool TensorCores>
+struct prefix_runs_bitwise<gpu_via_copies_t<TensorCores>> : std::false_type {};
 
-template <>
-struct backend_unavailable<gpu_via_copies_t> {
+template <bool TensorCores>
+struct backend_unavailable<gpu_via_copies_t<TensorCores>> {
   static std::string reason() { return cuda_unavailable_reason(); }
 };
+
+/// run_additive on the call's arguments, as the cuda backend's entry points do.
+template <bool TensorCores, class Params>
+void run_cuda(const Params& p) {
+  auto args = detail::gpu::make_additive_args(p);
+  args.tensor_cores = TensorCores;
+  detail::gpu::run_additive(args, nullptr);
+}
 
 /// Device copies of host ranges, alive until the call has finished.
 class device_copies {
@@ -68,8 +80,8 @@ void copy_back(T* host, const T* device, index_t span) {
   if (span > 0) cuda_check(cudaMemcpy(host, device, static_cast<std::size_t>(span) * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
 }
 
-template <class T, class W, class Tout>
-void additive_pool_impl(gpu_via_copies_t, const detail::additive_pool_params<T, W, Tout>& p) {
+template <bool TensorCores, class T, class W, class Tout>
+void additive_pool_impl(gpu_via_copies_t<TensorCores>, const detail::additive_pool_params<T, W, Tout>& p) {
   const detail::additive_shape& s = p.shape;
   device_copies copies;
   detail::additive_pool_params<T, W, Tout> d = p;
@@ -84,13 +96,13 @@ void additive_pool_impl(gpu_via_copies_t, const detail::additive_pool_params<T, 
     out_span = (s.batch - 1) * p.out_batch_stride + (s.dim - 1) * p.out_feature_stride + 1;
     d.out = copies(p.out, out_span);
   }
-  detail::additive_pool_impl(streamattn::cuda, d);
+  run_cuda<TensorCores>(d);
   cuda_check(cudaDeviceSynchronize(), "the additive kernels");
   copy_back(p.causal ? p.prefix.data : p.out, p.causal ? d.prefix.data : d.out, out_span);
 }
 
-template <class T, class W, class Tout>
-void fastformer_impl(gpu_via_copies_t, const detail::fastformer_params<T, W, Tout>& p) {
+template <bool TensorCores, class T, class W, class Tout>
+void fastformer_impl(gpu_via_copies_t<TensorCores>, const detail::fastformer_params<T, W, Tout>& p) {
   const detail::additive_shape& s = p.shape;
   device_copies copies;
   detail::fastformer_params<T, W, Tout> d = p;
@@ -106,7 +118,7 @@ void fastformer_impl(gpu_via_copies_t, const detail::fastformer_params<T, W, Tou
     d.transform = copies(p.transform, (s.dim - 1) * (p.transform_row_stride + p.transform_col_stride) + 1);
     d.transform_bias = copies(p.transform_bias, (s.dim - 1) * p.transform_bias_stride + 1);
   }
-  detail::fastformer_impl(streamattn::cuda, d);
+  run_cuda<TensorCores>(d);
   cuda_check(cudaDeviceSynchronize(), "the Fastformer kernels");
   copy_back(p.out.data, d.out.data, out_span);
 }
@@ -119,19 +131,31 @@ using namespace streamattn;
 using namespace streamattn::testing;
 using namespace streamattn::testing::ff;
 
-using GpuCombos = ::testing::Types<combo<gpu_via_copies_t, float>, combo<gpu_via_copies_t, double>,
-                                   combo<gpu_via_copies_t, Eigen::half>, combo<gpu_via_copies_t, Eigen::bfloat16>>;
+using GpuCombos =
+    ::testing::Types<combo<gpu_via_copies_t<>, float>, combo<gpu_via_copies_t<>, double>,
+                     combo<gpu_via_copies_t<>, Eigen::half>, combo<gpu_via_copies_t<>, Eigen::bfloat16>,
+                     combo<gpu_via_copies_t<false>, float>>;
 
 class gpu_names {
  public:
   template <class C>
   static std::string GetName(int) {
-    return "cuda_" + element_name<typename C::type>();
+    const bool fma_scores = std::is_same_v<typename C::backend, gpu_via_copies_t<false>>;
+    return std::string("cuda_") + (fma_scores ? "fma_scores_" : "") + element_name<typename C::type>();
+  }
+};
+
+class gpu_backend_names {
+ public:
+  template <class B>
+  static std::string GetName(int) {
+    return std::is_same_v<B, gpu_via_copies_t<false>> ? "cuda_fma_scores" : "cuda";
   }
 };
 
 INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, FastformerSuite, GpuCombos, gpu_names);
-INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, FastformerMaskSuite, ::testing::Types<gpu_via_copies_t>);
+using GpuBackends = ::testing::Types<gpu_via_copies_t<>, gpu_via_copies_t<false>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, FastformerMaskSuite, GpuBackends, gpu_backend_names);
 
 TEST(CudaFastformer, HostMemoryIsRejectedBeforeAnyLaunch) {
   STREAMATTN_REQUIRE_CUDA_DEVICE();

@@ -710,11 +710,46 @@ TEST(CudaAdditivePlan, PoolingStreamsUpTo16HeadsAnd512Features) {
         // exchange; the exchanges do not overlap; everything fits the
         // launch's shared memory, k̄ of the outputs step included.
         EXPECT_LE(l.weights() + stream_max_heads * l.pitch(), l.exchange(0));
+        if (l.mma) {
+          EXPECT_LE(l.weights() + stream_mma_weight_index(l.mma_steps(), 0, 0, 0), l.exchange(0));
+        }
         EXPECT_LE(l.warp_state(stream_warps), l.exchange(0));
-        EXPECT_EQ(l.exchange(1) - l.exchange(0), (l.batch_tokens + 1) * stream_max_heads);
+        EXPECT_EQ(l.exchange(1) - l.exchange(0),
+                  l.mma ? stream_mma_tokens * stream_mma_exchange_pitch + stream_max_heads
+                        : (l.batch_tokens + 1) * stream_max_heads);
         EXPECT_LE(static_cast<std::size_t>(l.length()) * accum, p.shared_bytes);
         EXPECT_LE(static_cast<std::size_t>(s.dim) * accum, p.shared_bytes);
         EXPECT_LE(p.shared_bytes, additive_default_shared_bytes) << "no opt-in needed";
+      }
+    }
+  }
+}
+
+TEST(CudaAdditivePlan, PoolingScoresOnTensorCoresWithDenseFloatWeightsOnSm80) {
+  for (index_t heads : {1, 3, 16, 17}) {
+    for (index_t head_dim : {1, 4, 6, 16, 64, 256}) {
+      for (std::size_t accum : {std::size_t{4}, std::size_t{8}}) {
+        for (bool per_head : {false, true}) {
+          for (int cc : {75, 80, 90}) {
+            for (bool allowed : {false, true}) {
+              additive_shape s = additive_shape_of(2, 1000, heads, head_dim);
+              s.per_head = per_head;
+              const bool expected = allowed && cc >= 80 && accum == 4 && !per_head && heads <= 16 && s.dim <= 256 &&
+                                    head_dim % 4 == 0;
+              const additive_plan p =
+                  plan_additive("test", s, false, accum, {132, cc, 227 * 1024}, {false, true, allowed});
+              EXPECT_EQ(p.stream.mma, expected) << heads << " x " << head_dim << " accum " << accum << " per_head "
+                                                << per_head << " cc " << cc << " allowed " << allowed;
+              if (!p.stream.mma) continue;
+              // Two k8 steps per 16 features, the A fragments of every one
+              // of them below the warp states' and exchanges' space.
+              EXPECT_EQ(p.stream.mma_steps(), 2 * ((s.dim + 15) / 16));
+              EXPECT_LE(stream_mma_weight_index(p.stream.mma_steps(), 0, 0, 0), p.stream.exchange(0));
+              EXPECT_LE(static_cast<std::size_t>(p.stream.length()) * accum, p.shared_bytes);
+              EXPECT_LE(p.shared_bytes, additive_default_shared_bytes) << "no opt-in needed";
+            }
+          }
+        }
       }
     }
   }

@@ -48,6 +48,10 @@ struct additive_args {
   /// Whether the steps that can stream do (streams(), additive_programs.cuh);
   /// false runs every step as a block program, which tests compare against.
   bool streaming = true;
+  /// Whether the streaming chunk poolings may score on tensor cores
+  /// (additive_plan_options::tensor_cores); false keeps them on FMAs, which
+  /// tests and benchmarks compare against.
+  bool tensor_cores = true;
   bool stream_pooling = false;
   /// additive_plan::causal_streaming; the warps' span states are in
   /// query_warp_totals and key_warp_totals.

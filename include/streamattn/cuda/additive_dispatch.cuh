@@ -53,7 +53,7 @@ void run_additive(additive_args<S> a, cudaStream_t stream) {
   const current_device device = query_current_device(fn);
   check_additive_operands(fn, a, device.id);
   const additive_plan plan = plan_additive(fn, a.shape, a.causal, sizeof(device_accum_t<S>), device.limits,
-                                           {a.has_transform(), a.streaming});
+                                           {a.has_transform(), a.streaming, a.tensor_cores});
   const device_buffer workspace(plan.workspace_bytes(), stream, fn);
   apply_plan(a, plan, workspace.data());
   launch_additive(a, plan, stream, fn);

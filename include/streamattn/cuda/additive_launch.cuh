@@ -1,7 +1,7 @@
 // Enqueues the steps of additive pooling or Fastformer on a stream, one
-// launch of additive_kernel, additive_stream_kernel or
-// additive_stream_causal_kernel per step (kernel_for), with the plan's grid
-// and shared memory.
+// launch of additive_kernel, additive_stream_kernel,
+// additive_stream_mma_kernel or additive_stream_causal_kernel per step
+// (kernel_for), with the plan's grid and shared memory.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -27,6 +27,9 @@ void launch_additive(const additive_args<S>& args, const additive_plan& plan, cu
     throw_on_error(
         cudaFuncSetAttribute(additive_stream_causal_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
         function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    throw_on_error(
+        cudaFuncSetAttribute(additive_stream_mma_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared),
+        function, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
   }
   for_each_additive_step(args, [&](additive_step step, index_t blocks) {
     if (blocks == 0) return;
@@ -35,6 +38,10 @@ void launch_additive(const additive_args<S>& args, const additive_plan& plan, cu
       case additive_kernel_kind::stream:
         additive_stream_kernel<S><<<grid, additive_block_threads, shared, stream>>>(args, step);
         throw_on_launch_error(function, "additive_stream_kernel");
+        break;
+      case additive_kernel_kind::stream_mma:
+        additive_stream_mma_kernel<S><<<grid, additive_block_threads, shared, stream>>>(args, step);
+        throw_on_launch_error(function, "additive_stream_mma_kernel");
         break;
       case additive_kernel_kind::stream_causal:
         additive_stream_causal_kernel<S><<<grid, additive_block_threads, shared, stream>>>(args, step);

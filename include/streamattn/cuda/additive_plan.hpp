@@ -103,6 +103,31 @@ STREAMATTN_HOST_DEVICE constexpr int stream_batch_tokens(std::size_t accum_bytes
   return accum_bytes == 4 && features <= stream_lane_features ? 4 : 2;
 }
 
+/// Whether the streaming chunk poolings score on tensor cores
+/// (additive_stream_mma.cuh): 3xTF32 mma.sync, which needs sm_80, float
+/// accumulation and dense weights (a per-head row's zeros would meet other
+/// heads' features: 0 x inf), up to 16 heads and 256 features, each head's
+/// features a multiple of 4 (a lane's 4 adjacent features share a head).
+STREAMATTN_HOST_DEVICE bool pooling_scores_on_tensor_cores(const additive_shape& s, std::size_t accum_bytes,
+                                                           int compute_capability) {
+  return compute_capability >= 80 && accum_bytes == 4 && !s.per_head && s.heads <= stream_max_heads &&
+         s.dim <= 32 * stream_lane_features && s.head_dim % 4 == 0;
+}
+
+/// Tokens a warp of the tensor-core pooling scores at once: the N of one
+/// m16n8k8, whose M is the 16 heads.
+inline constexpr int stream_mma_tokens = 8;
+/// Numbers per token row of its exchange: 16 heads and one more, so that the
+/// 8 tokens' rows start on different banks.
+inline constexpr index_t stream_mma_exchange_pitch = stream_max_heads + 1;
+
+/// Where the tensor-core pooling keeps the A fragment number i (0..3) of
+/// lane `lane` at k step `step`, part 0 (big) or 1 (small): per k step and
+/// part the lanes' four numbers side by side, one 16-byte load each.
+STREAMATTN_HOST_DEVICE constexpr index_t stream_mma_weight_index(index_t step, int part, int lane, int i) {
+  return ((step * 2 + part) * 32 + lane) * 4 + i;
+}
+
 /// Tokens a warp of the causal rescans (additive_stream_causal.cuh) takes at
 /// once: two, so that a token's q̄_t and K_t fit in its registers beside
 /// the next batch's loads.
@@ -122,27 +147,36 @@ struct additive_stream_layout {
   /// The causal rescans stream too: a second set of weights (the keys'),
   /// and an exchange that holds a prefix softmax's factors.
   bool causal = false;
+  /// The chunk poolings score on tensor cores (pooling_scores_on_tensor_cores).
+  bool mma = false;
 
   /// Features per weight row: whole warps' worth, zeros past D.
   STREAMATTN_HOST_DEVICE index_t pitch() const { return 32 * ceil_div(dim, 32); }
+  /// The tensor-core pooling's k8 steps: two per 16 features.
+  STREAMATTN_HOST_DEVICE index_t mma_steps() const { return 2 * ceil_div(dim, 16); }
   // The score weights, stream_max_heads x pitch of them (zeros past H, in
-  // the order of stream_weight_index, additive_stream.cuh), then, for the
-  // causal rescans, the keys'; once every warp has scored its last token,
-  // the same space holds the warps' final states.
+  // the order of stream_weight_index, additive_stream.cuh), or, where the
+  // poolings score on tensor cores, their TF32 A fragments (8 numbers per
+  // lane and k step, stream_mma_weight_index); then, for the causal
+  // rescans, the keys' rows. Once every warp has scored its last token, the
+  // same space holds the warps' final states.
   STREAMATTN_HOST_DEVICE index_t weights() const { return 0; }
   STREAMATTN_HOST_DEVICE index_t key_weights() const { return stream_max_heads * pitch(); }
   STREAMATTN_HOST_DEVICE index_t warp_state(index_t warp) const { return warp * state().length(); }
-  // Per warp: its batch's weights [batch_tokens][16] and rescales [16]; in a
-  // causal rescan, per token of its batch a rescale, a weight and 1 / sum
-  // of every head.
+  // Per warp: its batch's weights [batch_tokens][16] and rescales [16] (the
+  // tensor-core pooling's [8][17] and [16]); in a causal rescan, per token
+  // of its batch a rescale, a weight and 1 / sum of every head.
   STREAMATTN_HOST_DEVICE index_t exchange_length() const {
-    const index_t pooling = (batch_tokens + 1) * stream_max_heads;
+    const index_t pooling = mma ? stream_mma_tokens * stream_mma_exchange_pitch + stream_max_heads
+                                : (batch_tokens + 1) * stream_max_heads;
     const index_t prefix = causal ? 3 * stream_causal_batch_tokens * stream_max_heads : 0;
     return pooling > prefix ? pooling : prefix;
   }
   STREAMATTN_HOST_DEVICE index_t exchange(index_t warp) const {
     const index_t rows = (causal ? 2 : 1) * stream_max_heads * pitch(), states = stream_warps * state().length();
-    const index_t shared = rows > states ? rows : states;
+    const index_t fragments = mma ? stream_mma_weight_index(mma_steps(), 0, 0, 0) : 0;
+    const index_t weight_space = rows > fragments ? rows : fragments;
+    const index_t shared = weight_space > states ? weight_space : states;
     return shared + warp * exchange_length();
   }
   STREAMATTN_HOST_DEVICE index_t length() const { return exchange(stream_warps); }
@@ -212,6 +246,7 @@ struct additive_plan {
 struct additive_plan_options {
   bool transform = false;  // a Fastformer call's outputs apply W_t (a block program with W_tᵀ in the workspace)
   bool streaming = true;   // false: every step runs as a block program (additive_args::streaming)
+  bool tensor_cores = true;  // false: the streaming poolings score with FMAs (for tests and benchmarks)
 };
 
 /// Plans a call over `s` (batch, tokens, dim, heads). Throws
@@ -242,7 +277,8 @@ inline additive_plan plan_additive(const char* function, const additive_shape& s
   plan.causal_streaming = options.streaming && causal && plan.stream_pooling && causal_rescans_stream(s, accum_bytes);
   if (plan.stream_pooling) {
     plan.stream = {s.heads, s.dim, stream_batch_tokens(accum_bytes, stream_features_per_lane(s.dim)),
-                   plan.causal_streaming};
+                   plan.causal_streaming,
+                   options.tensor_cores && pooling_scores_on_tensor_cores(s, accum_bytes, device.compute_capability)};
     plan.shared_bytes = std::max(plan.shared_bytes, static_cast<std::size_t>(plan.stream.length()) * accum_bytes);
   }
   const std::size_t limit = std::max(device.max_shared_bytes, additive_default_shared_bytes);

@@ -310,42 +310,25 @@ __device__ __forceinline__ void stream_accumulate(Acc (&acc)[F], const Acc (&x)[
 /// The end of a warp-streamed chunk pooling: every warp writes its state
 /// (natural-log units, as the block programs keep them) to shared memory
 /// and, where `span_states` is given, to the workspace (warp w's at
-/// span_states + w * state length); then the block merges the warps'
-/// states in warp order (results do not depend on timing) into `chunk`,
-/// the accumulator times `mult` where given.
-template <int F, class S>
-__device__ void finish_stream_chunk(const additive_block<S>& blk, const stream_head_state<device_accum_t<S>>& st,
-                                    const device_accum_t<S> (&acc)[F], device_accum_t<S>* span_states,
-                                    const state_ref<device_accum_t<S>>& chunk, const device_accum_t<S>* mult) {
+/// span_states + w * state length), through write_warp_state(mine, span),
+/// which writes the calling lane's part of its warp's state to state_ref
+/// `mine` and, where span.base is not null, `span` (one call for both: two
+/// calls cost the FMA pooling's loop spills);
+/// then the block merges the warps' states in warp order (results do not
+/// depend on timing) into `chunk`, the accumulator times `mult` where given.
+template <class S, class WriteWarpState>
+__device__ void finish_stream_chunk(const additive_block<S>& blk, const WriteWarpState& write_warp_state,
+                                    device_accum_t<S>* span_states, const state_ref<device_accum_t<S>>& chunk,
+                                    const device_accum_t<S>* mult) {
   using Acc = device_accum_t<S>;
-  constexpr Acc ln2 = stream_ln2<Acc>;
   const additive_shape& s = blk.shape();
   const additive_stream_layout& lay = blk.a.stream;
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
   // Every warp is done with the weights: their space takes the warp states.
   __syncthreads();
   const additive_state_layout layout = lay.state();
-  const state_ref<Acc> mine{blk.smem + lay.warp_state(warp), layout};
-  const state_ref<Acc> span{span_states != nullptr ? span_states + warp * layout.length() : nullptr, layout};
-  const Acc row_max = st.row_max == neg_inf<Acc>() ? neg_inf<Acc>() : st.row_max * ln2;
-  if (lane < s.heads) {
-    mine.row_max(lane) = row_max;
-    mine.row_sum(lane) = st.row_sum;
-    mine.saw_kept(lane) = st.kept ? Acc(1) : Acc(0);
-    if (span_states != nullptr) {
-      span.row_max(lane) = row_max;
-      span.row_sum(lane) = st.row_sum;
-      span.saw_kept(lane) = st.kept ? Acc(1) : Acc(0);
-    }
-  }
-  STREAMATTN_UNROLL
-  for (int j = 0; j < F; ++j) {
-    const index_t f = lane + 32 * j;
-    if (f >= s.dim) continue;
-    mine.acc(f) = acc[j];
-    if (span_states != nullptr) span.acc(f) = acc[j];
-  }
+  write_warp_state(state_ref<Acc>{blk.smem + lay.warp_state(warp), layout},
+                   state_ref<Acc>{span_states != nullptr ? span_states + warp * layout.length() : nullptr, layout});
   __syncthreads();
 
   blk.team.for_each(s.dim, [&](index_t f) {
@@ -359,6 +342,40 @@ __device__ void finish_stream_chunk(const additive_block<S>& blk, const stream_h
     chunk.acc(f) = mult != nullptr ? total * mult[f] : total;
     if (f % s.head_dim == 0) chunk.row_max(h) = m, chunk.row_sum(h) = l, chunk.saw_kept(h) = saw;
   });
+}
+
+/// A head's running max in log2 units as the workspace states keep it
+/// (natural-log units; -inf stays -inf).
+template <class Acc>
+__device__ __forceinline__ Acc natural_row_max(Acc log2_max) {
+  return log2_max == neg_inf<Acc>() ? neg_inf<Acc>() : log2_max * stream_ln2<Acc>;
+}
+
+/// finish_stream_chunk's write_warp_state where lane h < H holds head h's
+/// state and lane f % 32 feature f's accumulator (stream_lane).
+template <int F, class Acc>
+__device__ auto lane_state_writer(const additive_shape& s, const stream_lane<F>& me, const stream_head_state<Acc>& st,
+                                  const Acc (&acc)[F]) {
+  return [&s, &me, &st, &acc](const state_ref<Acc>& mine, const state_ref<Acc>& span) {
+    const Acc row_max = natural_row_max(st.row_max);
+    if (me.lane < s.heads) {
+      mine.row_max(me.lane) = row_max;
+      mine.row_sum(me.lane) = st.row_sum;
+      mine.saw_kept(me.lane) = st.kept ? Acc(1) : Acc(0);
+      if (span.base != nullptr) {
+        span.row_max(me.lane) = row_max;
+        span.row_sum(me.lane) = st.row_sum;
+        span.saw_kept(me.lane) = st.kept ? Acc(1) : Acc(0);
+      }
+    }
+    STREAMATTN_UNROLL
+    for (int j = 0; j < F; ++j) {
+      const index_t f = me.lane + 32 * j;
+      if (f >= s.dim) continue;
+      mine.acc(f) = acc[j];
+      if (span.base != nullptr) span.acc(f) = acc[j];
+    }
+  };
 }
 
 /// The tokens [first, last) warp `warp` streams of chunk c, a batch of T at
@@ -422,7 +439,8 @@ __device__ void stream_pool_chunk(const additive_args<S>& a, index_t b, index_t 
   const state_ref<Acc> chunk{blk.chunk_state(keys ? a.key_totals : a.query_totals, b, c), lay.state()};
   Acc* const spans = a.causal_streaming ? blk.span_states(keys ? a.key_warp_totals : a.query_warp_totals, b, c)
                                         : nullptr;
-  finish_stream_chunk(blk, st, acc, spans, chunk, keys && !a.pool_raw_keys ? mult : nullptr);
+  finish_stream_chunk(blk, lane_state_writer(a.shape, me, st, acc), spans, chunk,
+                      keys && !a.pool_raw_keys ? mult : nullptr);
 }
 
 /// The outputs U = V ⊙ k̄ of chunk (b, c) without a transform: each warp
@@ -468,7 +486,9 @@ __device__ void stream_outputs(const additive_args<S>& a, index_t b, index_t c, 
   }
 }
 
-/// Runs block `block` of a step that streams (streams()).
+/// Runs block `block` of a step that streams (streams()) on
+/// additive_stream_kernel: the outputs, and the chunk poolings that score
+/// with FMAs.
 template <class S>
 __device__ void run_stream_block(const additive_args<S>& a, additive_step step, index_t block,
                                  device_accum_t<S>* smem) {

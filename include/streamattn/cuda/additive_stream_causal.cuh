@@ -266,7 +266,8 @@ __device__ void stream_causal_chunk(const additive_args<S>& a, index_t b, index_
 
   if (step == additive_step::causal_key_totals) {
     const state_ref<Acc> chunk{blk.chunk_state(a.key_totals, b, c), lay.state()};
-    finish_stream_chunk(blk, key_state, key_acc, blk.span_states(a.key_warp_totals, b, c), chunk, nullptr);
+    finish_stream_chunk(blk, lane_state_writer(a.shape, me, key_state, key_acc),
+                        blk.span_states(a.key_warp_totals, b, c), chunk, nullptr);
   }
 }
 
