@@ -12,6 +12,20 @@
 
 namespace streamattn::detail::gpu {
 
+/// Whether the code of additive_stream_mma_kernel that runs on the current
+/// device was compiled for sm_80 or newer. A program built for older
+/// architectures only runs there PTX compiled without the tensor-core
+/// instructions (mma.cuh: STREAMATTN_CUDA_NO_SM80), whose kernel traps.
+/// Beside launch_additive, so that programs compiling the kernels once
+/// (STREAMATTN_CUDA_EXTERN_KERNELS) take the kernel's address there too.
+template <class S>
+bool tensor_core_pooling_compiled(const char* function) {
+  cudaFuncAttributes attributes{};
+  throw_on_error(cudaFuncGetAttributes(&attributes, additive_stream_mma_kernel<S>), function,
+                 "cudaFuncGetAttributes(additive_stream_mma_kernel)");
+  return attributes.ptxVersion >= 80;
+}
+
 /// Enqueues every step of the call on `stream`. `args` carries the plan and
 /// its workspace (apply_plan).
 template <class S>
@@ -66,5 +80,9 @@ extern template void launch_additive<__half>(const additive_args<__half>&, const
                                              const char*);
 extern template void launch_additive<__nv_bfloat16>(const additive_args<__nv_bfloat16>&, const additive_plan&,
                                                     cudaStream_t, const char*);
+extern template bool tensor_core_pooling_compiled<float>(const char*);
+extern template bool tensor_core_pooling_compiled<double>(const char*);
+extern template bool tensor_core_pooling_compiled<__half>(const char*);
+extern template bool tensor_core_pooling_compiled<__nv_bfloat16>(const char*);
 }  // namespace streamattn::detail::gpu
 #endif

@@ -117,9 +117,11 @@ STREAMATTN_HOST_DEVICE bool pooling_scores_on_tensor_cores(const additive_shape&
 /// Tokens a warp of the tensor-core pooling scores at once: the N of one
 /// m16n8k8, whose M is the 16 heads.
 inline constexpr int stream_mma_tokens = 8;
-/// Numbers per token row of its exchange: 16 heads and one more, so that the
-/// 8 tokens' rows start on different banks.
-inline constexpr index_t stream_mma_exchange_pitch = stream_max_heads + 1;
+/// Numbers per token row of its exchange: 16 heads and 4 more, so that
+/// neither the C fragments' stores (lane (g, t): heads g, g + 8 of tokens
+/// 2t, 2t + 1) nor the loads of a token's weight of one head by the 8
+/// tokens' lanes meet twice on a bank.
+inline constexpr index_t stream_mma_exchange_pitch = stream_max_heads + 4;
 
 /// Where the tensor-core pooling keeps the A fragment number i (0..3) of
 /// lane `lane` at k step `step`, part 0 (big) or 1 (small): per k step and
@@ -164,7 +166,7 @@ struct additive_stream_layout {
   STREAMATTN_HOST_DEVICE index_t key_weights() const { return stream_max_heads * pitch(); }
   STREAMATTN_HOST_DEVICE index_t warp_state(index_t warp) const { return warp * state().length(); }
   // Per warp: its batch's weights [batch_tokens][16] and rescales [16] (the
-  // tensor-core pooling's [8][17] and [16]); in a causal rescan, per token
+  // tensor-core pooling's [8][20] and [16]); in a causal rescan, per token
   // of its batch a rescale, a weight and 1 / sum of every head.
   STREAMATTN_HOST_DEVICE index_t exchange_length() const {
     const index_t pooling = mma ? stream_mma_tokens * stream_mma_exchange_pitch + stream_max_heads

@@ -8,7 +8,8 @@
 //   S (16 heads x 8 tokens) = W (16 x D) X^T (D x 8),
 // 3xTF32 for float accuracy (W = Wb + Ws and X = Xb + Xs, TF32 each; Wb Xb +
 // Wb Xs + Ws Xb leaves out Ws Xs, about 2^-22 of a product): 12 MMAs a
-// token, and 126 instructions a token in all in the sm_90 SASS at D = 256.
+// token, and 126 instructions a token in all in the sm_90 SASS at D = 256
+// (float inputs; 16-bit ones are exact in TF32 and skip Wb Xs).
 //
 // Lane (g, t) (g = lane / 4, t = lane % 4) loads token g of the batch, its
 // features 16 s + 4 t + i (i < 4) for every 16-feature group s: so its
@@ -122,13 +123,13 @@ __device__ __forceinline__ void load_stream_mma_token(const additive_args<S>& a,
       to.x[s][i] = s < groups_in ? load_as<float>(row + (16 * s + i) * x.feature_stride) : 0.0f;
 }
 
-/// Asks L2 for the 128-byte line at `p` (prefetch.global.L2): no register
-/// waits for it.
+/// Asks L2 for the 128-byte line at `p`, global memory (prefetch.global.L2):
+/// no register waits for it.
 __device__ __forceinline__ void prefetch_line_to_l2(const void* p) {
 #if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
   (void)p;
 #else
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(p)));
 #endif
 }
 
@@ -154,7 +155,10 @@ __device__ __forceinline__ void prefetch_stream_mma_token(const additive_args<S>
 /// token 2 t + u. Each k step's three products start from zero and are
 /// added to the scores in float, so the tensor cores' own accumulation
 /// never carries more than 8 features' partial sum; the two k steps of a
-/// group are two independent chains of three MMAs.
+/// group are two independent chains of three MMAs. ExactInTf32: the
+/// features are 16-bit floats, which TF32 holds exactly (Xs = 0), so two
+/// MMAs a step.
+template <bool ExactInTf32>
 __device__ __forceinline__ void stream_mma_scores(const stream_mma_batch& x, const float* weights,
                                                   const stream_mma_lane& me, float (&score)[2][2]) {
   float sum[4] = {0, 0, 0, 0};
@@ -173,7 +177,7 @@ __device__ __forceinline__ void stream_mma_scores(const stream_mma_batch& x, con
       STREAMATTN_UNROLL
       for (int k = 0; k < 4; ++k) c[e][k] = 0;
       mma_16x8x8_tf32(c[e], ws, xb[0], xb[1]);
-      mma_16x8x8_tf32(c[e], wb, xs[0], xs[1]);
+      if constexpr (!ExactInTf32) mma_16x8x8_tf32(c[e], wb, xs[0], xs[1]);
       mma_16x8x8_tf32(c[e], wb, xb[0], xb[1]);
     }
     STREAMATTN_UNROLL
@@ -193,8 +197,8 @@ struct stream_mma_state {
 /// stream_batch_softmax on the C fragments: the batch's 8 tokens, token n
 /// valid (in the span) where bit 4 n of `valid` is set and kept where that
 /// of `keep` is (__ballot_sync of each lane's token g). Leaves token n's
-/// weight of head h in exchange[n * 17 + h] and the rescale of what came
-/// before in exchange[8 * 17 + h]; returns whether every head of this
+/// weight of head h in exchange[n * 20 + h] and the rescale of what came
+/// before in exchange[8 * 20 + h]; returns whether every head of this
 /// call's rescales is exactly 1.
 __device__ __forceinline__ bool stream_mma_softmax(const float (&score_in)[2][2], unsigned valid, unsigned keep,
                                                    bool exclude, const stream_mma_lane& me, index_t heads,
@@ -291,7 +295,7 @@ __device__ void stream_pool_chunk_mma(const additive_args<S>& a, index_t b, inde
     const unsigned valid_bits = __ballot_sync(0xffffffffu, valid), keep_bits = __ballot_sync(0xffffffffu, keep);
 
     float score[2][2];
-    stream_mma_scores(now, weights, me, score);
+    stream_mma_scores<sizeof(S) == 2>(now, weights, me, score);
     const bool unit = stream_mma_softmax(score, valid_bits, keep_bits, a.mask.exclude, me, a.shape.heads, st, exchange);
     __syncwarp();
     // Each lane's token g, weighted by its groups' heads; on long sequences

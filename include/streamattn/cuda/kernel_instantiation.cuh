@@ -23,7 +23,9 @@
       const ::streamattn::detail::gpu::attention_plan&, void*, cudaStream_t, const char*);                 \
   template void ::streamattn::detail::gpu::launch_additive<::streamattn::detail::gpu::storage_t<T>>(         \
       const ::streamattn::detail::gpu::additive_args<::streamattn::detail::gpu::storage_t<T>>&,              \
-      const ::streamattn::detail::gpu::additive_plan&, cudaStream_t, const char*);
+      const ::streamattn::detail::gpu::additive_plan&, cudaStream_t, const char*);                          \
+  template bool ::streamattn::detail::gpu::tensor_core_pooling_compiled<                                      \
+      ::streamattn::detail::gpu::storage_t<T>>(const char*);
 
 /// Instantiates the attention kernels for queries of element type T over an
 /// int8 (quantised) K/V cache. Use at namespace scope, once per type and

@@ -89,7 +89,9 @@ __device__ __forceinline__ float to_tf32(float x) {
 /// 13 bits the MMA ignores (so |x - big - small as read| < 2^-21 |x|). Two
 /// integer operations and a subtraction where to_tf32 compiles to four
 /// instructions on sm_90. A NaN or infinite x leaves a NaN or infinite part,
-/// so the products it meets are not finite either.
+/// so the products it meets are not finite either; so does a finite x within
+/// 2^-12 of the largest float (big rounds to inf), where any score would
+/// overflow anyway.
 __device__ __forceinline__ void split_tf32(float x, float& big, float& small) {
 #if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
   std::uint32_t bits;
