@@ -52,8 +52,7 @@ void run_additive(additive_args<S> a, cudaStream_t stream) {
   if (nothing_to_write(a)) return;
   const current_device device = query_current_device(fn);
   check_additive_operands(fn, a, device.id);
-  const bool tensor_cores = a.tensor_cores && device.limits.compute_capability >= 80 &&
-                            tensor_core_pooling_compiled<S>(fn);
+  const bool tensor_cores = a.tensor_cores && tensor_core_pooling_compiled<S>(fn);  // the plan checks the GPU
   const additive_plan plan = plan_additive(fn, a.shape, a.causal, sizeof(device_accum_t<S>), device.limits,
                                            {a.has_transform(), a.streaming, tensor_cores});
   const device_buffer workspace(plan.workspace_bytes(), stream, fn);
