@@ -19,8 +19,9 @@
 // the output transform W_t, b_t and the residual (_transform, with
 // transform_GFLOP/s: 2 N D^2 over the call's time); and the card's
 // device-to-device copy bandwidth, the yardstick of the bandwidth-bound
-// kernels. Times come from CUDA events around each call (manual time). Without a CUDA device it
-// says so and exits 0. compare_sdpa.py runs it next to PyTorch's SDPA.
+// kernels. Times come from CUDA events around each call (manual time).
+// Without a CUDA device it says so and exits 0. compare_sdpa.py runs it next
+// to PyTorch's SDPA.
 //
 //   streamattn_bench_cuda [--workload=quick|default] [google-benchmark flags]
 #include <benchmark/benchmark.h>

@@ -11,11 +11,14 @@
 // streamattn::detail::gpu::emulated before including any kernel.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "../config.hpp"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #define STREAMATTN_CUDA_NO_SM80 1
@@ -62,45 +65,38 @@ __device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const 
 #endif
 }
 
-/// x rounded to TF32 (10 mantissa bits, to nearest, ties away from zero:
-/// cvt.rna.tf32.f32), the low 13 bits of the result zero. A value and the
-/// TF32 rounding of what this one loses (x - to_tf32(x), exact in float)
-/// carry x to about 2^-22 through the 3xTF32 products of mma_16x8x8_tf32.
-__device__ __forceinline__ float to_tf32(float x) {
-#if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
+/// The bits of finite x rounded to TF32 (10 mantissa bits, to nearest, ties
+/// away from zero, as cvt.rna.tf32.f32 rounds), the low 13 bits zero: half
+/// a TF32 unit added to the magnitude, then truncated. Two integer
+/// operations, where nvcc's cvt.rna.tf32 is four instructions on sm_90.
+STREAMATTN_HOST_DEVICE std::uint32_t tf32_rounded_bits(float x) {
   std::uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;  // NaN and inf stay
-  float r;
-  std::memcpy(&r, &bits, sizeof r);
-  return r;
-#elif !defined(STREAMATTN_CUDA_NO_SM80)
-  std::uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
-#else
+  return (bits + 0x1000u) & 0xffffe000u;
+}
+
+STREAMATTN_HOST_DEVICE float float_of_bits(std::uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
   return x;
-#endif
+}
+
+/// x rounded to TF32 (tf32_rounded_bits; NaN and inf stay). A value and the
+/// TF32 rounding of what this one loses (x - to_tf32(x), exact in float)
+/// carry x to about 2^-22 through the 3xTF32 products of mma_16x8x8_tf32.
+STREAMATTN_HOST_DEVICE float to_tf32(float x) {
+  return std::isfinite(x) ? float_of_bits(tf32_rounded_bits(x)) : x;
 }
 
 /// x as the sum of two TF32 operands for mma_16x8x8_tf32: `big`, x rounded
-/// to TF32 (to nearest, ties away from zero, as to_tf32 for finite x below
-/// the largest TF32 value), and `small` = x - big, exact in float, whose low
-/// 13 bits the MMA ignores (so |x - big - small as read| < 2^-21 |x|). Two
-/// integer operations and a subtraction where to_tf32 compiles to four
-/// instructions on sm_90. A NaN or infinite x leaves a NaN or infinite part,
-/// so the products it meets are not finite either; so does a finite x within
-/// 2^-12 of the largest float (big rounds to inf), where any score would
-/// overflow anyway.
+/// to TF32 (tf32_rounded_bits), and `small` = x - big, exact in float, whose
+/// low 13 bits the MMA ignores (so |x - big - small as read| < 2^-21 |x|):
+/// three instructions in all. A NaN or infinite x leaves a NaN or infinite
+/// part, so the products it meets are not finite either; so does a finite x
+/// within 2^-12 of the largest float (big rounds to inf), where any score
+/// would overflow anyway.
 __device__ __forceinline__ void split_tf32(float x, float& big, float& small) {
-#if defined(STREAMATTN_CUDA_EMULATOR) || !defined(__CUDA_ARCH__)
-  std::uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits = (bits + 0x1000u) & 0xffffe000u;
-  std::memcpy(&big, &bits, sizeof big);
-#else
-  big = __uint_as_float((__float_as_uint(x) + 0x1000u) & 0xffffe000u);
-#endif
+  big = float_of_bits(tf32_rounded_bits(x));
   small = x - big;
 }
 
